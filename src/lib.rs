@@ -1,0 +1,2 @@
+//! typed-vfio
+pub mod sys;

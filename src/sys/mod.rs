@@ -1,0 +1,46 @@
+//! The raw layer: VFIO's C ABI as bindgen generates it from `headers/`.
+//!
+//! Everything here keeps its C name (`sys::vfio_region_info`,
+//! `sys::VFIO_IOMMU_MAP_DMA`, `sys::VFIO_IOMMU_PAMU_MAP_MSI_BANK`, ...). It is
+//! public for advanced users who need a request the typed API does not cover;
+//! everyone else should use the typed API, which builds these structs, checks
+//! what the kernel returns and keeps each request on its own kind of fd.
+//!
+//! - the generated items are re-exported here: Linux 6.12's `linux/vfio.h` and
+//!   `linux/iommufd.h` (see `headers/PROVENANCE`) plus our `vfio_type2.h`
+//!   (the Freescale PAMU extension);
+//! - [`ContainerFd`], [`GroupFd`], [`DeviceFd`] and [`IommufdFd`] name the
+//!   class of an fd: VFIO reuses request numbers across classes
+//!   (`VFIO_DEVICE_IOEVENTFD == VFIO_IOMMU_DISABLE`), so each request in
+//!   [`ioctl`] takes the class it belongs to, never a bare fd;
+//! - every request code is checked at compile time against
+//!   `nix::request_code_none!`, and every struct the crate uses against its
+//!   absolute size and field offsets (`layout.rs`); the `abi_oracle` test
+//!   compares all of it with a C compiler's view of the same headers.
+
+#[allow(
+    non_camel_case_types,
+    non_upper_case_globals,
+    non_snake_case,
+    missing_docs,
+    unsafe_code,
+    unsafe_op_in_unsafe_fn,
+    clippy::all,
+    clippy::pedantic,
+    clippy::undocumented_unsafe_blocks
+)]
+mod generated {
+    include!(concat!(env!("OUT_DIR"), "/bindings.rs"));
+}
+pub use generated::*;
+
+mod fd;
+pub mod ioctl;
+mod layout;
+mod requests;
+
+pub use fd::{ContainerFd, DeviceFd, GroupFd, IommufdFd};
+
+/// Where this build's bindings came from: `"generated"` (bindgen ran against
+/// `headers/`) or `"snapshot"` (the committed `src/sys/bindings_<arch>.rs`).
+pub const BINDINGS_SOURCE: &str = env!("TYPED_VFIO_BINDINGS_SOURCE");

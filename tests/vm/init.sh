@@ -1,0 +1,136 @@
+#!/bin/sh
+# Guest /init for tests/vm/run (busybox sh, PID 1 inside the QEMU guest).
+#
+# 1. mounts proc, sysfs, devtmpfs; loads the VFIO modules listed in
+#    /lib/modules/load-order (stock kernel only; the custom kernel has VFIO
+#    built in and no such file);
+# 2. binds every QEMU edu device (1234:11e8) to vfio-pci;
+# 3. exports TVFIO_CONFIG, TVFIO_IOMMU, TVFIO_DEVICES, TVFIO_GROUPS and runs
+#    /vm_guest --ignored --test-threads=1 --nocapture [FILTER];
+# 4. reports the exit status through isa-debug-exit (port 0xf4) and powers off.
+#
+# Settings come from the kernel command line: tvfio.config=NAME,
+# tvfio.iommu=type1|type1v2|noiommu|iommufd, tvfio.filter=SUBSTRING (optional).
+# The host (tests/vm/run) reads the serial log: keep the marker lines stable.
+
+export PATH=/bin:/sbin
+export HOME=/root
+export TMPDIR=/tmp
+export RUST_BACKTRACE=1
+
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t tmpfs tmpfs /tmp
+
+log() { echo "tvfio-init: $*"; }
+
+# Tell QEMU the status (isa-debug-exit: QEMU exits with (status << 1) | 1),
+# then power off in case the port write did not end the VM.
+finish() {
+    st=$1
+    byte=$((st & 255))
+    if [ "$st" -ne 0 ] && [ "$byte" -eq 0 ]; then byte=1; fi
+    if ! /bin/tvfio-outb 0xf4 "$byte" 2>/dev/null; then
+        if [ -c /dev/port ]; then
+            # shellcheck disable=SC2059
+            printf "\\$(printf %03o "$byte")" | dd of=/dev/port bs=1 seek=244 count=1 conv=notrunc 2>/dev/null
+        fi
+    fi
+    log "isa-debug-exit did not stop the VM; powering off"
+    poweroff -f
+    reboot -f
+    sleep 5
+}
+
+cmdline=$(cat /proc/cmdline)
+param() {
+    for w in $cmdline; do
+        case "$w" in "$1="*) echo "${w#*=}"; return 0 ;; esac
+    done
+    return 1
+}
+TVFIO_CONFIG=$(param tvfio.config || echo unknown)
+TVFIO_IOMMU=$(param tvfio.iommu || echo unknown)
+filter=$(param tvfio.filter || true)
+
+log "config=$TVFIO_CONFIG iommu=$TVFIO_IOMMU kernel=$(uname -r)"
+
+# --- modules (stock kernel) -------------------------------------------------
+setup_ok=1
+if [ -f /lib/modules/load-order ]; then
+    while read -r m; do
+        [ -n "$m" ] || continue
+        if insmod "/lib/modules/$m.ko"; then
+            log "insmod $m"
+        else
+            log "ERROR: insmod $m failed"
+            setup_ok=0
+        fi
+    done < /lib/modules/load-order
+fi
+
+# --- bind the edu devices to vfio-pci -------------------------------------------
+devices=""
+groups=""
+for d in /sys/bus/pci/devices/*; do
+    [ -f "$d/vendor" ] || continue
+    [ "$(cat "$d/vendor")" = 0x1234 ] || continue
+    [ "$(cat "$d/device")" = 0x11e8 ] || continue
+    bdf=${d##*/}
+    if [ -e "$d/driver" ]; then
+        echo "$bdf" > "$d/driver/unbind"
+    fi
+    echo vfio-pci > "$d/driver_override"
+    echo "$bdf" > /sys/bus/pci/drivers_probe
+    drv=""
+    [ -e "$d/driver" ] && drv=$(basename "$(readlink "$d/driver")")
+    grp=""
+    if [ -e "$d/iommu_group" ]; then
+        g=$(basename "$(readlink "$d/iommu_group")")
+        if [ -e "/dev/vfio/noiommu-$g" ]; then grp="noiommu-$g"; else grp="$g"; fi
+    fi
+    log "edu $bdf driver=${drv:-none} group=${grp:-none}"
+    if [ "$drv" != vfio-pci ] || [ -z "$grp" ]; then
+        log "ERROR: could not bind $bdf to vfio-pci"
+        setup_ok=0
+    fi
+    devices="$devices $bdf"
+    groups="$groups ${grp:-none}"
+done
+devices=${devices# }
+groups=${groups# }
+[ -n "$devices" ] || { log "ERROR: no edu device (1234:11e8) found"; setup_ok=0; }
+
+log "/dev/vfio:"
+ls -l /dev/vfio 2>&1
+[ -d /dev/vfio/devices ] && ls -l /dev/vfio/devices 2>&1
+[ "$setup_ok" = 1 ] || log "ERROR: setup incomplete, running the tests anyway"
+
+export TVFIO_CONFIG TVFIO_IOMMU
+export TVFIO_DEVICES="$devices"
+export TVFIO_GROUPS="$groups"
+log "TVFIO_CONFIG=$TVFIO_CONFIG"
+log "TVFIO_IOMMU=$TVFIO_IOMMU"
+log "TVFIO_DEVICES=$TVFIO_DEVICES"
+log "TVFIO_GROUPS=$TVFIO_GROUPS"
+
+# Keep kernel messages off the console while the tests run (they would break
+# up libtest's "test NAME ... ok" lines); they are printed after the tests.
+dmesg -c > /dev/null
+dmesg -n 1
+
+echo "=== TVFIO BEGIN config=$TVFIO_CONFIG ==="
+if [ -n "$filter" ]; then
+    /vm_guest --ignored --test-threads=1 --nocapture "$filter"
+else
+    /vm_guest --ignored --test-threads=1 --nocapture
+fi
+status=$?
+echo "=== TVFIO END config=$TVFIO_CONFIG status=$status ==="
+
+echo "=== TVFIO DMESG (kernel messages during the tests) ==="
+dmesg
+echo "=== TVFIO DMESG END ==="
+
+finish "$status"

@@ -1,0 +1,103 @@
+//! What the guest's `/init` (tests/vm/init.sh) tells the tests, via the
+//! environment:
+//!
+//! - `TVFIO_CONFIG`: configuration name, e.g. `custom-type1v2`;
+//! - `TVFIO_IOMMU`: `type1`, `type1v2`, `noiommu` (or, later, `iommufd`);
+//! - `TVFIO_DEVICES`: space-separated PCI addresses of the edu devices bound
+//!   to vfio-pci, e.g. `0000:01:00.0 0000:02:00.0`;
+//! - `TVFIO_GROUPS`: the matching group node names under `/dev/vfio`, in the
+//!   same order, e.g. `5 6` or `noiommu-0 noiommu-1`.
+//!
+//! The helpers panic with a clear message when a variable is missing: these
+//! tests only make sense inside the guest.
+
+#![allow(dead_code)]
+
+use std::env;
+use std::path::PathBuf;
+
+/// The edu device's PCI vendor and device IDs.
+pub const EDU_VENDOR: u16 = 0x1234;
+pub const EDU_DEVICE: u16 = 0x11e8;
+
+/// The VFIO container node.
+pub const VFIO_CONTAINER: &str = "/dev/vfio/vfio";
+
+/// Which IOMMU backend the configuration asks the tests to use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Iommu {
+    /// `VFIO_TYPE1_IOMMU` through the container.
+    Type1,
+    /// `VFIO_TYPE1v2_IOMMU` through the container.
+    Type1v2,
+    /// `VFIO_NOIOMMU_IOMMU`: no IOMMU, group nodes are `noiommu-N`.
+    NoIommu,
+    /// iommufd + VFIO device cdev (no configuration uses it yet).
+    Iommufd,
+}
+
+fn var(name: &str) -> String {
+    match env::var(name) {
+        Ok(v) => v,
+        Err(e) => panic!("{name}: {e} (these tests run in the guest of tests/vm/run)"),
+    }
+}
+
+fn list(name: &str) -> Vec<String> {
+    var(name).split_whitespace().map(str::to_owned).collect()
+}
+
+/// `TVFIO_CONFIG`.
+pub fn config() -> String {
+    var("TVFIO_CONFIG")
+}
+
+/// `TVFIO_IOMMU`.
+pub fn iommu() -> Iommu {
+    match var("TVFIO_IOMMU").as_str() {
+        "type1" => Iommu::Type1,
+        "type1v2" => Iommu::Type1v2,
+        "noiommu" => Iommu::NoIommu,
+        "iommufd" => Iommu::Iommufd,
+        other => panic!("TVFIO_IOMMU: unknown value {other:?}"),
+    }
+}
+
+/// `TVFIO_DEVICES`: PCI addresses (`DDDD:BB:DD.F`) of the edu devices.
+pub fn devices() -> Vec<String> {
+    list("TVFIO_DEVICES")
+}
+
+/// `TVFIO_GROUPS`: group node names, in the order of [`devices`].
+pub fn groups() -> Vec<String> {
+    list("TVFIO_GROUPS")
+}
+
+/// `/dev/vfio/<name>` for a group node name from [`groups`].
+pub fn group_path(name: &str) -> PathBuf {
+    PathBuf::from("/dev/vfio").join(name)
+}
+
+/// `/sys/bus/pci/devices/<bdf>`.
+pub fn sysfs_device(bdf: &str) -> PathBuf {
+    PathBuf::from("/sys/bus/pci/devices").join(bdf)
+}
+
+/// (device, group) pairs; panics if the lists differ in length or are empty.
+pub fn devices_with_groups() -> Vec<(String, String)> {
+    let d = devices();
+    let g = groups();
+    assert!(!d.is_empty(), "TVFIO_DEVICES is empty: no edu device was bound");
+    assert_eq!(d.len(), g.len(), "TVFIO_DEVICES {d:?} and TVFIO_GROUPS {g:?} differ in length");
+    d.into_iter().zip(g).collect()
+}
+
+/// Reads a sysfs hex attribute such as `vendor` (`0x1234\n`).
+pub fn read_sysfs_hex(bdf: &str, attr: &str) -> u32 {
+    let path = sysfs_device(bdf).join(attr);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let t = text.trim();
+    let digits = t.strip_prefix("0x").unwrap_or_else(|| panic!("{}: not hex: {t:?}", path.display()));
+    u32::from_str_radix(digits, 16).unwrap_or_else(|e| panic!("{}: {t:?}: {e}", path.display()))
+}
