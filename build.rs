@@ -126,8 +126,10 @@ impl ParseCallbacks for Derives {
 }
 
 fn main() {
-    let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
-    let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR")).join("bindings.rs");
+    let manifest =
+        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let out =
+        PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR")).join("bindings.rs");
     let arch = env::var("CARGO_CFG_TARGET_ARCH").expect("cargo sets CARGO_CFG_TARGET_ARCH");
     let snapshot = manifest.join(format!("src/sys/bindings_{arch}.rs"));
 
@@ -135,7 +137,11 @@ fn main() {
         println!("cargo:rerun-if-changed={input}");
     }
     println!("cargo:rerun-if-changed=src/sys/bindings_{arch}.rs");
-    for var in ["TYPED_VFIO_BINDGEN", "TYPED_VFIO_WRITE_SNAPSHOT", "LIBCLANG_PATH"] {
+    for var in [
+        "TYPED_VFIO_BINDGEN",
+        "TYPED_VFIO_WRITE_SNAPSHOT",
+        "LIBCLANG_PATH",
+    ] {
         println!("cargo:rerun-if-env-changed={var}");
     }
 
@@ -150,15 +156,30 @@ fn main() {
         "snapshot" => use_snapshot(&snapshot, &out, &arch, "TYPED_VFIO_BINDGEN=snapshot"),
         "auto" => match clang_sys::load() {
             Ok(()) => generate(&manifest, &out),
-            Err(e) => use_snapshot(&snapshot, &out, &arch, &format!("libclang cannot be loaded ({e})")),
+            Err(e) => use_snapshot(
+                &snapshot,
+                &out,
+                &arch,
+                &format!("libclang cannot be loaded ({e})"),
+            ),
         },
         other => panic!("TYPED_VFIO_BINDGEN={other}: expected auto, generate or snapshot"),
     };
 
     if source == "generated" && env::var_os("TYPED_VFIO_WRITE_SNAPSHOT").is_some() {
         fs::copy(&out, &snapshot).unwrap_or_else(|e| panic!("writing {}: {e}", snapshot.display()));
-        println!("cargo:warning=typed-vfio: snapshot {} rewritten", snapshot.display());
+        println!(
+            "cargo:warning=typed-vfio: snapshot {} rewritten",
+            snapshot.display()
+        );
     }
+    let text =
+        fs::read_to_string(&out).unwrap_or_else(|e| panic!("reading {}: {e}", out.display()));
+    write_abi_oracle(
+        &text,
+        out.with_file_name("abi_items.rs"),
+        out.with_file_name("abi_oracle.c"),
+    );
     println!("cargo:rustc-env=TYPED_VFIO_BINDINGS_SOURCE={source}");
     println!("cargo:rustc-env=TYPED_VFIO_BINDINGS_FILE={}", out.display());
 }
@@ -189,7 +210,9 @@ fn generate(manifest: &Path, out: &Path) -> &'static str {
             None => format!("pub const {item}: "),
         };
         if !text.contains(&needle) {
-            panic!("bindgen output lacks `{item}`: a header declaration was dropped or failed to evaluate");
+            panic!(
+                "bindgen output lacks `{item}`: a header declaration was dropped or failed to evaluate"
+            );
         }
     }
     fs::write(out, text).unwrap_or_else(|e| panic!("writing {}: {e}", out.display()));
@@ -209,8 +232,116 @@ fn use_snapshot(snapshot: &Path, out: &Path, arch: &str, why: &str) -> &'static 
             let msg = format!(
                 "typed-vfio has no committed bindings for target_arch = \"{arch}\" and could not generate them ({why}); install libclang or add src/sys/bindings_{arch}.rs"
             );
-            fs::write(out, format!("compile_error!({msg:?});\n")).unwrap_or_else(|e| panic!("writing {}: {e}", out.display()));
+            fs::write(out, format!("compile_error!({msg:?});\n"))
+                .unwrap_or_else(|e| panic!("writing {}: {e}", out.display()));
         }
     }
     "snapshot"
+}
+
+/// Rust keywords bindgen escapes with a trailing `_` in field names.
+const KEYWORDS: &[&str] = &[
+    "type", "ref", "match", "mod", "fn", "in", "loop", "move", "use", "where", "impl",
+];
+
+/// Writes the two halves of the ABI oracle from the bindings' own item list:
+/// a Rust table that evaluates every integer constant, struct size, alignment
+/// and named field offset through `typed_vfio::sys`, and a C program that
+/// prints the same entries as the C compiler sees them in `headers/`. The
+/// `abi_oracle` test compiles and runs the C side and compares.
+fn write_abi_oracle(bindings: &str, rust_out: PathBuf, c_out: PathBuf) {
+    // (key, Rust value expr, Rust width expr (0: not a constant), C expr)
+    let mut entries: Vec<(String, String, String, String)> = Vec::new();
+    let mut current: Option<String> = None;
+    for line in bindings.lines() {
+        let t = line.trim();
+        if let Some(rest) = t.strip_prefix("pub const ") {
+            let Some((name, rest)) = rest.split_once(": ") else {
+                continue;
+            };
+            let ty = rest.split(" = ").next().unwrap_or("");
+            if ty.starts_with('&') || name.starts_with('_') {
+                continue; // strings and compiler-internal macros
+            }
+            entries.push((
+                format!("const {name}"),
+                format!("typed_vfio::sys::{name} as u64"),
+                format!("core::mem::size_of_val(&typed_vfio::sys::{name})"),
+                name.to_string(),
+            ));
+        } else if let Some(rest) = t
+            .strip_prefix("pub struct ")
+            .or_else(|| t.strip_prefix("pub union "))
+        {
+            let name = rest.trim_end_matches(" {").to_string();
+            let kind = if t.starts_with("pub union") {
+                "union"
+            } else {
+                "struct"
+            };
+            if name.contains("__bindgen") || name.contains('<') || !rest.ends_with('{') {
+                current = None;
+                continue;
+            }
+            entries.push((
+                format!("size {name}"),
+                format!("core::mem::size_of::<typed_vfio::sys::{name}>() as u64"),
+                "0".to_string(),
+                format!("sizeof({kind} {name})"),
+            ));
+            entries.push((
+                format!("align {name}"),
+                format!("core::mem::align_of::<typed_vfio::sys::{name}>() as u64"),
+                "0".to_string(),
+                format!("_Alignof({kind} {name})"),
+            ));
+            current = Some(format!("{kind} {name}"));
+        } else if t == "}" {
+            current = None;
+        } else if let (Some(c_ty), Some(rest)) = (&current, t.strip_prefix("pub ")) {
+            let Some((field, _)) = rest.split_once(": ") else {
+                continue;
+            };
+            if field.starts_with("__bindgen") {
+                continue; // explicit padding and anonymous unions have no C name
+            }
+            let c_field = match field.strip_suffix('_') {
+                Some(base) if KEYWORDS.contains(&base) => base,
+                _ => field,
+            };
+            let name = c_ty.split(' ').nth(1).unwrap_or_default();
+            entries.push((
+                format!("offset {name}.{c_field}"),
+                format!("core::mem::offset_of!(typed_vfio::sys::{name}, {field}) as u64"),
+                "0".to_string(),
+                format!("offsetof({c_ty}, {c_field})"),
+            ));
+        }
+    }
+    let mut rust = String::from(
+        "/// Generated by build.rs: (key, value as `typed_vfio::sys` has it, byte width of a constant's type or 0).\npub const ABI_ITEMS: &[(&str, u64, usize)] = &[\n",
+    );
+    let mut c = String::from(
+        "/* Generated by build.rs: the C compiler's view of headers/. */\n#include <stdio.h>\n#include <stddef.h>\n#include \"wrapper.h\"\nint main(void) {\n",
+    );
+    // C prints `key value negative`: the value converted to unsigned long long
+    // and whether the expression is negative in its own C type.
+    for (key, r, width, cexpr) in &entries {
+        rust.push_str(&format!("    ({key:?}, {r}, {width}),\n"));
+        c.push_str(&format!(
+            "    printf(\"%s %llu %d\\n\", {key:?}, (unsigned long long)({cexpr}), (int)(({cexpr}) < 0));\n"
+        ));
+    }
+    rust.push_str("];\n");
+    c.push_str("    return 0;\n}\n");
+    fs::write(&rust_out, rust).unwrap_or_else(|e| panic!("writing {}: {e}", rust_out.display()));
+    fs::write(&c_out, c).unwrap_or_else(|e| panic!("writing {}: {e}", c_out.display()));
+    println!(
+        "cargo:rustc-env=TYPED_VFIO_ABI_ITEMS={}",
+        rust_out.display()
+    );
+    println!(
+        "cargo:rustc-env=TYPED_VFIO_ABI_ORACLE_C={}",
+        c_out.display()
+    );
 }

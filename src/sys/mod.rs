@@ -27,7 +27,8 @@
     unsafe_op_in_unsafe_fn,
     clippy::all,
     clippy::pedantic,
-    clippy::undocumented_unsafe_blocks
+    clippy::undocumented_unsafe_blocks,
+    clippy::multiple_unsafe_ops_per_block
 )]
 mod generated {
     include!(concat!(env!("OUT_DIR"), "/bindings.rs"));
