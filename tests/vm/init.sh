@@ -104,7 +104,11 @@ groups=${groups# }
 
 log "/dev/vfio:"
 ls -l /dev/vfio 2>&1
-[ -d /dev/vfio/devices ] && ls -l /dev/vfio/devices 2>&1
+if [ -d /dev/vfio/devices ]; then
+    log "/dev/vfio/devices:"
+    ls -l /dev/vfio/devices 2>&1
+fi
+[ -c /dev/iommu ] && log "/dev/iommu present (iommufd)"
 [ "$setup_ok" = 1 ] || log "ERROR: setup incomplete, running the tests anyway"
 
 export TVFIO_CONFIG TVFIO_IOMMU

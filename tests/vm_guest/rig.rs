@@ -25,7 +25,7 @@ pub const VFIO_CONTAINER: &str = "/dev/vfio/vfio";
 
 /// Which IOMMU backend the configuration asks the tests to use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Iommu {
+pub enum IommuKind {
     /// `VFIO_TYPE1_IOMMU` through the container.
     Type1,
     /// `VFIO_TYPE1v2_IOMMU` through the container.
@@ -53,12 +53,12 @@ pub fn config() -> String {
 }
 
 /// `TVFIO_IOMMU`.
-pub fn iommu() -> Iommu {
+pub fn iommu() -> IommuKind {
     match var("TVFIO_IOMMU").as_str() {
-        "type1" => Iommu::Type1,
-        "type1v2" => Iommu::Type1v2,
-        "noiommu" => Iommu::NoIommu,
-        "iommufd" => Iommu::Iommufd,
+        "type1" => IommuKind::Type1,
+        "type1v2" => IommuKind::Type1v2,
+        "noiommu" => IommuKind::NoIommu,
+        "iommufd" => IommuKind::Iommufd,
         other => panic!("TVFIO_IOMMU: unknown value {other:?}"),
     }
 }
@@ -87,17 +87,26 @@ pub fn sysfs_device(bdf: &str) -> PathBuf {
 pub fn devices_with_groups() -> Vec<(String, String)> {
     let d = devices();
     let g = groups();
-    assert!(!d.is_empty(), "TVFIO_DEVICES is empty: no edu device was bound");
-    assert_eq!(d.len(), g.len(), "TVFIO_DEVICES {d:?} and TVFIO_GROUPS {g:?} differ in length");
+    assert!(
+        !d.is_empty(),
+        "TVFIO_DEVICES is empty: no edu device was bound"
+    );
+    assert_eq!(
+        d.len(),
+        g.len(),
+        "TVFIO_DEVICES {d:?} and TVFIO_GROUPS {g:?} differ in length"
+    );
     d.into_iter().zip(g).collect()
 }
 
 /// Reads a sysfs hex attribute such as `vendor` (`0x1234\n`).
 pub fn read_sysfs_hex(bdf: &str, attr: &str) -> u32 {
     let path = sysfs_device(bdf).join(attr);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     let t = text.trim();
-    let digits = t.strip_prefix("0x").unwrap_or_else(|| panic!("{}: not hex: {t:?}", path.display()));
+    let digits = t
+        .strip_prefix("0x")
+        .unwrap_or_else(|| panic!("{}: not hex: {t:?}", path.display()));
     u32::from_str_radix(digits, 16).unwrap_or_else(|e| panic!("{}: {t:?}: {e}", path.display()))
 }
