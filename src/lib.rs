@@ -21,6 +21,34 @@
     clippy::multiple_unsafe_ops_per_block,
     clippy::missing_safety_doc
 )]
+// Failed transitions hand the original objects back inside the error (the
+// container, the group): those errors are large by design, and only the
+// error path moves them.
+#![allow(clippy::result_large_err)]
 
 #[allow(unsafe_code)]
 pub mod sys;
+
+mod abi;
+mod caps;
+mod container;
+mod device;
+#[allow(unsafe_code)]
+mod dma;
+mod error;
+mod group;
+#[allow(unsafe_code)]
+mod kernel;
+#[allow(unsafe_code)]
+mod mmio;
+mod region;
+
+pub use container::{
+    AttachError, Attached, CONTAINER_PATH, Container, ContainerState, DmaModel, HasGroups,
+    IommuInfo, IommuModel, IovaRange, NoIommu, SetIommuError, Type1, Type1v2, Unset,
+};
+pub use device::{Device, DeviceInfo, FeatureSupport, HotResetDevice, IrqInfo, PciIrq};
+pub use dma::{DmaAccess, DmaBuffer, DmaMapping, page_size};
+pub use error::{ContainerError, DeviceError, DmaError, Errno, GroupError};
+pub use group::{Group, GroupId, GroupStatus};
+pub use region::{MappedRegion, Region, RegionInfo, SparseArea};

@@ -1,0 +1,110 @@
+//! zerocopy mirrors of the fixed parts of the structs that end in a flexible
+//! array (bindgen's forms carry a zero-sized `__IncompleteArrayField` and get
+//! no zerocopy traits). Each is checked against the generated struct: same
+//! size, same field offsets.
+
+use core::mem::{offset_of, size_of};
+
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+use crate::sys;
+
+/// Fixed part of `vfio_iommu_type1_info_cap_iova_range`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub(crate) struct IovaRangeCap {
+    pub(crate) header: sys::vfio_info_cap_header,
+    pub(crate) nr_iovas: u32,
+    pub(crate) reserved: u32,
+}
+
+/// Fixed part of `vfio_region_info_cap_sparse_mmap`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub(crate) struct SparseMmapCap {
+    pub(crate) header: sys::vfio_info_cap_header,
+    pub(crate) nr_areas: u32,
+    pub(crate) reserved: u32,
+}
+
+/// Fixed part of `vfio_irq_set`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub(crate) struct IrqSet {
+    pub(crate) argsz: u32,
+    pub(crate) flags: u32,
+    pub(crate) index: u32,
+    pub(crate) start: u32,
+    pub(crate) count: u32,
+}
+
+/// Fixed part of `vfio_pci_hot_reset_info`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub(crate) struct HotResetInfo {
+    pub(crate) argsz: u32,
+    pub(crate) flags: u32,
+    pub(crate) count: u32,
+}
+
+/// Fixed part of `vfio_pci_hot_reset`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub(crate) struct HotReset {
+    pub(crate) argsz: u32,
+    pub(crate) flags: u32,
+    pub(crate) count: u32,
+}
+
+/// `vfio_pci_dependent_device` with its anonymous `group_id`/`devid` union
+/// (both `u32`) as a plain field.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub(crate) struct DependentDevice {
+    pub(crate) id: u32,
+    pub(crate) segment: u16,
+    pub(crate) bus: u8,
+    pub(crate) devfn: u8,
+}
+
+/// Fixed part of `vfio_device_feature`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub(crate) struct DeviceFeature {
+    pub(crate) argsz: u32,
+    pub(crate) flags: u32,
+}
+
+/// `vfio_iommu_type1_dma_unmap` without its bitmap tail.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub(crate) struct DmaUnmap {
+    pub(crate) argsz: u32,
+    pub(crate) flags: u32,
+    pub(crate) iova: u64,
+    pub(crate) size: u64,
+}
+
+macro_rules! mirrors {
+    ($($ours:ident = $theirs:ident { $($field:ident),* };)*) => {$(
+        const _: () = assert!(
+            size_of::<$ours>() == size_of::<sys::$theirs>(),
+            concat!(stringify!($ours), " does not mirror the size of ", stringify!($theirs))
+        );
+        $(const _: () = assert!(
+            offset_of!($ours, $field) == offset_of!(sys::$theirs, $field),
+            concat!(stringify!($ours), ".", stringify!($field), " does not mirror ", stringify!($theirs))
+        );)*
+    )*};
+}
+
+mirrors! {
+    IovaRangeCap = vfio_iommu_type1_info_cap_iova_range { header, nr_iovas, reserved };
+    SparseMmapCap = vfio_region_info_cap_sparse_mmap { header, nr_areas, reserved };
+    IrqSet = vfio_irq_set { argsz, flags, index, start, count };
+    HotResetInfo = vfio_pci_hot_reset_info { argsz, flags, count };
+    HotReset = vfio_pci_hot_reset { argsz, flags, count };
+    DeviceFeature = vfio_device_feature { argsz, flags };
+    DependentDevice = vfio_pci_dependent_device { segment, bus, devfn };
+    DmaUnmap = vfio_iommu_type1_dma_unmap { argsz, flags, iova, size };
+}

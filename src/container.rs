@@ -1,0 +1,566 @@
+//! The container (`/dev/vfio/vfio`) and its IOMMU-model typestate.
+//!
+//! ```text
+//!   Container::open()          attach(group)            set_iommu::<M>()
+//!  ───────────────▶ Container<Unset> ───────▶ Container<Attached> ───────▶ Container<M>
+//!                        ▲                      │  attach(more)            │ attach(more)
+//!                        │                      ▼                          │ map(&buf) → DmaMapping<'_>
+//!                        └──────────── release_groups() ◀──────────────────┘
+//! ```
+//!
+//! `M` is [`Type1`], [`Type1v2`] or [`NoIommu`]. DMA exists only on models
+//! that implement [`DmaModel`]. Releasing the groups is the only way back to
+//! `Unset` and needs the container by value, so it cannot happen while a
+//! [`DmaMapping`](crate::DmaMapping) borrows it: the kernel's silent drop of
+//! every mapping when the last group leaves cannot pull memory out from under
+//! a live mapping guard.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+use std::sync::OnceLock;
+
+use zerocopy::{FromBytes, FromZeros, IntoBytes};
+
+use crate::abi::IovaRangeCap;
+use crate::caps;
+use crate::device::Device;
+use crate::error::{ContainerError, GroupError};
+use crate::group::{Group, GroupId};
+use crate::kernel::{Arg, Kernel, req};
+use crate::sys;
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// A container state (type state). Sealed: the states are this crate's.
+pub trait ContainerState: sealed::Sealed {}
+
+/// No IOMMU model and no group (type state).
+#[derive(Debug)]
+pub struct Unset;
+/// One or more viable groups attached, no IOMMU model yet (type state).
+#[derive(Debug)]
+pub struct Attached;
+
+/// An IOMMU model a container can be set to: carries the kernel's id.
+pub trait IommuModel: ContainerState {
+    /// The id passed to `VFIO_CHECK_EXTENSION` and `VFIO_SET_IOMMU`.
+    const ID: u32;
+    /// The kernel's name for it.
+    const NAME: &'static str;
+}
+
+/// An IOMMU model with type1 DMA mapping (`MAP_DMA`/`UNMAP_DMA`, `GET_INFO`).
+pub trait DmaModel: IommuModel {}
+
+/// The type1 IOMMU model (type state).
+#[derive(Debug)]
+pub struct Type1;
+/// The type1v2 IOMMU model (type state): type1 with stricter unmap semantics
+/// (no splitting of a mapping) and MSI reserved regions.
+#[derive(Debug)]
+pub struct Type1v2;
+/// No IOMMU (type state): `vfio.enable_unsafe_noiommu_mode=1`, no DMA
+/// mapping; DMA goes to physical addresses. Needs `CAP_SYS_RAWIO`.
+#[derive(Debug)]
+pub struct NoIommu;
+
+impl sealed::Sealed for Unset {}
+impl sealed::Sealed for Attached {}
+impl sealed::Sealed for Type1 {}
+impl sealed::Sealed for Type1v2 {}
+impl sealed::Sealed for NoIommu {}
+impl ContainerState for Unset {}
+impl ContainerState for Attached {}
+impl ContainerState for Type1 {}
+impl ContainerState for Type1v2 {}
+impl ContainerState for NoIommu {}
+impl IommuModel for Type1 {
+    const ID: u32 = sys::VFIO_TYPE1_IOMMU;
+    const NAME: &'static str = "VFIO_TYPE1_IOMMU";
+}
+impl IommuModel for Type1v2 {
+    const ID: u32 = sys::VFIO_TYPE1v2_IOMMU;
+    const NAME: &'static str = "VFIO_TYPE1v2_IOMMU";
+}
+impl IommuModel for NoIommu {
+    const ID: u32 = sys::VFIO_NOIOMMU_IOMMU;
+    const NAME: &'static str = "VFIO_NOIOMMU_IOMMU";
+}
+impl DmaModel for Type1 {}
+impl DmaModel for Type1v2 {}
+
+/// States in which the container holds at least one group.
+pub trait HasGroups: ContainerState {}
+impl HasGroups for Attached {}
+impl<M: IommuModel> HasGroups for M {}
+
+/// A VFIO container: an IOMMU context that groups join.
+///
+/// Dropping it detaches its groups (`VFIO_GROUP_UNSET_CONTAINER`) and then
+/// closes the groups and the container, in that order. Close device fds first
+/// for a clean teardown: the kernel refuses to detach a group with open
+/// devices (`EBUSY`) and then keeps it attached until they close.
+pub struct Container<S: ContainerState = Unset> {
+    pub(crate) inner: Inner,
+    _state: PhantomData<S>,
+}
+
+/// The container's resources; its `Drop` detaches the groups. Kept apart from
+/// the state marker so a transition moves it without running that `Drop`.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    // Field order is drop order: groups close before the container fd.
+    pub(crate) groups: Vec<Group>,
+    pub(crate) fd: OwnedFd,
+    pub(crate) kernel: Kernel,
+    /// `VFIO_IOMMU_GET_INFO` as first read after the model was set; the DMA
+    /// checks use it. Reset when the groups are released.
+    pub(crate) iommu_info: OnceLock<IommuInfo>,
+}
+
+impl Inner {
+    fn detach_all(&mut self) {
+        for group in &self.groups {
+            // Errors are ignored: Drop must not fail. EBUSY (open devices)
+            // leaves the kernel to detach when the last device fd closes.
+            let _ = self
+                .kernel
+                .ioctl(group.as_fd(), req::VFIO_GROUP_UNSET_CONTAINER, Arg::None);
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.detach_all();
+    }
+}
+
+impl<S: ContainerState> fmt::Debug for Container<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Container")
+            .field("state", &core::any::type_name::<S>())
+            .field("fd", &self.inner.fd)
+            .field(
+                "groups",
+                &self.inner.groups.iter().map(Group::id).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+/// The path of the container node.
+pub const CONTAINER_PATH: &str = "/dev/vfio/vfio";
+
+impl Container<Unset> {
+    /// Opens `/dev/vfio/vfio` and checks the API version
+    /// (`VFIO_GET_API_VERSION`).
+    #[doc(alias = "VFIO_GET_API_VERSION")]
+    pub fn open() -> Result<Self, ContainerError> {
+        let kernel = Kernel::host();
+        let path = Path::new(CONTAINER_PATH);
+        let fd = kernel.open(path).map_err(|errno| ContainerError::Open {
+            path: path.into(),
+            errno,
+        })?;
+        Self::from_fd_in(kernel, fd)
+    }
+
+    /// Adopts an already-open container fd (privilege separation: a launcher
+    /// opens `/dev/vfio/vfio` and hands the fd over). The API version is
+    /// checked; the fd must hold no groups.
+    pub fn from_fd(fd: OwnedFd) -> Result<Self, ContainerError> {
+        Self::from_fd_in(Kernel::host(), fd)
+    }
+
+    pub(crate) fn from_fd_in(kernel: Kernel, fd: OwnedFd) -> Result<Self, ContainerError> {
+        let version = kernel
+            .ioctl(fd.as_fd(), req::VFIO_GET_API_VERSION, Arg::None)
+            .map_err(|errno| ContainerError::Ioctl {
+                ioctl: req::VFIO_GET_API_VERSION.name,
+                errno,
+            })?;
+        if version != sys::VFIO_API_VERSION as i32 {
+            return Err(ContainerError::ApiVersion {
+                found: version,
+                expected: sys::VFIO_API_VERSION as i32,
+            });
+        }
+        Ok(Container {
+            inner: Inner {
+                groups: Vec::new(),
+                fd,
+                kernel,
+                iommu_info: OnceLock::new(),
+            },
+            _state: PhantomData,
+        })
+    }
+
+    /// Attaches a first group (`VFIO_GROUP_SET_CONTAINER`). The group must
+    /// be viable and unattached; this is checked with
+    /// `VFIO_GROUP_GET_STATUS` before the attach, so a failure names the
+    /// reason. On failure both the container and the group come back.
+    #[doc(alias = "VFIO_GROUP_SET_CONTAINER")]
+    pub fn attach(mut self, group: Group) -> Result<Container<Attached>, AttachError<Unset>> {
+        match self.attach_group(group) {
+            Ok(()) => Ok(self.into_state()),
+            Err((group, error)) => Err(AttachError {
+                container: self,
+                group,
+                error,
+            }),
+        }
+    }
+}
+
+impl<S: ContainerState> Container<S> {
+    /// Whether the kernel supports an extension or IOMMU model id
+    /// (`VFIO_CHECK_EXTENSION`).
+    #[doc(alias = "VFIO_CHECK_EXTENSION")]
+    pub fn check_extension(&self, id: u32) -> Result<bool, ContainerError> {
+        let ioctl = req::VFIO_CHECK_EXTENSION.name;
+        let id = i32::try_from(id).map_err(|_| ContainerError::Ioctl {
+            ioctl,
+            errno: crate::Errno::EINVAL,
+        })?;
+        self.inner
+            .kernel
+            .ioctl(
+                self.inner.fd.as_fd(),
+                req::VFIO_CHECK_EXTENSION,
+                Arg::Int(id),
+            )
+            .map(|r| r > 0)
+            .map_err(|errno| ContainerError::Ioctl { ioctl, errno })
+    }
+
+    /// Whether the kernel offers IOMMU model `M`.
+    pub fn supports<M: IommuModel>(&self) -> Result<bool, ContainerError> {
+        self.check_extension(M::ID)
+    }
+
+    /// The groups attached, in attach order.
+    pub fn groups(&self) -> &[Group] {
+        &self.inner.groups
+    }
+
+    /// The attached group with this id.
+    pub fn group(&self, id: GroupId) -> Result<&Group, ContainerError> {
+        self.inner
+            .groups
+            .iter()
+            .find(|g| g.id() == id)
+            .ok_or(ContainerError::NoSuchGroup(id))
+    }
+
+    /// The container fd, borrowed.
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        self.inner.fd.as_fd()
+    }
+
+    pub(crate) fn into_state<T: ContainerState>(self) -> Container<T> {
+        Container {
+            inner: self.inner,
+            _state: PhantomData,
+        }
+    }
+
+    fn attach_group(&mut self, group: Group) -> Result<(), (Group, GroupError)> {
+        let id = group.id();
+        let status = match group.status() {
+            Ok(s) => s,
+            Err(e) => return Err((group, e)),
+        };
+        if !status.viable {
+            return Err((group, GroupError::NotViable { group: id }));
+        }
+        if status.container_set {
+            return Err((group, GroupError::AlreadyAttached { group: id }));
+        }
+        let raw = self.inner.fd.as_raw_fd();
+        let attached = self.inner.kernel.ioctl(
+            group.as_fd(),
+            req::VFIO_GROUP_SET_CONTAINER,
+            Arg::In(&raw.to_ne_bytes()),
+        );
+        if let Err(errno) = attached {
+            let ioctl = req::VFIO_GROUP_SET_CONTAINER.name;
+            return Err((
+                group,
+                GroupError::Ioctl {
+                    ioctl,
+                    group: id,
+                    errno,
+                },
+            ));
+        }
+        self.inner.groups.push(group);
+        Ok(())
+    }
+}
+
+impl<S: HasGroups> Container<S> {
+    /// Attaches one more group (`VFIO_GROUP_SET_CONTAINER`); with an IOMMU
+    /// model set, the kernel checks the group is compatible with it. On
+    /// failure the group comes back with the error.
+    #[doc(alias = "VFIO_GROUP_SET_CONTAINER")]
+    pub fn attach_more(&mut self, group: Group) -> Result<(), (Group, GroupError)> {
+        self.attach_group(group)
+    }
+
+    /// Detaches every group (`VFIO_GROUP_UNSET_CONTAINER`) and returns them
+    /// with the container, back in the `Unset` state. The kernel drops all
+    /// DMA mappings and the IOMMU model when the last group leaves; taking
+    /// `self` by value guarantees no mapping guard is alive.
+    pub fn release_groups(mut self) -> (Container<Unset>, Vec<Group>) {
+        self.inner.detach_all();
+        let groups = std::mem::take(&mut self.inner.groups);
+        self.inner.iommu_info = OnceLock::new();
+        (self.into_state(), groups)
+    }
+}
+
+impl Container<Attached> {
+    /// Selects IOMMU model `M` (`VFIO_CHECK_EXTENSION`, then
+    /// `VFIO_SET_IOMMU`). On failure the container comes back unchanged.
+    #[doc(alias = "VFIO_SET_IOMMU")]
+    pub fn set_iommu<M: IommuModel>(self) -> Result<Container<M>, SetIommuError> {
+        let fail = |container, error| Err(SetIommuError { container, error });
+        match self.supports::<M>() {
+            Ok(true) => {}
+            Ok(false) => {
+                return fail(
+                    self,
+                    ContainerError::Unsupported {
+                        model: M::NAME,
+                        id: M::ID,
+                    },
+                );
+            }
+            Err(error) => return fail(self, error),
+        }
+        if let Err(errno) = self.inner.kernel.ioctl(
+            self.inner.fd.as_fd(),
+            req::VFIO_SET_IOMMU,
+            Arg::Int(M::ID as i32),
+        ) {
+            return fail(
+                self,
+                ContainerError::Ioctl {
+                    ioctl: req::VFIO_SET_IOMMU.name,
+                    errno,
+                },
+            );
+        }
+        Ok(self.into_state())
+    }
+}
+
+/// A failed first attach: the container and the group, unchanged.
+#[derive(Debug, thiserror::Error)]
+#[error("attaching group {} failed: {error}", group.id())]
+pub struct AttachError<S: ContainerState> {
+    /// The container, as it was.
+    pub container: Container<S>,
+    /// The group that was not attached.
+    pub group: Group,
+    /// Why.
+    #[source]
+    pub error: GroupError,
+}
+
+/// A failed `set_iommu`: the container, unchanged.
+#[derive(Debug, thiserror::Error)]
+#[error("setting the IOMMU model failed: {error}")]
+pub struct SetIommuError {
+    /// The container, still `Attached`.
+    pub container: Container<Attached>,
+    /// Why.
+    #[source]
+    pub error: ContainerError,
+}
+
+/// What `VFIO_IOMMU_GET_INFO` reports for a type1 container.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IommuInfo {
+    /// Bitmap of supported IOMMU page sizes (`VFIO_IOMMU_INFO_PGSIZES`).
+    pub page_sizes: u64,
+    /// Usable IOVA ranges, inclusive ends (`VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE`);
+    /// empty when the kernel gave none (then any IOVA may be tried).
+    pub iova_ranges: Vec<IovaRange>,
+    /// How many more DMA mappings the container may make
+    /// (`VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL`).
+    pub dma_avail: Option<u32>,
+    /// Migration capability: (flags, pgsize bitmap, max dirty bitmap size).
+    pub migration: Option<(u32, u64, u64)>,
+}
+
+/// An IOVA range, `start..=end`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IovaRange {
+    /// First usable IOVA.
+    pub start: u64,
+    /// Last usable IOVA (inclusive).
+    pub end: u64,
+}
+
+impl IovaRange {
+    /// Whether `iova..iova + size` lies inside this range.
+    pub fn contains(&self, iova: u64, size: u64) -> bool {
+        size > 0
+            && iova >= self.start
+            && iova
+                .checked_add(size - 1)
+                .is_some_and(|last| last <= self.end)
+    }
+}
+
+impl IommuInfo {
+    /// The smallest supported IOMMU page size (0 if the kernel reported none).
+    pub fn min_page_size(&self) -> u64 {
+        if self.page_sizes == 0 {
+            0
+        } else {
+            1 << self.page_sizes.trailing_zeros()
+        }
+    }
+
+    /// Parses `VFIO_IOMMU_GET_INFO`'s bytes (the struct and its capability
+    /// chain). The bytes are untrusted; see [`caps`](crate::caps).
+    pub(crate) fn parse(buf: &[u8]) -> Result<IommuInfo, &'static str> {
+        let (info, _) =
+            sys::vfio_iommu_type1_info::read_from_prefix(buf).map_err(|_| "info truncated")?;
+        let mut out = IommuInfo {
+            page_sizes: if info.flags & sys::VFIO_IOMMU_INFO_PGSIZES != 0 {
+                info.iova_pgsizes
+            } else {
+                0
+            },
+            iova_ranges: Vec::new(),
+            dma_avail: None,
+            migration: None,
+        };
+        if info.flags & sys::VFIO_IOMMU_INFO_CAPS == 0 {
+            return Ok(out);
+        }
+        let len = (info.argsz as usize).min(buf.len());
+        for cap in caps::chain(
+            &buf[..len],
+            info.cap_offset,
+            size_of::<sys::vfio_iommu_type1_info>(),
+        ) {
+            let cap = cap?;
+            match u32::from(cap.id) {
+                sys::VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE => {
+                    let head: IovaRangeCap = cap.read().ok_or("IOVA range capability truncated")?;
+                    let tail = cap.tail::<IovaRangeCap>();
+                    let (ranges, _) = <[sys::vfio_iova_range]>::ref_from_prefix_with_elems(
+                        tail,
+                        head.nr_iovas as usize,
+                    )
+                    .map_err(|_| "IOVA range capability: more ranges than bytes")?;
+                    out.iova_ranges = ranges
+                        .iter()
+                        .map(|r| IovaRange {
+                            start: r.start,
+                            end: r.end,
+                        })
+                        .collect();
+                }
+                sys::VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL => {
+                    let c: sys::vfio_iommu_type1_info_dma_avail =
+                        cap.read().ok_or("DMA_AVAIL capability truncated")?;
+                    out.dma_avail = Some(c.avail);
+                }
+                sys::VFIO_IOMMU_TYPE1_INFO_CAP_MIGRATION => {
+                    let c: sys::vfio_iommu_type1_info_cap_migration =
+                        cap.read().ok_or("migration capability truncated")?;
+                    out.migration = Some((c.flags, c.pgsize_bitmap, c.max_dirty_bitmap_size));
+                }
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl<M: IommuModel> Container<M> {
+    /// Opens a device by name (`VFIO_GROUP_GET_DEVICE_FD`; for PCI the name is
+    /// the address, `0000:01:00.0`) from the attached groups, in attach
+    /// order. Only exists once an IOMMU model is set: the kernel refuses
+    /// device fds before that.
+    #[doc(alias = "VFIO_GROUP_GET_DEVICE_FD")]
+    pub fn open_device(&self, name: &str) -> Result<Device, GroupError> {
+        let mut last = None;
+        for group in &self.inner.groups {
+            match group.open_device(name) {
+                Ok(device) => return Ok(device),
+                Err(e @ GroupError::NoDevice { .. }) => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or(GroupError::BadDeviceName { name: name.into() }))
+    }
+}
+
+impl<M: DmaModel> Container<M> {
+    /// The IOMMU's page sizes, IOVA ranges and mapping budget
+    /// (`VFIO_IOMMU_GET_INFO`, asked twice when the capability chain does not
+    /// fit the first buffer).
+    #[doc(alias = "VFIO_IOMMU_GET_INFO")]
+    pub fn iommu_info(&self) -> Result<IommuInfo, ContainerError> {
+        let ioctl = req::VFIO_IOMMU_GET_INFO.name;
+        let mut size = 256usize;
+        for _ in 0..2 {
+            let mut buf = vec![0u64; size.div_ceil(8)];
+            let bytes = buf.as_mut_bytes();
+            let mut head = sys::vfio_iommu_type1_info::new_zeroed();
+            head.argsz = bytes.len() as u32;
+            head.write_to_prefix(bytes)
+                .map_err(|_| ContainerError::Malformed {
+                    ioctl,
+                    what: "buffer",
+                })?;
+            self.inner
+                .kernel
+                .ioctl(
+                    self.inner.fd.as_fd(),
+                    req::VFIO_IOMMU_GET_INFO,
+                    Arg::InOut(bytes),
+                )
+                .map_err(|errno| ContainerError::Ioctl { ioctl, errno })?;
+            let needed = u32::read_from_prefix(bytes)
+                .map(|(v, _)| v as usize)
+                .unwrap_or(0);
+            if needed <= bytes.len() {
+                return IommuInfo::parse(bytes)
+                    .map_err(|what| ContainerError::Malformed { ioctl, what });
+            }
+            if needed > 1 << 20 {
+                return Err(ContainerError::Malformed {
+                    ioctl,
+                    what: "argsz over 1 MiB",
+                });
+            }
+            size = needed;
+        }
+        Err(ContainerError::Malformed {
+            ioctl,
+            what: "argsz grew between calls",
+        })
+    }
+
+    /// [`iommu_info`](Self::iommu_info), read once and kept.
+    pub(crate) fn cached_iommu_info(&self) -> Result<&IommuInfo, ContainerError> {
+        if let Some(info) = self.inner.iommu_info.get() {
+            return Ok(info);
+        }
+        let info = self.iommu_info()?;
+        Ok(self.inner.iommu_info.get_or_init(|| info))
+    }
+}

@@ -1,0 +1,371 @@
+//! The kernel seam: the one place that issues VFIO ioctls, `pread`/`pwrite`
+//! and `mmap` on VFIO fds.
+//!
+//! Every request the typed API makes is a [`Request`]: its name (for errors),
+//! its code (from [`sys`](crate::sys)), the fd class it belongs to, and the
+//! *shape* of its argument. [`Kernel::ioctl`] checks the argument bytes
+//! against that shape before the call, so the kernel can never read or write
+//! past them: the safe path covers every request whose argument is
+//! self-contained. The requests that carry a user pointer the kernel
+//! dereferences (`MAP_DMA`'s `vaddr`) go through the `unsafe`
+//! [`Kernel::ioctl_unchecked`], whose callers prove the pointer's contract.
+//!
+//! A backend sees only `(fd, request, argument bytes)`, which is what lets a
+//! simulated kernel stand in for the real one without a second code path.
+
+use std::ffi::c_int;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::path::Path;
+
+use nix::errno::Errno;
+
+use crate::sys;
+
+/// What a request's argument looks like, and so what [`Kernel::ioctl`] must
+/// check before handing it to the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Shape {
+    /// No argument.
+    None,
+    /// An integer passed by value.
+    Int,
+    /// A pointer to a C `int` (4 bytes), read by the kernel.
+    IntPtr,
+    /// A NUL-terminated string, read by the kernel.
+    CStr,
+    /// A struct led by `u32 argsz`, at least `min` bytes; the kernel touches
+    /// at most `argsz` bytes. Flags in `forbidden` (at offset 4) would make
+    /// the kernel follow a user pointer, so they are refused here.
+    Argsz { min: usize, forbidden: u32 },
+    /// `VFIO_DEVICE_FEATURE` restricted to `PROBE`: no data is transferred.
+    FeatureProbe,
+}
+
+/// One VFIO request as the typed API issues it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Request {
+    pub(crate) name: &'static str,
+    pub(crate) code: u32,
+    pub(crate) shape: Shape,
+}
+
+macro_rules! request {
+    // The class names the kind of fd the request is issued on (documentation:
+    // the typed API only reaches each request from its own object type).
+    ($name:ident, $class:ident, $shape:expr) => {
+        pub(crate) const $name: Request = Request {
+            name: stringify!($name),
+            code: sys::$name,
+            shape: $shape,
+        };
+    };
+}
+
+const fn argsz(min: usize) -> Shape {
+    Shape::Argsz { min, forbidden: 0 }
+}
+
+/// The requests the typed API issues.
+pub(crate) mod req {
+    use super::*;
+    use core::mem::size_of;
+
+    request!(VFIO_GET_API_VERSION, Container, Shape::None);
+    request!(VFIO_CHECK_EXTENSION, Container, Shape::Int);
+    request!(VFIO_SET_IOMMU, Container, Shape::Int);
+    request!(
+        VFIO_IOMMU_GET_INFO,
+        Container,
+        argsz(size_of::<sys::vfio_iommu_type1_info>())
+    );
+    // Carries `vaddr`: only through `ioctl_unchecked`.
+    request!(
+        VFIO_IOMMU_MAP_DMA,
+        Container,
+        argsz(size_of::<sys::vfio_iommu_type1_dma_map>())
+    );
+    request!(
+        VFIO_IOMMU_UNMAP_DMA,
+        Container,
+        Shape::Argsz {
+            min: size_of::<sys::vfio_iommu_type1_dma_unmap>(),
+            forbidden: sys::VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP | sys::VFIO_DMA_UNMAP_FLAG_VADDR,
+        }
+    );
+    request!(
+        VFIO_GROUP_GET_STATUS,
+        Group,
+        argsz(size_of::<sys::vfio_group_status>())
+    );
+    request!(VFIO_GROUP_SET_CONTAINER, Group, Shape::IntPtr);
+    request!(VFIO_GROUP_UNSET_CONTAINER, Group, Shape::None);
+    request!(VFIO_GROUP_GET_DEVICE_FD, Group, Shape::CStr);
+    request!(
+        VFIO_DEVICE_GET_INFO,
+        Device,
+        argsz(size_of::<sys::vfio_device_info>())
+    );
+    request!(
+        VFIO_DEVICE_GET_REGION_INFO,
+        Device,
+        argsz(size_of::<sys::vfio_region_info>())
+    );
+    request!(
+        VFIO_DEVICE_GET_IRQ_INFO,
+        Device,
+        argsz(size_of::<sys::vfio_irq_info>())
+    );
+    request!(
+        VFIO_DEVICE_SET_IRQS,
+        Device,
+        argsz(size_of::<sys::vfio_irq_set>())
+    );
+    request!(VFIO_DEVICE_RESET, Device, Shape::None);
+    request!(
+        VFIO_DEVICE_GET_PCI_HOT_RESET_INFO,
+        Device,
+        argsz(size_of::<sys::vfio_pci_hot_reset_info>())
+    );
+    request!(
+        VFIO_DEVICE_PCI_HOT_RESET,
+        Device,
+        argsz(size_of::<sys::vfio_pci_hot_reset>())
+    );
+    request!(VFIO_DEVICE_FEATURE, Device, Shape::FeatureProbe);
+}
+
+/// Why [`Kernel::ioctl`] refused an argument before the call. Always a bug in
+/// the typed API, never the caller's fault; reported as `EINVAL`.
+fn check_shape(shape: Shape, arg: &Arg<'_>) -> Result<(), &'static str> {
+    let bytes: &[u8] = match arg {
+        Arg::None => {
+            return if shape == Shape::None {
+                Ok(())
+            } else {
+                Err("missing argument")
+            };
+        }
+        Arg::Int(_) => {
+            return if shape == Shape::Int {
+                Ok(())
+            } else {
+                Err("unexpected integer")
+            };
+        }
+        Arg::In(b) => b,
+        Arg::InOut(b) => b,
+    };
+    let word = |at: usize| -> Option<u32> {
+        let w = bytes.get(at..at + 4)?;
+        Some(u32::from_ne_bytes([w[0], w[1], w[2], w[3]]))
+    };
+    match shape {
+        Shape::None | Shape::Int => Err("unexpected buffer"),
+        Shape::IntPtr if bytes.len() == 4 => Ok(()),
+        Shape::IntPtr => Err("an int pointer needs 4 bytes"),
+        Shape::CStr if bytes.last() == Some(&0) => Ok(()),
+        Shape::CStr => Err("string not NUL-terminated"),
+        Shape::Argsz { min, forbidden } => {
+            let argsz = word(0).ok_or("argument shorter than argsz")? as usize;
+            let flags = word(4).ok_or("argument shorter than flags")?;
+            if bytes.len() < min || argsz < min || argsz > bytes.len() {
+                Err("argsz outside the argument buffer")
+            } else if flags & forbidden != 0 {
+                Err("flag would make the kernel follow a user pointer")
+            } else {
+                Ok(())
+            }
+        }
+        Shape::FeatureProbe => {
+            let argsz = word(0).ok_or("argument shorter than argsz")? as usize;
+            let flags = word(4).ok_or("argument shorter than flags")?;
+            if argsz > bytes.len() || flags & sys::VFIO_DEVICE_FEATURE_PROBE == 0 {
+                Err("only feature probes are issued through the safe path")
+            } else {
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A request's argument.
+#[derive(Debug)]
+pub(crate) enum Arg<'a> {
+    None,
+    Int(c_int),
+    /// Bytes the kernel reads.
+    In(&'a [u8]),
+    /// Bytes the kernel reads and writes back.
+    InOut(&'a mut [u8]),
+}
+
+/// A handle on the kernel that serves VFIO requests.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Kernel {
+    _host: (),
+}
+
+impl Kernel {
+    /// The running kernel.
+    pub(crate) fn host() -> Self {
+        Kernel { _host: () }
+    }
+
+    /// Opens a VFIO node read-write, close-on-exec.
+    pub(crate) fn open(&self, path: &Path) -> Result<OwnedFd, Errno> {
+        let fd = nix::fcntl::open(
+            path,
+            nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )?;
+        Ok(fd)
+    }
+
+    /// Issues `request` on `fd`, after checking the argument against the
+    /// request's shape (see [`Shape`]).
+    pub(crate) fn ioctl(
+        &self,
+        fd: BorrowedFd<'_>,
+        request: Request,
+        arg: Arg<'_>,
+    ) -> Result<c_int, Errno> {
+        if request.code == sys::VFIO_IOMMU_MAP_DMA {
+            return Err(Errno::EINVAL);
+        }
+        check_shape(request.shape, &arg).map_err(|_| Errno::EINVAL)?;
+        // SAFETY: `check_shape` proved the kernel's accesses for this request
+        // stay inside `arg` (argsz ≤ buffer length, a 4-byte int, or a
+        // NUL-terminated string) and that no flag makes it follow a user
+        // pointer; `request` is one of the `req` constants, each issued on
+        // its own fd class by the typed API.
+        unsafe { self.ioctl_unchecked(fd, request, arg) }
+    }
+
+    /// Issues `request` on `fd` with no shape check.
+    ///
+    /// # Safety
+    ///
+    /// Every memory access the kernel makes for this request must be valid:
+    /// it must stay inside `arg`, and any user address the argument carries
+    /// (`MAP_DMA`'s `vaddr` and `size`) must describe memory that the caller
+    /// allows the device to read and write until it is unmapped.
+    pub(crate) unsafe fn ioctl_unchecked(
+        &self,
+        fd: BorrowedFd<'_>,
+        request: Request,
+        arg: Arg<'_>,
+    ) -> Result<c_int, Errno> {
+        let fd = fd.as_raw_fd();
+        let code = request.code as nix::sys::ioctl::ioctl_num_type;
+        let ret = match arg {
+            // SAFETY: a request without an argument touches no user memory.
+            Arg::None => unsafe { libc::ioctl(fd, code) },
+            // SAFETY: an integer argument carries no memory.
+            Arg::Int(v) => unsafe { libc::ioctl(fd, code, v) },
+            // SAFETY: the kernel only reads `b`, inside its bounds per the
+            // caller's contract; the cast to *mut is what ioctl(2) takes.
+            Arg::In(b) => unsafe { libc::ioctl(fd, code, b.as_ptr().cast_mut()) },
+            // SAFETY: `b` is exclusively borrowed for the call and the kernel's
+            // accesses stay inside it per the caller's contract.
+            Arg::InOut(b) => unsafe { libc::ioctl(fd, code, b.as_mut_ptr()) },
+        };
+        Errno::result(ret)
+    }
+
+    /// Takes ownership of an fd a request returned (`GET_DEVICE_FD`).
+    pub(crate) fn adopt_fd(&self, raw: c_int) -> OwnedFd {
+        // SAFETY: `raw` is the return value of a successful ioctl that creates
+        // a new fd (`VFIO_GROUP_GET_DEVICE_FD`): it is open and owned by no
+        // one else in this process.
+        unsafe { OwnedFd::from_raw_fd(raw) }
+    }
+
+    /// `pread(2)` on a device fd.
+    pub(crate) fn pread(
+        &self,
+        fd: BorrowedFd<'_>,
+        buf: &mut [u8],
+        offset: u64,
+    ) -> Result<usize, Errno> {
+        let offset = i64::try_from(offset).map_err(|_| Errno::EINVAL)?;
+        nix::sys::uio::pread(fd, buf, offset)
+    }
+
+    /// `pwrite(2)` on a device fd.
+    pub(crate) fn pwrite(
+        &self,
+        fd: BorrowedFd<'_>,
+        buf: &[u8],
+        offset: u64,
+    ) -> Result<usize, Errno> {
+        let offset = i64::try_from(offset).map_err(|_| Errno::EINVAL)?;
+        nix::sys::uio::pwrite(fd, buf, offset)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argsz_bytes(argsz: u32, flags: u32, len: usize) -> Vec<u8> {
+        let mut v = vec![0u8; len];
+        v[..4].copy_from_slice(&argsz.to_ne_bytes());
+        v[4..8].copy_from_slice(&flags.to_ne_bytes());
+        v
+    }
+
+    #[test]
+    fn argsz_must_fit_the_buffer() {
+        let shape = req::VFIO_DEVICE_GET_INFO.shape;
+        assert!(check_shape(shape, &Arg::In(&argsz_bytes(24, 0, 24))).is_ok());
+        assert!(check_shape(shape, &Arg::In(&argsz_bytes(64, 0, 64))).is_ok());
+        assert!(check_shape(shape, &Arg::In(&argsz_bytes(25, 0, 24))).is_err());
+        assert!(check_shape(shape, &Arg::In(&argsz_bytes(16, 0, 24))).is_err());
+        assert!(check_shape(shape, &Arg::In(&argsz_bytes(16, 0, 16))).is_err());
+        assert!(check_shape(shape, &Arg::In(&[0u8; 3])).is_err());
+        assert!(check_shape(shape, &Arg::None).is_err());
+    }
+
+    #[test]
+    fn unmap_refuses_pointer_flags() {
+        let shape = req::VFIO_IOMMU_UNMAP_DMA.shape;
+        assert!(check_shape(shape, &Arg::In(&argsz_bytes(24, 0, 24))).is_ok());
+        assert!(
+            check_shape(
+                shape,
+                &Arg::In(&argsz_bytes(24, sys::VFIO_DMA_UNMAP_FLAG_ALL, 24))
+            )
+            .is_ok()
+        );
+        let dirty = sys::VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP;
+        assert!(check_shape(shape, &Arg::In(&argsz_bytes(24, dirty, 24))).is_err());
+    }
+
+    #[test]
+    fn strings_ints_and_probes() {
+        assert!(check_shape(Shape::CStr, &Arg::In(b"0000:01:00.0\0")).is_ok());
+        assert!(check_shape(Shape::CStr, &Arg::In(b"0000:01:00.0")).is_err());
+        assert!(check_shape(Shape::IntPtr, &Arg::In(&[0; 4])).is_ok());
+        assert!(check_shape(Shape::IntPtr, &Arg::In(&[0; 8])).is_err());
+        assert!(check_shape(Shape::Int, &Arg::Int(3)).is_ok());
+        let probe = argsz_bytes(
+            8,
+            sys::VFIO_DEVICE_FEATURE_PROBE | sys::VFIO_DEVICE_FEATURE_GET,
+            8,
+        );
+        assert!(check_shape(Shape::FeatureProbe, &Arg::InOut(&mut probe.clone())).is_ok());
+        let get = argsz_bytes(8, sys::VFIO_DEVICE_FEATURE_GET, 8);
+        assert!(check_shape(Shape::FeatureProbe, &Arg::In(&get)).is_err());
+    }
+
+    #[test]
+    fn map_dma_is_refused_on_the_safe_path() {
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let bytes = argsz_bytes(32, 3, 32);
+        let fd = std::os::fd::AsFd::as_fd(&a);
+        assert_eq!(
+            Kernel::host().ioctl(fd, req::VFIO_IOMMU_MAP_DMA, Arg::In(&bytes)),
+            Err(Errno::EINVAL)
+        );
+    }
+}

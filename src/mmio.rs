@@ -1,0 +1,111 @@
+//! The unsafe core of MMIO: `mmap` of a device fd and volatile access into it.
+//! Callers ([`region`](crate::region)) do the bounds and alignment checks and
+//! reach memory only through a [`Slot`], which can only be made in bounds.
+
+use std::marker::PhantomData;
+use std::num::NonZeroUsize;
+use std::os::fd::BorrowedFd;
+use std::ptr::NonNull;
+
+use nix::errno::Errno;
+use nix::sys::mman::{MapFlags, ProtFlags, mmap, munmap};
+
+/// One mapped area: `size` bytes of the region from `offset`, at `ptr`.
+#[derive(Debug)]
+pub(crate) struct Area {
+    pub(crate) offset: u64,
+    pub(crate) size: u64,
+    pub(crate) ptr: NonNull<u8>,
+}
+
+// SAFETY: an Area is an exclusive owner of its mapping; the mapping is plain
+// shared memory of the device, usable from any thread.
+unsafe impl Send for Area {}
+
+/// An in-bounds, aligned address inside an [`Area`], borrowed from it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Slot<'a> {
+    ptr: NonNull<u8>,
+    _area: PhantomData<&'a Area>,
+}
+
+impl Area {
+    /// The address of `width` bytes at region offset `offset`, if they lie in
+    /// this area. The caller has checked `offset` is a multiple of `width`;
+    /// the area starts page-aligned, so the address is aligned too.
+    pub(crate) fn slot(&self, offset: u64, width: usize) -> Option<Slot<'_>> {
+        let rel = offset.checked_sub(self.offset)?;
+        let end = rel.checked_add(width as u64)?;
+        if end > self.size || !rel.is_multiple_of(width as u64) {
+            return None;
+        }
+        let rel = usize::try_from(rel).ok()?;
+        // SAFETY: `rel + width <= size`, so `ptr + rel` stays inside the
+        // mapping of `size` bytes that starts at `ptr` (the same allocation).
+        let ptr = unsafe { self.ptr.add(rel) };
+        Some(Slot {
+            ptr,
+            _area: PhantomData,
+        })
+    }
+}
+
+impl Drop for Area {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`size` are exactly a mapping this Area made and owns;
+        // no Slot outlives the Area (they borrow it). Errors are ignored:
+        // Drop must not fail.
+        let _ = unsafe { munmap(self.ptr.cast(), self.size as usize) };
+    }
+}
+
+/// Maps `len` bytes of the device fd at file offset `offset`, shared.
+pub(crate) fn map(
+    fd: BorrowedFd<'_>,
+    offset: u64,
+    len: u64,
+    read: bool,
+    write: bool,
+) -> Result<NonNull<u8>, Errno> {
+    let len = usize::try_from(len)
+        .ok()
+        .and_then(NonZeroUsize::new)
+        .ok_or(Errno::EINVAL)?;
+    let offset = i64::try_from(offset).map_err(|_| Errno::EINVAL)?;
+    let mut prot = ProtFlags::empty();
+    if read {
+        prot |= ProtFlags::PROT_READ;
+    }
+    if write {
+        prot |= ProtFlags::PROT_WRITE;
+    }
+    // SAFETY: no address hint and no MAP_FIXED, so the kernel picks a fresh
+    // range and no existing memory of this process is replaced.
+    let ptr = unsafe { mmap(None, len, prot, MapFlags::MAP_SHARED, fd, offset) }?;
+    Ok(ptr.cast())
+}
+
+/// A plain integer the MMIO accessors move.
+pub(crate) trait Scalar: Copy + sealed::Sealed {}
+mod sealed {
+    pub trait Sealed {}
+}
+macro_rules! scalar {
+    ($($t:ty),*) => {$(impl sealed::Sealed for $t {} impl Scalar for $t {})*};
+}
+scalar!(u8, u16, u32, u64);
+
+/// Volatile read through a slot.
+pub(crate) fn read<T: Scalar>(slot: Slot<'_>) -> T {
+    // SAFETY: a Slot is in bounds of a live mapping for `width` bytes and
+    // aligned to `width` (see `Area::slot`); T is a plain integer of that
+    // width, valid for any bits.
+    unsafe { slot.ptr.cast::<T>().as_ptr().read_volatile() }
+}
+
+/// Volatile write through a slot.
+pub(crate) fn write<T: Scalar>(slot: Slot<'_>, value: T) {
+    // SAFETY: as in `read`. `region` only writes through mappings made with
+    // PROT_WRITE (it refuses writes to regions without the WRITE flag).
+    unsafe { slot.ptr.cast::<T>().as_ptr().write_volatile(value) }
+}

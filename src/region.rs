@@ -1,0 +1,404 @@
+//! Device regions: info and capabilities, bounds-checked `pread`/`pwrite`,
+//! and owned `mmap`s with bounds- and alignment-checked volatile access.
+
+use std::os::fd::BorrowedFd;
+
+use zerocopy::{FromBytes, FromZeros, IntoBytes};
+
+use crate::abi::SparseMmapCap;
+use crate::caps;
+use crate::device::Device;
+use crate::error::{DeviceError, Errno};
+use crate::kernel::{Arg, Kernel, req};
+use crate::sys;
+
+/// An mmap-able window of a region (from the sparse-mmap capability, or the
+/// whole region).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SparseArea {
+    /// Offset within the region.
+    pub offset: u64,
+    /// Length in bytes.
+    pub size: u64,
+}
+
+/// What `VFIO_DEVICE_GET_REGION_INFO` reports for one region.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegionInfo {
+    /// The region index.
+    pub index: u32,
+    /// Raw `VFIO_REGION_INFO_FLAG_*`.
+    pub flags: u32,
+    /// Size in bytes (0: the region does not exist on this device).
+    pub size: u64,
+    /// Offset of the region within the device fd (for `pread`/`mmap`).
+    pub offset: u64,
+    /// The areas that may be mmapped, when the kernel restricts them
+    /// (`VFIO_REGION_INFO_CAP_SPARSE_MMAP`); `None` means the whole region.
+    pub sparse: Option<Vec<SparseArea>>,
+    /// Device-specific region type and subtype (`VFIO_REGION_INFO_CAP_TYPE`).
+    pub region_type: Option<(u32, u32)>,
+    /// The MSI-X table may be mmapped (`VFIO_REGION_INFO_CAP_MSIX_MAPPABLE`).
+    pub msix_mappable: bool,
+}
+
+impl RegionInfo {
+    /// `read`/`pread` allowed.
+    pub fn readable(&self) -> bool {
+        self.flags & sys::VFIO_REGION_INFO_FLAG_READ != 0
+    }
+    /// `write`/`pwrite` allowed.
+    pub fn writable(&self) -> bool {
+        self.flags & sys::VFIO_REGION_INFO_FLAG_WRITE != 0
+    }
+    /// `mmap` allowed.
+    pub fn mappable(&self) -> bool {
+        self.flags & sys::VFIO_REGION_INFO_FLAG_MMAP != 0
+    }
+
+    /// Parses `VFIO_DEVICE_GET_REGION_INFO`'s bytes; untrusted.
+    pub(crate) fn parse(buf: &[u8]) -> Result<RegionInfo, &'static str> {
+        let (info, _) =
+            sys::vfio_region_info::read_from_prefix(buf).map_err(|_| "region info truncated")?;
+        let mut out = RegionInfo {
+            index: info.index,
+            flags: info.flags,
+            size: info.size,
+            offset: info.offset,
+            sparse: None,
+            region_type: None,
+            msix_mappable: false,
+        };
+        if info.flags & sys::VFIO_REGION_INFO_FLAG_CAPS == 0 {
+            return Ok(out);
+        }
+        let len = (info.argsz as usize).min(buf.len());
+        for cap in caps::chain(
+            &buf[..len],
+            info.cap_offset,
+            size_of::<sys::vfio_region_info>(),
+        ) {
+            let cap = cap?;
+            match u32::from(cap.id) {
+                sys::VFIO_REGION_INFO_CAP_SPARSE_MMAP => {
+                    let head: SparseMmapCap =
+                        cap.read().ok_or("sparse mmap capability truncated")?;
+                    let (areas, _) =
+                        <[sys::vfio_region_sparse_mmap_area]>::ref_from_prefix_with_elems(
+                            cap.tail::<SparseMmapCap>(),
+                            head.nr_areas as usize,
+                        )
+                        .map_err(|_| "sparse mmap capability: more areas than bytes")?;
+                    let mut list = Vec::with_capacity(areas.len());
+                    for a in areas {
+                        let end = a.offset.checked_add(a.size).ok_or("sparse area wraps")?;
+                        if end > info.size {
+                            return Err("sparse area outside the region");
+                        }
+                        list.push(SparseArea {
+                            offset: a.offset,
+                            size: a.size,
+                        });
+                    }
+                    out.sparse = Some(list);
+                }
+                sys::VFIO_REGION_INFO_CAP_TYPE => {
+                    let t: sys::vfio_region_info_cap_type =
+                        cap.read().ok_or("type capability truncated")?;
+                    out.region_type = Some((t.type_, t.subtype));
+                }
+                sys::VFIO_REGION_INFO_CAP_MSIX_MAPPABLE => out.msix_mappable = true,
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// `VFIO_DEVICE_GET_REGION_INFO`, asked again with room for the capability
+/// chain when the first answer says it did not fit.
+pub(crate) fn query(
+    kernel: &Kernel,
+    fd: BorrowedFd<'_>,
+    index: u32,
+) -> Result<RegionInfo, DeviceError> {
+    let ioctl = req::VFIO_DEVICE_GET_REGION_INFO.name;
+    let mut size = 256usize;
+    for _ in 0..2 {
+        let mut buf = vec![0u64; size.div_ceil(8)];
+        let bytes = buf.as_mut_bytes();
+        let mut head = sys::vfio_region_info::new_zeroed();
+        head.argsz = bytes.len() as u32;
+        head.index = index;
+        bytes[..size_of::<sys::vfio_region_info>()].copy_from_slice(head.as_bytes());
+        kernel
+            .ioctl(fd, req::VFIO_DEVICE_GET_REGION_INFO, Arg::InOut(bytes))
+            .map_err(|errno| DeviceError::IndexedIoctl {
+                ioctl,
+                index,
+                errno,
+            })?;
+        let needed = u32::read_from_prefix(bytes)
+            .map(|(v, _)| v as usize)
+            .unwrap_or(0);
+        if needed <= bytes.len() {
+            return RegionInfo::parse(bytes).map_err(|what| DeviceError::Malformed { ioctl, what });
+        }
+        if needed > 1 << 20 {
+            return Err(DeviceError::Malformed {
+                ioctl,
+                what: "argsz over 1 MiB",
+            });
+        }
+        size = needed;
+    }
+    Err(DeviceError::Malformed {
+        ioctl,
+        what: "argsz grew between calls",
+    })
+}
+
+/// One region of a device: its info, and access through `pread`/`pwrite`.
+/// Borrows the device.
+#[derive(Debug)]
+pub struct Region<'d> {
+    device: &'d Device,
+    info: RegionInfo,
+}
+
+macro_rules! scalar_access {
+    ($($read:ident / $write:ident: $t:ty;)*) => {$(
+        #[doc = concat!("Reads a `", stringify!($t), "` at `offset` (naturally aligned, inside the region).")]
+        pub fn $read(&self, offset: u64) -> Result<$t, DeviceError> {
+            let mut b = [0u8; size_of::<$t>()];
+            self.check_aligned(offset, size_of::<$t>())?;
+            self.read(offset, &mut b)?;
+            Ok(<$t>::from_ne_bytes(b))
+        }
+        #[doc = concat!("Writes a `", stringify!($t), "` at `offset` (naturally aligned, inside the region).")]
+        pub fn $write(&self, offset: u64, value: $t) -> Result<(), DeviceError> {
+            self.check_aligned(offset, size_of::<$t>())?;
+            self.write(offset, &value.to_ne_bytes())
+        }
+    )*};
+}
+
+impl<'d> Region<'d> {
+    pub(crate) fn new(device: &'d Device, info: RegionInfo) -> Self {
+        Region { device, info }
+    }
+
+    /// The region's info.
+    pub fn info(&self) -> &RegionInfo {
+        &self.info
+    }
+
+    fn out_of_bounds(&self, offset: u64, len: u64) -> DeviceError {
+        DeviceError::OutOfBounds {
+            index: self.info.index,
+            offset,
+            len,
+            size: self.info.size,
+        }
+    }
+
+    fn check_range(&self, offset: u64, len: usize) -> Result<u64, DeviceError> {
+        let len64 = len as u64;
+        match offset.checked_add(len64) {
+            Some(end) if end <= self.info.size => self
+                .info
+                .offset
+                .checked_add(offset)
+                .ok_or_else(|| self.out_of_bounds(offset, len64)),
+            _ => Err(self.out_of_bounds(offset, len64)),
+        }
+    }
+
+    fn check_aligned(&self, offset: u64, width: usize) -> Result<(), DeviceError> {
+        if !offset.is_multiple_of(width as u64) {
+            return Err(self.out_of_bounds(offset, width as u64));
+        }
+        Ok(())
+    }
+
+    /// Reads `buf.len()` bytes at `offset` with `pread` on the device fd.
+    pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), DeviceError> {
+        if !self.info.readable() {
+            return Err(DeviceError::NotPermitted {
+                index: self.info.index,
+                what: "read",
+            });
+        }
+        let at = self.check_range(offset, buf.len())?;
+        let io = |errno| DeviceError::Io {
+            syscall: "pread",
+            index: self.info.index,
+            offset,
+            errno,
+        };
+        let n = self
+            .device
+            .kernel()
+            .pread(self.device.as_fd(), buf, at)
+            .map_err(io)?;
+        if n != buf.len() {
+            return Err(io(Errno::EIO));
+        }
+        Ok(())
+    }
+
+    /// Writes `buf` at `offset` with `pwrite` on the device fd.
+    pub fn write(&self, offset: u64, buf: &[u8]) -> Result<(), DeviceError> {
+        if !self.info.writable() {
+            return Err(DeviceError::NotPermitted {
+                index: self.info.index,
+                what: "write",
+            });
+        }
+        let at = self.check_range(offset, buf.len())?;
+        let io = |errno| DeviceError::Io {
+            syscall: "pwrite",
+            index: self.info.index,
+            offset,
+            errno,
+        };
+        let n = self
+            .device
+            .kernel()
+            .pwrite(self.device.as_fd(), buf, at)
+            .map_err(io)?;
+        if n != buf.len() {
+            return Err(io(Errno::EIO));
+        }
+        Ok(())
+    }
+
+    scalar_access! {
+        read_u8 / write_u8: u8;
+        read_u16 / write_u16: u16;
+        read_u32 / write_u32: u32;
+        read_u64 / write_u64: u64;
+    }
+
+    /// Maps the region's mmap-able areas (all of them: the sparse areas when
+    /// the kernel lists some, else the whole region). Fails with
+    /// [`DeviceError::NotPermitted`] when the region is not mmap-able.
+    pub fn mmap(&self) -> Result<MappedRegion<'d>, DeviceError> {
+        let index = self.info.index;
+        if !self.info.mappable() || self.info.size == 0 {
+            return Err(DeviceError::NotPermitted {
+                index,
+                what: "mmap",
+            });
+        }
+        let whole = [SparseArea {
+            offset: 0,
+            size: self.info.size,
+        }];
+        let areas = self.info.sparse.as_deref().unwrap_or(&whole);
+        let mut mapped = MappedRegion {
+            index,
+            size: self.info.size,
+            readable: self.info.readable(),
+            writable: self.info.writable(),
+            areas: Vec::with_capacity(areas.len()),
+            _device: std::marker::PhantomData,
+        };
+        for area in areas.iter().filter(|a| a.size > 0) {
+            let ptr = crate::mmio::map(
+                self.device.as_fd(),
+                self.info.offset + area.offset,
+                area.size,
+                self.info.readable(),
+                self.info.writable(),
+            )
+            .map_err(|errno| DeviceError::Mmap {
+                index,
+                offset: area.offset,
+                len: area.size,
+                errno,
+            })?;
+            mapped.areas.push(crate::mmio::Area {
+                offset: area.offset,
+                size: area.size,
+                ptr,
+            });
+        }
+        Ok(mapped)
+    }
+}
+
+/// An owned `mmap` of a region's mmap-able areas, unmapped on drop. Access is
+/// volatile, bounds-checked against the mapped areas and naturally aligned.
+/// Borrows the device it came from.
+#[derive(Debug)]
+pub struct MappedRegion<'d> {
+    index: u32,
+    size: u64,
+    readable: bool,
+    writable: bool,
+    areas: Vec<crate::mmio::Area>,
+    _device: std::marker::PhantomData<&'d Device>,
+}
+
+macro_rules! mmio_access {
+    ($($read:ident / $write:ident: $t:ty;)*) => {$(
+        #[doc = concat!("Volatile read of a `", stringify!($t), "` at `offset` within the region.")]
+        pub fn $read(&self, offset: u64) -> Result<$t, DeviceError> {
+            self.permit(self.readable, "read")?;
+            let ptr = self.locate(offset, size_of::<$t>())?;
+            Ok(crate::mmio::read::<$t>(ptr))
+        }
+        #[doc = concat!("Volatile write of a `", stringify!($t), "` at `offset` within the region.")]
+        pub fn $write(&self, offset: u64, value: $t) -> Result<(), DeviceError> {
+            self.permit(self.writable, "write")?;
+            let ptr = self.locate(offset, size_of::<$t>())?;
+            crate::mmio::write::<$t>(ptr, value);
+            Ok(())
+        }
+    )*};
+}
+
+impl MappedRegion<'_> {
+    /// The mapped areas, as offsets within the region.
+    pub fn areas(&self) -> impl Iterator<Item = SparseArea> + '_ {
+        self.areas.iter().map(|a| SparseArea {
+            offset: a.offset,
+            size: a.size,
+        })
+    }
+
+    fn permit(&self, allowed: bool, what: &'static str) -> Result<(), DeviceError> {
+        if allowed {
+            Ok(())
+        } else {
+            Err(DeviceError::NotPermitted {
+                index: self.index,
+                what,
+            })
+        }
+    }
+
+    fn locate(&self, offset: u64, width: usize) -> Result<crate::mmio::Slot<'_>, DeviceError> {
+        let err = || DeviceError::OutOfBounds {
+            index: self.index,
+            offset,
+            len: width as u64,
+            size: self.size,
+        };
+        if !offset.is_multiple_of(width as u64) {
+            return Err(err());
+        }
+        self.areas
+            .iter()
+            .find_map(|a| a.slot(offset, width))
+            .ok_or_else(err)
+    }
+
+    mmio_access! {
+        read_u8 / write_u8: u8;
+        read_u16 / write_u16: u16;
+        read_u32 / write_u32: u32;
+        read_u64 / write_u64: u64;
+    }
+}
