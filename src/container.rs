@@ -564,3 +564,85 @@ impl<M: DmaModel> Container<M> {
         Ok(self.inner.iommu_info.get_or_init(|| info))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Builds `VFIO_IOMMU_GET_INFO` bytes like a 6.12 kernel's: header, an
+    /// IOVA-range capability with `ranges`, then DMA_AVAIL.
+    fn info_bytes(ranges: &[(u64, u64)], nr_claimed: u32, avail: u32) -> Vec<u8> {
+        let mut b = Vec::new();
+        let iova_cap = 24u32;
+        let avail_cap = iova_cap + 16 + 16 * ranges.len() as u32;
+        let total = avail_cap + 12;
+        for w in [total, 3] {
+            b.extend_from_slice(&w.to_ne_bytes());
+        }
+        b.extend_from_slice(&0x4020_1000u64.to_ne_bytes());
+        b.extend_from_slice(&iova_cap.to_ne_bytes());
+        b.extend_from_slice(&0u32.to_ne_bytes());
+        // IOVA range capability: id 1, version 1, next.
+        b.extend_from_slice(&1u16.to_ne_bytes());
+        b.extend_from_slice(&1u16.to_ne_bytes());
+        b.extend_from_slice(&avail_cap.to_ne_bytes());
+        b.extend_from_slice(&nr_claimed.to_ne_bytes());
+        b.extend_from_slice(&0u32.to_ne_bytes());
+        for &(s, e) in ranges {
+            b.extend_from_slice(&s.to_ne_bytes());
+            b.extend_from_slice(&e.to_ne_bytes());
+        }
+        // DMA_AVAIL: id 3, version 1, next 0, avail.
+        b.extend_from_slice(&3u16.to_ne_bytes());
+        b.extend_from_slice(&1u16.to_ne_bytes());
+        b.extend_from_slice(&0u32.to_ne_bytes());
+        b.extend_from_slice(&avail.to_ne_bytes());
+        b
+    }
+
+    #[test]
+    fn parses_iommu_info_like_linux_6_12() {
+        let ranges = [(0, 0xfedf_ffff), (0xfef0_0000, 0x7f_ffff_ffff)];
+        let info = IommuInfo::parse(&info_bytes(&ranges, 2, 65535)).unwrap();
+        assert_eq!(info.page_sizes, 0x4020_1000);
+        assert_eq!(info.min_page_size(), 0x1000);
+        assert_eq!(
+            info.iova_ranges,
+            vec![
+                IovaRange {
+                    start: 0,
+                    end: 0xfedf_ffff
+                },
+                IovaRange {
+                    start: 0xfef0_0000,
+                    end: 0x7f_ffff_ffff
+                }
+            ]
+        );
+        assert_eq!(info.dma_avail, Some(65535));
+        assert!(info.iova_ranges[0].contains(0x20_0000, 0x1000));
+        assert!(
+            !info
+                .iova_ranges
+                .iter()
+                .any(|r| r.contains(0xfee0_0000, 0x1000))
+        );
+        assert!(!info.iova_ranges[0].contains(0xfedf_f000, 0x2000));
+        assert!(!info.iova_ranges[0].contains(0, 0));
+    }
+
+    #[test]
+    fn rejects_a_range_count_beyond_the_bytes() {
+        let bytes = info_bytes(&[(0, 0xffff)], 1000, 1);
+        assert!(IommuInfo::parse(&bytes).is_err());
+    }
+
+    #[test]
+    fn every_truncation_is_an_error_or_a_partial_answer_never_a_panic() {
+        let bytes = info_bytes(&[(0, 0xfedf_ffff), (0xfef0_0000, 0x7f_ffff_ffff)], 2, 7);
+        for cut in 0..bytes.len() {
+            let _ = IommuInfo::parse(&bytes[..cut]);
+        }
+        assert!(IommuInfo::parse(&bytes[..10]).is_err());
+    }
+}

@@ -402,3 +402,74 @@ impl MappedRegion<'_> {
         read_u64 / write_u64: u64;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn region_bytes(size: u64, areas: &[(u64, u64)], claimed: u32) -> Vec<u8> {
+        let cap = 32u32;
+        let type_cap = cap + 16 + 16 * areas.len() as u32;
+        let total = type_cap + 16;
+        let mut b = Vec::new();
+        let flags = sys::VFIO_REGION_INFO_FLAG_READ
+            | sys::VFIO_REGION_INFO_FLAG_WRITE
+            | sys::VFIO_REGION_INFO_FLAG_MMAP
+            | sys::VFIO_REGION_INFO_FLAG_CAPS;
+        for w in [total, flags, 2, cap] {
+            b.extend_from_slice(&w.to_ne_bytes());
+        }
+        b.extend_from_slice(&size.to_ne_bytes());
+        b.extend_from_slice(&0x2_0000_0000u64.to_ne_bytes());
+        b.extend_from_slice(&1u16.to_ne_bytes()); // sparse mmap
+        b.extend_from_slice(&1u16.to_ne_bytes());
+        b.extend_from_slice(&type_cap.to_ne_bytes());
+        b.extend_from_slice(&claimed.to_ne_bytes());
+        b.extend_from_slice(&0u32.to_ne_bytes());
+        for &(o, s) in areas {
+            b.extend_from_slice(&o.to_ne_bytes());
+            b.extend_from_slice(&s.to_ne_bytes());
+        }
+        b.extend_from_slice(&2u16.to_ne_bytes()); // type
+        b.extend_from_slice(&1u16.to_ne_bytes());
+        b.extend_from_slice(&0u32.to_ne_bytes());
+        b.extend_from_slice(&0x8086u32.to_ne_bytes());
+        b.extend_from_slice(&3u32.to_ne_bytes());
+        b
+    }
+
+    #[test]
+    fn parses_sparse_areas_and_type() {
+        let info =
+            RegionInfo::parse(&region_bytes(0x4000, &[(0, 0x1000), (0x3000, 0x1000)], 2)).unwrap();
+        assert_eq!(info.index, 2);
+        assert_eq!(info.offset, 0x2_0000_0000);
+        assert!(info.readable() && info.writable() && info.mappable());
+        assert_eq!(
+            info.sparse,
+            Some(vec![
+                SparseArea {
+                    offset: 0,
+                    size: 0x1000
+                },
+                SparseArea {
+                    offset: 0x3000,
+                    size: 0x1000
+                }
+            ])
+        );
+        assert_eq!(info.region_type, Some((0x8086, 3)));
+        assert!(!info.msix_mappable);
+    }
+
+    #[test]
+    fn rejects_areas_outside_the_region_or_beyond_the_bytes() {
+        assert!(RegionInfo::parse(&region_bytes(0x2000, &[(0x1000, 0x2000)], 1)).is_err());
+        assert!(RegionInfo::parse(&region_bytes(0x2000, &[(u64::MAX, 2)], 1)).is_err());
+        assert!(RegionInfo::parse(&region_bytes(0x2000, &[(0, 0x1000)], 9)).is_err());
+        let bytes = region_bytes(0x4000, &[(0, 0x1000)], 1);
+        for cut in 0..bytes.len() {
+            let _ = RegionInfo::parse(&bytes[..cut]);
+        }
+    }
+}

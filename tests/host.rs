@@ -1,0 +1,102 @@
+//! Typed-API behaviour that needs no VFIO: what a machine without
+//! `/dev/vfio` sees, and the DMA buffer's accessors.
+
+use typed_vfio::{
+    Container, ContainerError, DmaBuffer, DmaError, Errno, Group, GroupError, GroupId,
+};
+
+#[test]
+fn opening_without_vfio_names_the_node_and_errno() {
+    if std::path::Path::new("/dev/vfio/vfio").exists() {
+        eprintln!(
+            "*** this machine has /dev/vfio/vfio: the missing-node case cannot be shown here ***"
+        );
+        return;
+    }
+    match Container::open() {
+        Err(ContainerError::Open { path, errno }) => {
+            assert_eq!(path, std::path::Path::new("/dev/vfio/vfio"));
+            assert_eq!(errno, Errno::ENOENT);
+        }
+        other => panic!("expected Open error, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_missing_group_node_is_an_open_error_with_its_path() {
+    match Group::open(987_654) {
+        Err(GroupError::Open { path, errno }) => {
+            assert_eq!(path, std::path::Path::new("/dev/vfio/987654"));
+            assert_eq!(errno, Errno::ENOENT);
+        }
+        other => panic!("expected Open error, got {other:?}"),
+    }
+    assert_eq!(
+        GroupId::noiommu(3).path(),
+        std::path::Path::new("/dev/vfio/noiommu-3")
+    );
+    assert_eq!(GroupId::new(3).to_string(), "3");
+}
+
+#[test]
+fn a_container_fd_that_is_not_vfio_is_refused_by_the_version_check() {
+    let not_vfio = std::fs::File::open("/dev/null").unwrap();
+    match Container::from_fd(not_vfio.into()) {
+        Err(ContainerError::Ioctl { ioctl, errno }) => {
+            assert_eq!(ioctl, "VFIO_GET_API_VERSION");
+            assert_eq!(errno, Errno::ENOTTY);
+        }
+        other => panic!("expected VFIO_GET_API_VERSION to fail, got {other:?}"),
+    }
+}
+
+#[test]
+fn dma_buffer_rounds_to_pages_and_starts_zeroed() {
+    let page = typed_vfio::page_size();
+    let buf = DmaBuffer::new(100).unwrap();
+    assert_eq!(buf.len(), page);
+    assert_eq!(buf.addr() % page, 0);
+    let mut bytes = vec![1u8; page];
+    buf.read(0, &mut bytes).unwrap();
+    assert!(bytes.iter().all(|&b| b == 0));
+    assert!(!buf.is_mapped());
+    assert!(matches!(
+        DmaBuffer::new(0),
+        Err(DmaError::Alloc { len: 0, .. })
+    ));
+}
+
+#[test]
+fn dma_buffer_accessors_round_trip_and_check_bounds_and_alignment() {
+    let buf = DmaBuffer::new(8192).unwrap();
+    buf.write(4000, b"across a page").unwrap();
+    let mut out = [0u8; 13];
+    buf.read(4000, &mut out).unwrap();
+    assert_eq!(&out, b"across a page");
+    buf.write_u32(8188, 0xdead_beef).unwrap();
+    assert_eq!(buf.read_u32(8188).unwrap(), 0xdead_beef);
+    buf.write_u64(8, u64::MAX - 1).unwrap();
+    assert_eq!(buf.read_u64(8).unwrap(), u64::MAX - 1);
+    assert!(matches!(
+        buf.read_u32(8190),
+        Err(DmaError::OutOfBounds {
+            offset: 8190,
+            len: 4,
+            size: 8192
+        })
+    ));
+    assert!(matches!(
+        buf.read_u32(2),
+        Err(DmaError::OutOfBounds { offset: 2, .. })
+    ));
+    assert!(matches!(
+        buf.write(8000, &[0; 200]),
+        Err(DmaError::OutOfBounds { .. })
+    ));
+    assert!(matches!(
+        buf.read(usize::MAX, &mut [0; 2]),
+        Err(DmaError::OutOfBounds { .. })
+    ));
+    buf.fill(0x5a);
+    assert_eq!(buf.read_u8(8191).unwrap(), 0x5a);
+}
