@@ -172,7 +172,9 @@ impl Container<Unset> {
 
     /// Adopts an already-open container fd (privilege separation: a launcher
     /// opens `/dev/vfio/vfio` and hands the fd over). The API version is
-    /// checked; the fd must hold no groups.
+    /// checked. The fd should be a fresh container: the kernel offers no way
+    /// to ask which groups a container holds, so that is not checked, and
+    /// the typestate describes only what is done through this value.
     pub fn from_fd(fd: OwnedFd) -> Result<Self, ContainerError> {
         Self::from_fd_in(Kernel::host(), fd)
     }
@@ -313,15 +315,44 @@ impl<S: HasGroups> Container<S> {
         self.attach_group(group)
     }
 
-    /// Detaches every group (`VFIO_GROUP_UNSET_CONTAINER`) and returns them
-    /// with the container, back in the `Unset` state. The kernel drops all
-    /// DMA mappings and the IOMMU model when the last group leaves; taking
-    /// `self` by value guarantees no mapping guard is alive.
-    pub fn release_groups(mut self) -> (Container<Unset>, Vec<Group>) {
-        self.inner.detach_all();
-        let groups = std::mem::take(&mut self.inner.groups);
+    /// Detaches every group (`VFIO_GROUP_UNSET_CONTAINER`, last attached
+    /// first) and returns them with the container, back in the `Unset`
+    /// state. The kernel drops all DMA mappings and the IOMMU model when the
+    /// last group leaves; taking `self` by value guarantees no mapping guard
+    /// is alive.
+    ///
+    /// The kernel refuses to detach a group while one of its devices is open
+    /// (`EBUSY`): close the devices first. On such a failure the container
+    /// comes back in its current state, still holding the groups that did not
+    /// leave (so its model and mappings are intact, as in the kernel), with
+    /// the groups that did leave beside it.
+    #[doc(alias = "VFIO_GROUP_UNSET_CONTAINER")]
+    pub fn release_groups(mut self) -> Result<(Container<Unset>, Vec<Group>), ReleaseError<S>> {
+        let mut released = Vec::with_capacity(self.inner.groups.len());
+        while let Some(group) = self.inner.groups.pop() {
+            let result =
+                self.inner
+                    .kernel
+                    .ioctl(group.as_fd(), req::VFIO_GROUP_UNSET_CONTAINER, Arg::None);
+            if let Err(errno) = result {
+                let id = group.id();
+                self.inner.groups.push(group);
+                released.reverse();
+                return Err(ReleaseError {
+                    container: self,
+                    released,
+                    error: GroupError::Ioctl {
+                        ioctl: req::VFIO_GROUP_UNSET_CONTAINER.name,
+                        group: id,
+                        errno,
+                    },
+                });
+            }
+            released.push(group);
+        }
+        released.reverse();
         self.inner.iommu_info = OnceLock::new();
-        (self.into_state(), groups)
+        Ok((self.into_state(), released))
     }
 }
 
@@ -370,6 +401,20 @@ pub struct AttachError<S: ContainerState> {
     /// The group that was not attached.
     pub group: Group,
     /// Why.
+    #[source]
+    pub error: GroupError,
+}
+
+/// A failed `release_groups`: the container in its state, with the groups
+/// that could not leave, and the groups that did.
+#[derive(Debug, thiserror::Error)]
+#[error("releasing the container's groups failed: {error}")]
+pub struct ReleaseError<S: HasGroups> {
+    /// The container, still in its state, holding the groups that stayed.
+    pub container: Container<S>,
+    /// The groups that did leave, in attach order.
+    pub released: Vec<Group>,
+    /// Why the next one could not (`EBUSY`: a device of it is open).
     #[source]
     pub error: GroupError,
 }

@@ -40,16 +40,18 @@
 //! | kernel rule | enforced | by |
 //! | --- | --- | --- |
 //! | `SET_IOMMU` needs a group attached (else `EINVAL`) | compile time | `set_iommu` exists only on `Container<Attached>` (`set_iommu_without_group`) |
-//! | `SET_IOMMU` once (else `EBUSY`) | compile time | no `set_iommu` on `Container<M>` (`set_iommu_twice`) |
+//! | `SET_IOMMU` once (else `EBUSY`) | compile time | no `set_iommu` on `Container<M>` (`set_iommu_twice`); models are the kernel's (`set_iommu_not_a_model`, `sealed_container_state`, `sealed_iommu_model`) |
 //! | device fds only after `SET_IOMMU` | compile time | `open_device` only on `Container<M: IommuModel>` (`open_device_before_set_iommu`) |
-//! | DMA map/unmap and `IOMMU_GET_INFO` need a type1 model | compile time | only on `Container<M: DmaModel>` (`map_on_unset`, `map_on_attached`, `iommu_info_on_unset`) |
-//! | no DMA mapping in no-IOMMU mode | compile time | `NoIommu` is not a `DmaModel` (`map_on_noiommu`) |
-//! | mapped memory must stay valid while mapped | compile time | [`DmaMapping`] borrows the [`DmaBuffer`] (`drop_buffer_while_mapped`, `mapping_outlives_buffer`) |
+//! | DMA map/unmap and `IOMMU_GET_INFO` need a type1 model | compile time | only on `Container<M: DmaModel>` (`dma_map_on_unset`, `dma_map_on_attached`, `iommu_info_on_unset`) |
+//! | no DMA mapping in no-IOMMU mode | compile time | `NoIommu` is not a `DmaModel` (`dma_map_on_noiommu`, `noiommu_dma_model`) |
+//! | mapped memory must stay valid while mapped | compile time | [`DmaMapping`] borrows the [`DmaBuffer`] (`drop_buffer_while_mapped`, `mapping_outlives_buffer_return`, `mapping_outlives_buffer_scope`) |
 //! | the last group leaving drops every mapping | compile time | `release_groups(self)` while a guard borrows the container (`release_groups_while_mapped`, `map_after_release_groups`) |
-//! | closing the container drops every mapping | compile time | the guard borrows the container (`drop_container_while_mapped`) |
+//! | closing the container drops every mapping | compile time | the guard borrows the container (`drop_container_while_mapped`, `mapping_outlives_container`) |
 //! | unmap-all removes mappings guards rely on | compile time | `unmap_all(&mut self)` (`unmap_all_while_mapped`) |
-//! | requests belong to one fd class (numbers are reused across classes) | compile time | separate types; `sys` takes [`sys::ContainerFd`]/[`sys::GroupFd`]/[`sys::DeviceFd`] (`device_request_on_container`, `container_request_on_device`, `irq_on_region`) |
-//! | no `&`/`&mut` view of memory a device writes | compile time | [`DmaBuffer`] offers copies and volatile accessors only (`slice_of_dma_buffer`) |
+//! | requests belong to one fd class (numbers are reused across classes) | compile time | separate types; `sys` takes [`sys::ContainerFd`]/[`sys::GroupFd`]/[`sys::DeviceFd`] (`container_reset`, `group_reset`, `device_map`, `device_set_iommu`, `device_group_status`, `attach_device_as_group`, `region_reset`, `region_set_irq_eventfd`) |
+//! | a BAR mmap must not outlive its device | compile time | [`MappedRegion`] borrows the [`Device`] (`mapped_region_outlives_device`) |
+//! | two host threads must not race on DMA memory | compile time | [`DmaBuffer`] is `Send` but not `Sync` (`dma_buffer_shared_across_threads`) |
+//! | no `&`/`&mut` view of memory a device writes | compile time | [`DmaBuffer`] offers copies and volatile accessors only (`dma_buffer_as_mut_slice`, `dma_buffer_as_slice`, `dma_buffer_deref`, `dma_buffer_index`, `dma_buffer_as_ref`, `dma_buffer_coerce_slice`) |
 //! | a group must be viable to attach (`EPERM`) | run time | [`GroupError::NotViable`], checked with `GET_STATUS` before the attach |
 //! | a group is in one container at a time (`EBUSY`) | run time | [`GroupError::AlreadyAttached`], checked before the attach |
 //! | the model must be offered by the kernel | run time | [`ContainerError::Unsupported`] (`CHECK_EXTENSION` first) |
@@ -63,7 +65,7 @@
 //! | hot reset needs every affected group's fd | run time | [`DeviceError::Ioctl`] with the kernel's errno |
 //! | automasked INTx must be unmasked after servicing | documented | [`Device::unmask_irq`]; the kernel cannot be told otherwise |
 //! | closing an eventfd does not disarm its trigger | documented | [`Device::disable_irq`] is explicit |
-//! | device fds close before their group leaves (`EBUSY`) | documented, tolerated | drop devices first; the container's `Drop` ignores `EBUSY` and the kernel detaches when the devices close |
+//! | device fds close before their group leaves (`EBUSY`) | run time | [`ReleaseError`] hands the container back in its state with the groups that stayed; the container's `Drop` ignores `EBUSY` (the kernel detaches when the devices close) |
 //!
 //! The compile-time rules are proved by the compile-fail suite
 //! (`tests/compile-fail/`, run by `tests/compile_fail.rs`); the run-time ones
@@ -145,7 +147,7 @@ mod region;
 
 pub use container::{
     AttachError, Attached, CONTAINER_PATH, Container, ContainerState, DmaModel, HasGroups,
-    IommuInfo, IommuModel, IovaRange, NoIommu, SetIommuError, Type1, Type1v2, Unset,
+    IommuInfo, IommuModel, IovaRange, NoIommu, ReleaseError, SetIommuError, Type1, Type1v2, Unset,
 };
 pub use device::{Device, DeviceInfo, FeatureSupport, HotResetDevice, IrqInfo, PciIrq};
 pub use dma::{DmaAccess, DmaBuffer, DmaMapping, page_size};

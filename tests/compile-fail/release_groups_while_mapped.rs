@@ -9,7 +9,7 @@ pub fn release_groups_under_mapping() -> Result<(), Box<dyn std::error::Error>> 
     let container = Container::open()?.attach(group)?.set_iommu::<Type1v2>()?;
     let buffer = DmaBuffer::new(1 << 16)?;
     let mapping = container.map(&buffer, 0x10_0000, DmaAccess::ReadWrite)?;
-    let (_empty, groups) = container.release_groups(); //~ ERROR E0505 container
+    let (_empty, groups) = container.release_groups()?; //~ ERROR E0505 container
     println!("{} groups released, guard at {:#x}", groups.len(), mapping.iova());
     Ok(())
 }

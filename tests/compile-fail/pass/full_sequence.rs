@@ -32,7 +32,7 @@ pub fn full_sequence() -> Result<(), Box<dyn std::error::Error>> {
     drop(buffer);
     container.unmap_all()?;
 
-    let (container, groups) = container.release_groups();
+    let (container, groups) = container.release_groups()?;
     let mut groups = groups.into_iter();
     let first = groups.next().ok_or("no group")?;
     let mut container = container.attach(first)?;
