@@ -6,11 +6,12 @@
 #    built in and no such file);
 # 2. binds every QEMU edu device (1234:11e8) to vfio-pci;
 # 3. exports TVFIO_CONFIG, TVFIO_IOMMU, TVFIO_DEVICES, TVFIO_GROUPS and runs
-#    /vm_guest --ignored --test-threads=1 --nocapture [FILTER];
+#    /vm_guest --ignored --test-threads=1 --nocapture [--skip S...] [FILTER];
 # 4. reports the exit status through isa-debug-exit (port 0xf4) and powers off.
 #
 # Settings come from the kernel command line: tvfio.config=NAME,
-# tvfio.iommu=type1|type1v2|noiommu|iommufd, tvfio.filter=SUBSTRING (optional).
+# tvfio.iommu=type1|type1v2|noiommu|iommufd, tvfio.filter=SUBSTRING (optional),
+# tvfio.skip=S1,S2 (optional: libtest --skip filters for this configuration).
 # The host (tests/vm/run) reads the serial log: keep the marker lines stable.
 
 export PATH=/bin:/sbin
@@ -53,6 +54,12 @@ param() {
 TVFIO_CONFIG=$(param tvfio.config || echo unknown)
 TVFIO_IOMMU=$(param tvfio.iommu || echo unknown)
 filter=$(param tvfio.filter || true)
+# tvfio.skip=A,B: tests of other configurations, passed as --skip A --skip B
+skip=$(param tvfio.skip || true)
+set --
+for s in $(echo "$skip" | tr ',' ' '); do
+    set -- "$@" --skip "$s"
+done
 
 log "config=$TVFIO_CONFIG iommu=$TVFIO_IOMMU kernel=$(uname -r)"
 
@@ -124,11 +131,12 @@ log "TVFIO_GROUPS=$TVFIO_GROUPS"
 dmesg -c > /dev/null
 dmesg -n 1
 
+[ $# -gt 0 ] && log "not run here (libtest --skip): $skip"
 echo "=== TVFIO BEGIN config=$TVFIO_CONFIG ==="
 if [ -n "$filter" ]; then
-    /vm_guest --ignored --test-threads=1 --nocapture "$filter"
+    /vm_guest --ignored --test-threads=1 --nocapture "$@" "$filter"
 else
-    /vm_guest --ignored --test-threads=1 --nocapture
+    /vm_guest --ignored --test-threads=1 --nocapture "$@"
 fi
 status=$?
 echo "=== TVFIO END config=$TVFIO_CONFIG status=$status ==="

@@ -11,4 +11,7 @@
 
 mod rig;
 
+mod edu;
+mod raw;
 mod sanity;
+// mod typed;  (typed-API scenarios, added by the typed-API work)

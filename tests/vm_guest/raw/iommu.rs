@@ -1,0 +1,474 @@
+//! Raw-layer scenarios that need an IOMMU (type1 and type1v2 containers):
+//! IOMMU info and its capability chain, DMA through `VFIO_IOMMU_MAP_DMA`,
+//! what unmapping does to the device, and the mapping error paths.
+//! `tests/vm/run` skips this module in the no-IOMMU configuration.
+
+use std::fs::File;
+use std::mem::size_of;
+
+use nix::errno::Errno;
+use typed_vfio::sys;
+
+use crate::edu::*;
+use crate::rig::{self, IommuKind};
+
+const PAGE: u64 = 4096;
+
+/// A type1/type1v2 container with the first device's group attached and the
+/// configured model set, but no device opened.
+fn container_with_group() -> (File, File) {
+    let (_, g) = &rig::devices_with_groups()[0];
+    let c = open_container();
+    let group = open_group(g);
+    expect_ok("VFIO_GROUP_SET_CONTAINER", set_container(&group, &c));
+    expect_ok("VFIO_SET_IOMMU", set_iommu(&c, iommu_model()));
+    (group, c)
+}
+
+/// The IOVA ranges of the IOVA-range capability.
+fn iova_ranges(c: &File) -> Vec<(u64, u64)> {
+    let bytes = iommu_info_bytes(c);
+    let info: sys::vfio_iommu_type1_info = read_at(&bytes, 0);
+    let caps = walk_caps(&bytes, info.cap_offset);
+    let &(_, _, off) = caps
+        .iter()
+        .find(|c| u32::from(c.0) == sys::VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE)
+        .expect("no IOVA-range capability");
+    let nr: u32 = read_at(&bytes, off + 8);
+    (0..nr as usize)
+        .map(|i| {
+            let r: sys::vfio_iova_range = read_at(&bytes, off + 16 + 16 * i);
+            (r.start, r.end)
+        })
+        .collect()
+}
+
+#[test]
+#[ignore = "needs a VFIO guest: run tests/vm/run"]
+fn check_extension_reports_type1_and_type1v2_but_not_noiommu() {
+    let c = open_container();
+    let t1 = expect_ok(
+        "CHECK_EXTENSION TYPE1",
+        check_extension(&c, sys::VFIO_TYPE1_IOMMU),
+    );
+    let t2 = expect_ok(
+        "CHECK_EXTENSION TYPE1v2",
+        check_extension(&c, sys::VFIO_TYPE1v2_IOMMU),
+    );
+    let no = expect_ok(
+        "CHECK_EXTENSION NOIOMMU",
+        check_extension(&c, sys::VFIO_NOIOMMU_IOMMU),
+    );
+    let all = expect_ok(
+        "CHECK_EXTENSION UNMAP_ALL",
+        check_extension(&c, sys::VFIO_UNMAP_ALL),
+    );
+    println!("TYPE1 {t1} TYPE1v2 {t2} NOIOMMU {no} UNMAP_ALL {all}");
+    assert!(t1 > 0, "TYPE1 not supported");
+    assert!(t2 > 0, "TYPE1v2 not supported");
+    assert_eq!(no, 0, "NOIOMMU reported with an IOMMU present");
+    assert!(all > 0, "UNMAP_ALL not supported");
+}
+
+#[test]
+#[ignore = "needs a VFIO guest: run tests/vm/run"]
+fn iommu_info_reports_page_sizes_iova_ranges_and_dma_avail_capabilities() {
+    let (_group, c) = container_with_group();
+    let bytes = iommu_info_bytes(&c);
+    let info: sys::vfio_iommu_type1_info = read_at(&bytes, 0);
+    println!(
+        "IOMMU info: argsz {} flags {:#x} iova_pgsizes {:#x} cap_offset {}",
+        info.argsz, info.flags, info.iova_pgsizes, info.cap_offset
+    );
+    assert!(
+        info.flags & sys::VFIO_IOMMU_INFO_PGSIZES != 0,
+        "no PGSIZES flag: {:#x}",
+        info.flags
+    );
+    assert!(
+        info.flags & sys::VFIO_IOMMU_INFO_CAPS != 0,
+        "no CAPS flag: {:#x}",
+        info.flags
+    );
+    assert!(
+        info.iova_pgsizes & PAGE != 0,
+        "4 KiB pages missing: {:#x}",
+        info.iova_pgsizes
+    );
+    assert_eq!(
+        info.cap_offset as usize,
+        size_of::<sys::vfio_iommu_type1_info>(),
+        "first capability offset"
+    );
+
+    let caps = walk_caps(&bytes, info.cap_offset);
+    let mut seen_ranges = None;
+    let mut seen_avail = None;
+    for &(id, version, off) in &caps {
+        match u32::from(id) {
+            sys::VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE => {
+                let nr: u32 = read_at(&bytes, off + 8);
+                let ranges: Vec<(u64, u64)> = (0..nr as usize)
+                    .map(|i| {
+                        let r: sys::vfio_iova_range = read_at(&bytes, off + 16 + 16 * i);
+                        (r.start, r.end)
+                    })
+                    .collect();
+                println!("  cap @{off}: IOVA_RANGE v{version}, {nr} ranges:");
+                for (s, e) in &ranges {
+                    println!("    {s:#x}..={e:#x}");
+                }
+                seen_ranges = Some(ranges);
+            }
+            sys::VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL => {
+                let a: sys::vfio_iommu_type1_info_dma_avail = read_at(&bytes, off);
+                println!("  cap @{off}: DMA_AVAIL v{version}, avail {}", a.avail);
+                seen_avail = Some(a.avail);
+            }
+            sys::VFIO_IOMMU_TYPE1_INFO_CAP_MIGRATION => {
+                let m: sys::vfio_iommu_type1_info_cap_migration = read_at(&bytes, off);
+                println!(
+                    "  cap @{off}: MIGRATION v{version}, flags {:#x} pgsize_bitmap {:#x} max_dirty_bitmap_size {:#x}",
+                    m.flags, m.pgsize_bitmap, m.max_dirty_bitmap_size
+                );
+            }
+            other => println!("  cap @{off}: id {other} v{version}"),
+        }
+    }
+    let ranges = seen_ranges.expect("no IOVA-range capability");
+    assert!(!ranges.is_empty(), "no IOVA ranges");
+    for w in ranges.windows(2) {
+        assert!(
+            w[0].1 < w[1].0,
+            "IOVA ranges not sorted / overlapping: {ranges:x?}"
+        );
+    }
+    // our DMA IOVAs (below edu's 28-bit mask) are usable ...
+    assert!(
+        ranges
+            .iter()
+            .any(|&(s, e)| s <= 0x10_0000 && e >= DMA_LIMIT - 1),
+        "0x100000..1<<28 not in one IOVA range: {ranges:x?}"
+    );
+    // ... and the x86 MSI window is reserved
+    assert!(
+        !ranges
+            .iter()
+            .any(|&(s, e)| s <= 0xfee0_0000 && e >= 0xfee0_0000),
+        "the MSI window 0xfee00000 is not excluded: {ranges:x?}"
+    );
+    let avail = seen_avail.expect("no DMA_AVAIL capability");
+    assert!(avail > 0, "DMA_AVAIL 0 on a fresh container");
+}
+
+#[test]
+#[ignore = "needs a VFIO guest: run tests/vm/run"]
+fn dma_avail_counts_down_per_mapping() {
+    let (_group, c) = container_with_group();
+    let avail = |c: &File| -> u32 {
+        let bytes = iommu_info_bytes(c);
+        let info: sys::vfio_iommu_type1_info = read_at(&bytes, 0);
+        let &(_, _, off) = walk_caps(&bytes, info.cap_offset)
+            .iter()
+            .find(|x| u32::from(x.0) == sys::VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL)
+            .expect("DMA_AVAIL");
+        read_at::<sys::vfio_iommu_type1_info_dma_avail>(&bytes, off).avail
+    };
+    let before = avail(&c);
+    let mem = Mmap::anon(2 * PAGE as usize);
+    expect_ok("MAP_DMA a", map_dma(&c, mem.addr(), 0x10_0000, PAGE));
+    expect_ok("MAP_DMA b", map_dma(&c, mem.addr() + PAGE, 0x20_0000, PAGE));
+    let during = avail(&c);
+    println!("DMA_AVAIL before {before}, with two mappings {during}");
+    assert_eq!(
+        during,
+        before - 2,
+        "two mappings should use two DMA entries"
+    );
+    assert_eq!(unmap_dma(&c, 0x10_0000, PAGE), Ok(PAGE));
+    assert_eq!(unmap_dma(&c, 0x20_0000, PAGE), Ok(PAGE));
+    assert_eq!(avail(&c), before, "DMA_AVAIL after unmapping");
+}
+
+#[test]
+#[ignore = "needs a VFIO guest: run tests/vm/run"]
+fn dma_through_the_iommu_copies_bytes_both_ways() {
+    let v = Vfio::open(1);
+    let d = v.dev();
+    d.set_bus_master(true);
+    let buf = DmaBuf::new(&v, 2 * PAGE as usize, 0x10_0000);
+    let data = pattern(MAX_DMA, fresh_seed());
+    buf.mem.write_bytes(0, &data);
+    // RAM (IOVA 0x100000) → device buffer, then device buffer → IOVA 0x101000
+    d.dma_to_device(buf.bus(0, MAX_DMA), 0, MAX_DMA);
+    d.dma_to_ram(0, buf.bus(PAGE as usize, MAX_DMA), MAX_DMA);
+    let back = buf.mem.read_bytes(PAGE as usize, PAGE as usize);
+    assert_eq!(&back[..MAX_DMA], &data[..], "bytes after the round trip");
+    assert!(
+        back[MAX_DMA..].iter().all(|&b| b == 0),
+        "DMA wrote past its count"
+    );
+    // a second, offset transfer: device offset 0x100 → IOVA + 0x1800
+    d.dma_to_ram(0x100, buf.bus(PAGE as usize + 0x800, 0x200), 0x200);
+    assert_eq!(
+        buf.mem.read_bytes(PAGE as usize + 0x800, 0x200),
+        &data[0x100..0x300],
+        "offset transfer"
+    );
+    d.set_bus_master(false);
+}
+
+#[test]
+#[ignore = "needs a VFIO guest: run tests/vm/run"]
+fn unmap_dma_blocks_device_writes_to_the_old_iova() {
+    let v = Vfio::open(1);
+    let d = v.dev();
+    d.set_bus_master(true);
+    let iova = 0x40_0000;
+    let mem = Mmap::anon(PAGE as usize);
+    expect_ok("MAP_DMA", map_dma(&v.container, mem.addr(), iova, PAGE));
+    let data = pattern(1024, fresh_seed());
+    mem.write_bytes(0, &data);
+    d.dma_to_device(iova, 0, 1024);
+    // positive control: while mapped, device→RAM lands
+    mem.fill(0xc3);
+    d.dma_to_ram(0, iova, 1024);
+    assert_eq!(mem.read_bytes(0, 1024), data, "control DMA while mapped");
+    // unmap: the kernel reports the whole mapping gone
+    mem.fill(0xc3);
+    assert_eq!(
+        unmap_dma(&v.container, iova, PAGE),
+        Ok(PAGE),
+        "UNMAP_DMA size"
+    );
+    d.dma_start(EDU_DMA_BUF, iova, 1024, DMA_CMD_TO_RAM);
+    let done = d.dma_wait();
+    println!("DMA to the unmapped IOVA {iova:#x}: command register cleared: {done}");
+    let after = mem.read_bytes(0, PAGE as usize);
+    assert!(
+        after.iter().all(|&b| b == 0xc3),
+        "RAM changed by a DMA to an unmapped IOVA"
+    );
+    // a second unmap finds nothing: success with size 0
+    assert_eq!(
+        unmap_dma(&v.container, iova, PAGE),
+        Ok(0),
+        "second UNMAP_DMA"
+    );
+    d.set_bus_master(false);
+}
+
+#[test]
+#[ignore = "needs a VFIO guest: run tests/vm/run"]
+fn two_devices_dma_through_one_container_mapping() {
+    let v = Vfio::open(2);
+    for d in &v.devices {
+        d.set_bus_master(true);
+    }
+    let buf = DmaBuf::new(&v, 3 * PAGE as usize, 0x80_0000);
+    let data = pattern(1024, fresh_seed());
+    buf.mem.write_bytes(0, &data);
+    for (i, d) in v.devices.iter().enumerate() {
+        d.dma_to_device(buf.bus(0, 1024), 0, 1024);
+        let at = (i + 1) * PAGE as usize;
+        d.dma_to_ram(0, buf.bus(at, 1024), 1024);
+        assert_eq!(
+            buf.mem.read_bytes(at, 1024),
+            data,
+            "{}: round trip via the shared mapping",
+            d.bdf
+        );
+    }
+    for d in &v.devices {
+        d.set_bus_master(false);
+    }
+}
+
+#[test]
+#[ignore = "needs a VFIO guest: run tests/vm/run"]
+fn map_dma_in_the_msi_window_outside_the_iova_ranges_fails_einval() {
+    let (_group, c) = container_with_group();
+    let ranges = iova_ranges(&c);
+    let iova = 0xfee0_0000;
+    assert!(
+        !ranges.iter().any(|&(s, e)| s <= iova && e >= iova),
+        "{iova:#x} is inside the reported IOVA ranges {ranges:x?}"
+    );
+    let mem = Mmap::anon(PAGE as usize);
+    // Linux 6.12 vfio_dma_do_map: IOVA not within the valid ranges -> EINVAL.
+    expect_errno(
+        "MAP_DMA at 0xfee00000",
+        map_dma(&c, mem.addr(), iova, PAGE),
+        Errno::EINVAL,
+    );
+    // beyond the last range too
+    let last = ranges.last().expect("ranges").1;
+    expect_errno(
+        "MAP_DMA past the last range",
+        map_dma(&c, mem.addr(), last + 1, PAGE),
+        Errno::EINVAL,
+    );
+}
+
+#[test]
+#[ignore = "needs a VFIO guest: run tests/vm/run"]
+fn map_dma_overlapping_an_existing_mapping_fails_eexist() {
+    let (_group, c) = container_with_group();
+    let mem = Mmap::anon(2 * PAGE as usize);
+    expect_ok("MAP_DMA", map_dma(&c, mem.addr(), 0x10_0000, 2 * PAGE));
+    // Linux 6.12 vfio_dma_do_map: range overlaps an existing vfio_dma -> EEXIST.
+    expect_errno(
+        "MAP_DMA same range",
+        map_dma(&c, mem.addr(), 0x10_0000, 2 * PAGE),
+        Errno::EEXIST,
+    );
+    expect_errno(
+        "MAP_DMA overlapping the tail",
+        map_dma(&c, mem.addr(), 0x10_0000 + PAGE, 2 * PAGE),
+        Errno::EEXIST,
+    );
+    assert_eq!(unmap_dma(&c, 0x10_0000, 2 * PAGE), Ok(2 * PAGE));
+}
+
+#[test]
+#[ignore = "needs a VFIO guest: run tests/vm/run"]
+fn map_dma_with_unaligned_iova_size_or_vaddr_fails_einval() {
+    let (_group, c) = container_with_group();
+    let mem = Mmap::anon(2 * PAGE as usize);
+    // Linux 6.12 vfio_dma_do_map: not aligned to the minimum page size -> EINVAL.
+    expect_errno(
+        "MAP_DMA iova+0x100",
+        map_dma(&c, mem.addr(), 0x10_0100, PAGE),
+        Errno::EINVAL,
+    );
+    expect_errno(
+        "MAP_DMA size 0x800",
+        map_dma(&c, mem.addr(), 0x10_0000, 0x800),
+        Errno::EINVAL,
+    );
+    expect_errno(
+        "MAP_DMA vaddr+0x10",
+        map_dma(&c, mem.addr() + 0x10, 0x10_0000, PAGE),
+        Errno::EINVAL,
+    );
+    expect_errno(
+        "MAP_DMA size 0",
+        map_dma(&c, mem.addr(), 0x10_0000, 0),
+        Errno::EINVAL,
+    );
+}
+
+#[test]
+#[ignore = "needs a VFIO guest: run tests/vm/run"]
+fn map_dma_of_unmapped_process_memory_fails_efault() {
+    let (_group, c) = container_with_group();
+    let addr = {
+        let mem = Mmap::anon(PAGE as usize);
+        mem.addr()
+    }; // munmapped here
+    let r = map_dma(&c, addr, 0x10_0000, PAGE);
+    // Linux 6.12: pinning an unmapped user address fails -> EFAULT.
+    expect_errno("MAP_DMA of an unmapped vaddr", r, Errno::EFAULT);
+}
+
+#[test]
+#[ignore = "needs a VFIO guest: run tests/vm/run"]
+fn unmap_dma_bisecting_a_mapping_fails_on_type1v2_and_unmaps_all_of_it_on_type1() {
+    let (_group, c) = container_with_group();
+    let mem = Mmap::anon(2 * PAGE as usize);
+    expect_ok(
+        "MAP_DMA two pages",
+        map_dma(&c, mem.addr(), 0x10_0000, 2 * PAGE),
+    );
+    match rig::iommu() {
+        IommuKind::Type1v2 => {
+            // v2: an unmap must not bisect a mapping -> EINVAL, nothing unmapped
+            expect_errno(
+                "UNMAP_DMA first page of two",
+                unmap_dma(&c, 0x10_0000, PAGE),
+                Errno::EINVAL,
+            );
+            expect_errno(
+                "UNMAP_DMA second page of two",
+                unmap_dma(&c, 0x10_0000 + PAGE, PAGE),
+                Errno::EINVAL,
+            );
+            assert_eq!(
+                unmap_dma(&c, 0x10_0000, 2 * PAGE),
+                Ok(2 * PAGE),
+                "full unmap"
+            );
+        }
+        IommuKind::Type1 => {
+            // v1: an unmap covering the first IOVA of a mapping unmaps all of it
+            let r = unmap_dma(&c, 0x10_0000, PAGE);
+            println!("type1: UNMAP_DMA of the first page of two -> {r:?}");
+            assert_eq!(r, Ok(2 * PAGE), "type1 unmaps the whole mapping");
+            assert_eq!(unmap_dma(&c, 0x10_0000, 2 * PAGE), Ok(0), "nothing left");
+        }
+        other => panic!("unexpected IOMMU {other:?}"),
+    }
+}
+
+#[test]
+#[ignore = "needs a VFIO guest: run tests/vm/run"]
+fn unmap_dma_flag_all_removes_every_mapping() {
+    let (_group, c) = container_with_group();
+    let mem = Mmap::anon(3 * PAGE as usize);
+    expect_ok("MAP_DMA a", map_dma(&c, mem.addr(), 0x10_0000, PAGE));
+    expect_ok(
+        "MAP_DMA b",
+        map_dma(&c, mem.addr() + PAGE, 0x30_0000, 2 * PAGE),
+    );
+    let mut unmap = sys::vfio_iommu_type1_dma_unmap {
+        argsz: size_of::<sys::vfio_iommu_type1_dma_unmap>() as u32,
+        flags: sys::VFIO_DMA_UNMAP_FLAG_ALL,
+        iova: 0,
+        size: 0,
+        ..Default::default()
+    };
+    // SAFETY: type1 container; `unmap` is live and writable, argsz = its size.
+    let r = unsafe { sys::ioctl::vfio_iommu_unmap_dma(cfd(&c), &mut unmap) };
+    expect_ok("UNMAP_DMA FLAG_ALL", r);
+    assert_eq!(unmap.size, 3 * PAGE, "UNMAP_ALL reports the total size");
+    // both IOVAs are free again
+    expect_ok("MAP_DMA a again", map_dma(&c, mem.addr(), 0x10_0000, PAGE));
+    expect_ok(
+        "MAP_DMA b again",
+        map_dma(&c, mem.addr() + PAGE, 0x30_0000, 2 * PAGE),
+    );
+    // FLAG_ALL with a non-zero range -> EINVAL (Linux 6.12)
+    let mut bad = sys::vfio_iommu_type1_dma_unmap {
+        argsz: size_of::<sys::vfio_iommu_type1_dma_unmap>() as u32,
+        flags: sys::VFIO_DMA_UNMAP_FLAG_ALL,
+        iova: 0x10_0000,
+        size: PAGE,
+        ..Default::default()
+    };
+    // SAFETY: as above.
+    let r = unsafe { sys::ioctl::vfio_iommu_unmap_dma(cfd(&c), &mut bad) };
+    expect_errno("UNMAP_DMA FLAG_ALL with a range", r, Errno::EINVAL);
+}
+
+#[test]
+#[ignore = "needs a VFIO guest: run tests/vm/run"]
+fn iommu_requests_before_set_iommu_fail() {
+    let (_, g) = &rig::devices_with_groups()[0];
+    let c = open_container();
+    let group = open_group(g);
+    expect_ok("VFIO_GROUP_SET_CONTAINER", set_container(&group, &c));
+    let mut info = sys::vfio_iommu_type1_info {
+        argsz: size_of::<sys::vfio_iommu_type1_info>() as u32,
+        ..Default::default()
+    };
+    // SAFETY: container fd; `info` is live, writable, argsz = its size.
+    let r = unsafe { sys::ioctl::vfio_iommu_get_info(cfd(&c), &mut info) };
+    // Linux 6.12 vfio_fops_unl_ioctl: no IOMMU driver yet -> EINVAL.
+    expect_errno("GET_INFO before SET_IOMMU", r, Errno::EINVAL);
+    let mem = Mmap::anon(PAGE as usize);
+    expect_errno(
+        "MAP_DMA before SET_IOMMU",
+        map_dma(&c, mem.addr(), 0x10_0000, PAGE),
+        Errno::EINVAL,
+    );
+}
