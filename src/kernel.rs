@@ -39,6 +39,9 @@ pub(crate) enum Shape {
     Argsz { min: usize, forbidden: u32 },
     /// `VFIO_DEVICE_FEATURE` restricted to `PROBE`: no data is transferred.
     FeatureProbe,
+    /// A struct that carries a user address the kernel dereferences
+    /// (`MAP_DMA`'s `vaddr`): never issued through the safe path.
+    UserPointer,
 }
 
 /// One VFIO request as the typed API issues it.
@@ -78,12 +81,9 @@ pub(crate) mod req {
         Container,
         argsz(size_of::<sys::vfio_iommu_type1_info>())
     );
-    // Carries `vaddr`: only through `ioctl_unchecked`.
-    request!(
-        VFIO_IOMMU_MAP_DMA,
-        Container,
-        argsz(size_of::<sys::vfio_iommu_type1_dma_map>())
-    );
+    // Carries `vaddr`: only through `ioctl_unchecked`. (Its number is also
+    // VFIO_DEVICE_PCI_HOT_RESET's: the refusal is by shape, never by code.)
+    request!(VFIO_IOMMU_MAP_DMA, Container, Shape::UserPointer);
     request!(
         VFIO_IOMMU_UNMAP_DMA,
         Container,
@@ -137,6 +137,9 @@ pub(crate) mod req {
 /// Why [`Kernel::ioctl`] refused an argument before the call. Always a bug in
 /// the typed API, never the caller's fault; reported as `EINVAL`.
 fn check_shape(shape: Shape, arg: &Arg<'_>) -> Result<(), &'static str> {
+    if shape == Shape::UserPointer {
+        return Err("carries a user pointer: not for the safe path");
+    }
     let bytes: &[u8] = match arg {
         Arg::None => {
             return if shape == Shape::None {
@@ -161,6 +164,7 @@ fn check_shape(shape: Shape, arg: &Arg<'_>) -> Result<(), &'static str> {
     };
     match shape {
         Shape::None | Shape::Int => Err("unexpected buffer"),
+        Shape::UserPointer => Err("carries a user pointer: not for the safe path"),
         Shape::IntPtr if bytes.len() == 4 => Ok(()),
         Shape::IntPtr => Err("an int pointer needs 4 bytes"),
         Shape::CStr if bytes.last() == Some(&0) => Ok(()),
@@ -229,9 +233,6 @@ impl Kernel {
         request: Request,
         arg: Arg<'_>,
     ) -> Result<c_int, Errno> {
-        if request.code == sys::VFIO_IOMMU_MAP_DMA {
-            return Err(Errno::EINVAL);
-        }
         check_shape(request.shape, &arg).map_err(|_| Errno::EINVAL)?;
         // SAFETY: `check_shape` proved the kernel's accesses for this request
         // stay inside `arg` (argsz ≤ buffer length, a 4-byte int, or a
@@ -356,6 +357,25 @@ mod tests {
         assert!(check_shape(Shape::FeatureProbe, &Arg::InOut(&mut probe.clone())).is_ok());
         let get = argsz_bytes(8, sys::VFIO_DEVICE_FEATURE_GET, 8);
         assert!(check_shape(Shape::FeatureProbe, &Arg::In(&get)).is_err());
+    }
+
+    #[test]
+    fn requests_sharing_map_dmas_number_still_pass_the_safe_path() {
+        // VFIO_DEVICE_PCI_HOT_RESET == VFIO_IOMMU_MAP_DMA == VFIO_BASE + 13.
+        assert_eq!(
+            req::VFIO_DEVICE_PCI_HOT_RESET.code,
+            req::VFIO_IOMMU_MAP_DMA.code
+        );
+        let mut hot_reset = argsz_bytes(16, 0, 16);
+        hot_reset[8..12].copy_from_slice(&1u32.to_ne_bytes());
+        assert!(check_shape(req::VFIO_DEVICE_PCI_HOT_RESET.shape, &Arg::In(&hot_reset)).is_ok());
+        assert!(
+            check_shape(
+                req::VFIO_IOMMU_MAP_DMA.shape,
+                &Arg::In(&argsz_bytes(32, 3, 32))
+            )
+            .is_err()
+        );
     }
 
     #[test]
