@@ -9,9 +9,15 @@
 //! Add tests as modules next to this file (`mod something;` below), each test
 //! a `#[test] #[ignore = "needs a VFIO guest: run tests/vm/run"]` fn.
 
+mod alloc_count;
 mod rig;
+
+/// Counts heap allocations so the typed API's hot paths can be shown to
+/// make none (see `alloc_count`).
+#[global_allocator]
+static ALLOCATOR: alloc_count::Counting = alloc_count::Counting;
 
 mod edu;
 mod raw;
 mod sanity;
-// mod typed;  (typed-API scenarios, added by the typed-API work)
+mod typed;

@@ -1,0 +1,687 @@
+//! Typed-API scenarios on the real kernel: the same operations as the raw
+//! tests, through `typed_vfio`'s typestate API, with every error path checked
+//! by its typed error and errno.
+
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, poll};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use typed_vfio::{
+    Container, ContainerError, Device, DeviceError, DmaAccess, DmaBuffer, DmaError, DmaModel,
+    Group, GroupError, GroupId, NoIommu, PciIrq, Type1, Type1v2,
+};
+
+use crate::rig::{self, IommuKind};
+
+// edu BAR0 registers (QEMU docs/specs/edu.rst).
+const IDENT: u64 = 0x00;
+const LIVENESS: u64 = 0x04;
+const IRQ_STATUS: u64 = 0x24;
+const IRQ_RAISE: u64 = 0x60;
+const IRQ_ACK: u64 = 0x64;
+const DMA_SRC: u64 = 0x80;
+const DMA_DST: u64 = 0x88;
+const DMA_COUNT: u64 = 0x90;
+const DMA_CMD: u64 = 0x98;
+const DMA_START: u64 = 1;
+const DMA_TO_RAM: u64 = 2;
+/// The edu device's internal DMA buffer, as a device address.
+const EDU_BUF: u64 = 0x40000;
+/// PCI command register and its Bus Master bit.
+const PCI_COMMAND: u64 = 0x04;
+const BUS_MASTER: u16 = 1 << 2;
+
+fn group_ids() -> Vec<GroupId> {
+    rig::groups()
+        .iter()
+        .map(|g| match g.strip_prefix("noiommu-") {
+            Some(n) => GroupId::noiommu(n.parse().unwrap()),
+            None => GroupId::new(g.parse().unwrap()),
+        })
+        .collect()
+}
+
+fn first() -> (String, GroupId) {
+    (rig::devices()[0].clone(), group_ids()[0])
+}
+
+fn attached(id: GroupId) -> Container<typed_vfio::Attached> {
+    let group = Group::open_id(id).expect("open group");
+    Container::open()
+        .expect("open container")
+        .attach(group)
+        .unwrap_or_else(|e| panic!("attach: {e}"))
+}
+
+fn eventfd() -> EventFd {
+    EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+        .expect("eventfd")
+}
+
+/// Waits for the eventfd to fire; returns its counter.
+fn wait(fd: &EventFd, timeout_ms: u16) -> Option<u64> {
+    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+    match poll(&mut fds, timeout_ms) {
+        Ok(1) => fd.read().ok(),
+        _ => None,
+    }
+}
+
+fn set_bus_master(dev: &Device) {
+    let cfg = dev.pci_config().unwrap();
+    let cmd = cfg.read_u16(PCI_COMMAND).unwrap();
+    cfg.write_u16(PCI_COMMAND, cmd | BUS_MASTER).unwrap();
+    assert_ne!(
+        cfg.read_u16(PCI_COMMAND).unwrap() & BUS_MASTER,
+        0,
+        "Bus Master did not stick"
+    );
+}
+
+/// Runs one edu DMA transfer and waits for the engine to finish.
+fn edu_dma(dev: &Device, src: u64, dst: u64, count: u64, to_ram: bool) {
+    let bar0 = dev.region(0).unwrap();
+    bar0.write_u64(DMA_SRC, src).unwrap();
+    bar0.write_u64(DMA_DST, dst).unwrap();
+    bar0.write_u64(DMA_COUNT, count).unwrap();
+    bar0.write_u64(DMA_CMD, DMA_START | if to_ram { DMA_TO_RAM } else { 0 })
+        .unwrap();
+    let start = Instant::now();
+    while bar0.read_u64(DMA_CMD).unwrap() & DMA_START != 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "edu DMA did not finish"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn pattern(n: usize, seed: u8) -> Vec<u8> {
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+/// Dispatches a scenario generic over the DMA model to the configuration's.
+macro_rules! with_dma_model {
+    ($f:ident) => {
+        match rig::iommu() {
+            IommuKind::Type1 => $f::<Type1>(),
+            IommuKind::Type1v2 => $f::<Type1v2>(),
+            other => panic!("{other:?}: not a DMA configuration"),
+        }
+    };
+}
+
+fn set_model<M: typed_vfio::IommuModel>(c: Container<typed_vfio::Attached>) -> Container<M> {
+    c.set_iommu::<M>()
+        .unwrap_or_else(|e| panic!("set_iommu: {e}"))
+}
+
+/// A container with the configuration's IOMMU model and the first device.
+macro_rules! open_first {
+    ($m:ty) => {{
+        let (bdf, id) = first();
+        let c = set_model::<$m>(attached(id));
+        let dev = c
+            .open_device(&bdf)
+            .unwrap_or_else(|e| panic!("open_device: {e}"));
+        (c, dev)
+    }};
+}
+
+pub mod common {
+    use super::*;
+
+    fn model_for_config() -> fn(Container<typed_vfio::Attached>) -> Result<(), ContainerError> {
+        match rig::iommu() {
+            IommuKind::Type1 => |c| c.set_iommu::<Type1>().map(drop).map_err(|e| e.error),
+            IommuKind::Type1v2 => |c| c.set_iommu::<Type1v2>().map(drop).map_err(|e| e.error),
+            IommuKind::NoIommu => |c| c.set_iommu::<NoIommu>().map(drop).map_err(|e| e.error),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Runs `f` with a container in the configuration's model and the first device.
+    fn with_device(f: impl FnOnce(&Device, &[Group])) {
+        let (bdf, id) = first();
+        let c = attached(id);
+        match rig::iommu() {
+            IommuKind::Type1 => {
+                let c = set_model::<Type1>(c);
+                f(&c.open_device(&bdf).unwrap(), c.groups());
+            }
+            IommuKind::Type1v2 => {
+                let c = set_model::<Type1v2>(c);
+                f(&c.open_device(&bdf).unwrap(), c.groups());
+            }
+            IommuKind::NoIommu => {
+                let c = set_model::<NoIommu>(c);
+                f(&c.open_device(&bdf).unwrap(), c.groups());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    #[ignore = "needs a VFIO guest: run tests/vm/run"]
+    fn typed_container_opens_and_reports_the_configured_model() {
+        let c = Container::open().expect("open");
+        match rig::iommu() {
+            IommuKind::NoIommu => {
+                assert!(c.supports::<NoIommu>().unwrap());
+                // The type1 driver is loaded too and answers CHECK_EXTENSION
+                // with 1, though it cannot drive a no-IOMMU group (ENODEV at
+                // SET_IOMMU; see typed_unsupported_model_hands_the_container_back).
+                assert!(c.supports::<Type1v2>().unwrap());
+            }
+            _ => {
+                assert!(c.supports::<Type1>().unwrap());
+                assert!(c.supports::<Type1v2>().unwrap());
+                assert!(!c.supports::<NoIommu>().unwrap());
+            }
+        }
+    }
+
+    #[test]
+    #[ignore = "needs a VFIO guest: run tests/vm/run"]
+    fn typed_group_is_viable_and_attach_sets_its_container() {
+        let (_, id) = first();
+        let group = Group::open_id(id).unwrap();
+        let status = group.status().unwrap();
+        assert!(status.viable && !status.container_set, "{status:?}");
+        let c = Container::open().unwrap().attach(group).unwrap();
+        assert!(c.groups()[0].status().unwrap().container_set);
+        assert!(model_for_config()(c).is_ok());
+    }
+
+    #[test]
+    #[ignore = "needs a VFIO guest: run tests/vm/run"]
+    fn typed_device_info_config_space_and_bar0() {
+        with_device(|dev, _| {
+            let info = dev.info();
+            assert!(
+                info.is_pci() && info.num_regions >= 9 && info.num_irqs >= 5,
+                "{info:?}"
+            );
+            let cfg = dev.pci_config().unwrap();
+            assert_eq!(cfg.read_u16(0).unwrap(), 0x1234);
+            assert_eq!(cfg.read_u16(2).unwrap(), 0x11e8);
+            set_bus_master(dev);
+            let bar0 = dev.region(0).unwrap();
+            assert_eq!(bar0.info().size, 1 << 20);
+            assert!(bar0.info().mappable());
+            assert_eq!(bar0.read_u32(IDENT).unwrap(), 0x010000ed);
+            bar0.write_u32(LIVENESS, 0x1234_5678).unwrap();
+            assert_eq!(bar0.read_u32(LIVENESS).unwrap(), !0x1234_5678);
+            let mapped = bar0.mmap().unwrap();
+            assert_eq!(mapped.read_u32(IDENT).unwrap(), 0x010000ed);
+            mapped.write_u32(LIVENESS, 0x0f0f_0000).unwrap();
+            assert_eq!(mapped.read_u32(LIVENESS).unwrap(), !0x0f0f_0000);
+        });
+    }
+
+    #[test]
+    #[ignore = "needs a VFIO guest: run tests/vm/run"]
+    fn typed_bad_indexes_and_offsets_are_typed_errors() {
+        with_device(|dev, _| {
+            let count = dev.info().num_regions;
+            assert!(
+                matches!(dev.region(99), Err(DeviceError::NoSuchRegion { index: 99, count: c }) if c == count)
+            );
+            let irqs = dev.info().num_irqs;
+            let e = eventfd();
+            assert!(matches!(
+                dev.set_irq_eventfd(42, 0, e.as_fd()),
+                Err(DeviceError::NoSuchIrq { index: 42, count: c }) if c == irqs
+            ));
+            let bar0 = dev.region(0).unwrap();
+            assert!(matches!(
+                bar0.read_u32(1 << 20),
+                Err(DeviceError::OutOfBounds {
+                    index: 0,
+                    offset: 0x10_0000,
+                    ..
+                })
+            ));
+            assert!(matches!(
+                bar0.read_u32(2),
+                Err(DeviceError::OutOfBounds { offset: 2, .. })
+            ));
+            let mapped = bar0.mmap().unwrap();
+            assert!(matches!(
+                mapped.read_u64((1 << 20) - 4),
+                Err(DeviceError::OutOfBounds { .. })
+            ));
+            // The device still works after every refusal.
+            assert_eq!(mapped.read_u32(IDENT).unwrap(), 0x010000ed);
+        });
+    }
+
+    #[test]
+    #[ignore = "needs a VFIO guest: run tests/vm/run"]
+    fn typed_msi_reaches_an_eventfd_and_loopback_trigger_allocates_nothing() {
+        with_device(|dev, _| {
+            let info = dev.irq_info(PciIrq::Msi as u32).unwrap();
+            assert!(info.eventfd() && info.count >= 1, "{info:?}");
+            // vfio-pci enables MSI but not Bus Master, and an MSI is a
+            // memory write by the device: without Bus Master none arrives.
+            set_bus_master(dev);
+            let e = eventfd();
+            dev.set_irq_eventfd(PciIrq::Msi as u32, 0, e.as_fd())
+                .unwrap();
+            let bar0 = dev.region(0).unwrap();
+            bar0.write_u32(IRQ_RAISE, 0x10).unwrap();
+            assert_eq!(wait(&e, 2000), Some(1), "no MSI");
+            assert_eq!(bar0.read_u32(IRQ_STATUS).unwrap() & 0x10, 0x10);
+            bar0.write_u32(IRQ_ACK, 0x10).unwrap();
+            // Loopback: user-space trigger of the same vector, 1000 times, no heap.
+            let ((), allocs) = crate::alloc_count::allocations(|| {
+                for _ in 0..1000 {
+                    dev.trigger_irq(PciIrq::Msi as u32, 0, 1).unwrap();
+                }
+            });
+            assert_eq!(allocs, 0, "trigger_irq allocated");
+            assert_eq!(wait(&e, 2000), Some(1000));
+            dev.disable_irq(PciIrq::Msi as u32).unwrap();
+        });
+    }
+
+    #[test]
+    #[ignore = "needs a VFIO guest: run tests/vm/run"]
+    fn typed_intx_is_automasked_and_fires_again_after_unmask() {
+        with_device(|dev, _| {
+            let intx = PciIrq::Intx as u32;
+            let info = dev.irq_info(intx).unwrap();
+            assert!(
+                info.automasked() && info.maskable() && info.count == 1,
+                "{info:?}"
+            );
+            let e = eventfd();
+            dev.set_irq_eventfd(intx, 0, e.as_fd()).unwrap();
+            let bar0 = dev.region(0).unwrap();
+            for round in 0..2 {
+                bar0.write_u32(IRQ_RAISE, 0x1).unwrap();
+                assert_eq!(wait(&e, 2000), Some(1), "INTx round {round}");
+                bar0.write_u32(IRQ_ACK, 0x1).unwrap();
+                dev.unmask_irq(intx, 0, 1).unwrap();
+            }
+            // Masked: a raise does not get through until unmasked.
+            dev.mask_irq(intx, 0, 1).unwrap();
+            bar0.write_u32(IRQ_RAISE, 0x1).unwrap();
+            assert_eq!(wait(&e, 300), None, "INTx passed a mask");
+            dev.unmask_irq(intx, 0, 1).unwrap();
+            assert_eq!(wait(&e, 2000), Some(1), "INTx pending across unmask");
+            bar0.write_u32(IRQ_ACK, 0x1).unwrap();
+            dev.disable_irq(intx).unwrap();
+        });
+    }
+
+    #[test]
+    #[ignore = "needs a VFIO guest: run tests/vm/run"]
+    fn typed_reset_and_hot_reset_behind_a_root_port() {
+        with_device(|dev, groups| {
+            assert!(dev.info().can_reset());
+            let bar0 = dev.region(0).unwrap();
+            bar0.write_u32(0x08, 5).unwrap(); // factorial input
+            dev.reset().unwrap();
+            assert_eq!(bar0.read_u32(IDENT).unwrap(), 0x010000ed);
+            let affected = dev.pci_hot_reset_info().unwrap();
+            let own = groups[0].id().number;
+            assert!(
+                !affected.is_empty() && affected.iter().all(|d| d.group_id == own),
+                "{affected:?}"
+            );
+            dev.pci_hot_reset(groups).unwrap();
+            assert_eq!(bar0.read_u32(IDENT).unwrap(), 0x010000ed);
+            // Without any group fd the kernel refuses (group API: EINVAL).
+            match dev.pci_hot_reset(&[]) {
+                Err(DeviceError::Ioctl {
+                    ioctl: "VFIO_DEVICE_PCI_HOT_RESET",
+                    errno,
+                }) => {
+                    assert_eq!(errno, typed_vfio::Errno::EINVAL)
+                }
+                other => panic!("expected EINVAL, got {other:?}"),
+            }
+        });
+    }
+
+    #[test]
+    #[ignore = "needs a VFIO guest: run tests/vm/run"]
+    fn typed_unknown_device_name_is_no_device_and_group_is_still_usable() {
+        let (bdf, id) = first();
+        let c = attached(id);
+        match rig::iommu() {
+            IommuKind::NoIommu => check_unknown_name(&set_model::<NoIommu>(c), &bdf),
+            IommuKind::Type1 => check_unknown_name(&set_model::<Type1>(c), &bdf),
+            _ => check_unknown_name(&set_model::<Type1v2>(c), &bdf),
+        }
+    }
+
+    fn check_unknown_name<M: typed_vfio::IommuModel>(c: &Container<M>, bdf: &str) {
+        match c.open_device("0000:42:00.0") {
+            Err(GroupError::NoDevice { name, errno, .. }) => {
+                assert_eq!(name, "0000:42:00.0");
+                // The kernel has no device of that name in the group.
+                assert_eq!(errno, typed_vfio::Errno::ENODEV, "errno {errno}");
+            }
+            other => panic!("expected NoDevice, got {other:?}"),
+        }
+        assert!(matches!(
+            c.open_device("bad\0name"),
+            Err(GroupError::BadDeviceName { .. })
+        ));
+        assert!(c.open_device(bdf).is_ok());
+    }
+
+    #[test]
+    #[ignore = "needs a VFIO guest: run tests/vm/run"]
+    fn typed_group_in_another_container_is_refused_and_both_stay_usable() {
+        let (_, id) = first();
+        let c1 = attached(id);
+        // A second handle on the same group (as a launcher might pass one).
+        let dup = c1.groups()[0].as_fd().try_clone_to_owned().unwrap();
+        let second = Group::from_fd(dup, id);
+        let err = Container::open().unwrap().attach(second).unwrap_err();
+        assert!(
+            matches!(err.error, GroupError::AlreadyAttached { group } if group == id),
+            "{err}"
+        );
+        assert_eq!(err.group.id(), id);
+        assert!(err.container.groups().is_empty());
+        assert!(model_for_config()(c1).is_ok());
+    }
+
+    #[test]
+    #[ignore = "needs a VFIO guest: run tests/vm/run"]
+    fn typed_unsupported_model_hands_the_container_back() {
+        let (bdf, id) = first();
+        let c = attached(id);
+        let wrong = if rig::iommu() == IommuKind::NoIommu {
+            c.set_iommu::<Type1v2>().map(drop)
+        } else {
+            c.set_iommu::<NoIommu>().map(drop)
+        };
+        let err = wrong.unwrap_err();
+        // With a no-IOMMU group attached, CHECK_EXTENSION(TYPE1v2) answers 0
+        // (on an empty container it answers 1); with an IOMMU group,
+        // CHECK_EXTENSION(NOIOMMU) answers 0. Either way the typed API stops
+        // before SET_IOMMU.
+        let wanted = if rig::iommu() == IommuKind::NoIommu {
+            3
+        } else {
+            8
+        };
+        assert!(
+            matches!(err.error, ContainerError::Unsupported { id, .. } if id == wanted),
+            "{}",
+            err.error
+        );
+        // The same container, retried with the right model, works.
+        let retry = err.container;
+        match rig::iommu() {
+            IommuKind::NoIommu => assert!(set_model::<NoIommu>(retry).open_device(&bdf).is_ok()),
+            IommuKind::Type1 => assert!(set_model::<Type1>(retry).open_device(&bdf).is_ok()),
+            _ => assert!(set_model::<Type1v2>(retry).open_device(&bdf).is_ok()),
+        }
+    }
+
+    #[test]
+    #[ignore = "needs a VFIO guest: run tests/vm/run"]
+    fn typed_release_groups_with_an_open_device_is_ebusy_and_keeps_the_model() {
+        fn run<M: typed_vfio::IommuModel>(bdf: &str, id: GroupId) {
+            let c = set_model::<M>(attached(id));
+            let dev = c.open_device(bdf).unwrap();
+            let err = c.release_groups().unwrap_err();
+            match &err.error {
+                GroupError::Ioctl {
+                    ioctl,
+                    group,
+                    errno,
+                } => {
+                    assert_eq!(*ioctl, "VFIO_GROUP_UNSET_CONTAINER");
+                    assert_eq!(*group, id);
+                    assert_eq!(*errno, typed_vfio::Errno::EBUSY, "errno {errno}");
+                }
+                other => panic!("expected EBUSY from UNSET_CONTAINER, got {other}"),
+            }
+            assert!(err.released.is_empty());
+            // Still in its model with its group: a second device opens.
+            let c = err.container;
+            assert_eq!(c.groups().len(), 1);
+            drop(dev);
+            let (_, groups) = c.release_groups().map_err(|e| e.error).unwrap();
+            assert_eq!(groups.len(), 1);
+        }
+        let (bdf, id) = first();
+        match rig::iommu() {
+            IommuKind::NoIommu => run::<NoIommu>(&bdf, id),
+            IommuKind::Type1 => run::<Type1>(&bdf, id),
+            _ => run::<Type1v2>(&bdf, id),
+        }
+    }
+
+    #[test]
+    #[ignore = "needs a VFIO guest: run tests/vm/run"]
+    fn typed_release_groups_returns_to_unset_and_can_start_over() {
+        let (_, id) = first();
+        let c = attached(id);
+        let (unset, groups) = match rig::iommu() {
+            IommuKind::NoIommu => set_model::<NoIommu>(c)
+                .release_groups()
+                .map_err(|e| e.error),
+            IommuKind::Type1 => set_model::<Type1>(c).release_groups().map_err(|e| e.error),
+            _ => set_model::<Type1v2>(c)
+                .release_groups()
+                .map_err(|e| e.error),
+        }
+        .unwrap();
+        assert_eq!(groups.len(), 1);
+        assert!(!groups[0].status().unwrap().container_set);
+        let again = unset.attach(groups.into_iter().next().unwrap()).unwrap();
+        assert!(model_for_config()(again).is_ok());
+    }
+}
+
+pub mod iommu {
+    use super::*;
+
+    #[test]
+    #[ignore = "needs a VFIO guest: run tests/vm/run"]
+    fn typed_iommu_info_has_ranges_with_the_msi_hole_and_dma_avail() {
+        fn run<M: DmaModel>() {
+            let (c, _dev) = open_first!(M);
+            let info = c.iommu_info().unwrap();
+            println!("typed iommu info: {info:?}");
+            assert_ne!(info.page_sizes & 0x1000, 0, "{info:?}");
+            assert_eq!(info.min_page_size(), 0x1000);
+            assert!(info.iova_ranges.len() >= 2, "{info:?}");
+            assert!(
+                info.iova_ranges
+                    .iter()
+                    .all(|r| !r.contains(0xfee0_0000, 0x1000)),
+                "MSI window not excluded"
+            );
+            assert!(info.dma_avail.is_some_and(|n| n > 0), "{info:?}");
+        }
+        with_dma_model!(run)
+    }
+
+    #[test]
+    #[ignore = "needs a VFIO guest: run tests/vm/run"]
+    fn typed_dma_round_trip_through_the_iommu_both_directions() {
+        fn run<M: DmaModel>() {
+            let (c, dev) = open_first!(M);
+            set_bus_master(&dev);
+            let buf = DmaBuffer::new(4096).unwrap();
+            let data = pattern(1024, 7);
+            buf.write(0, &data).unwrap();
+            let map = c.map(&buf, 0x20_0000, DmaAccess::ReadWrite).unwrap();
+            edu_dma(&dev, map.iova(), EDU_BUF, 1024, false);
+            edu_dma(&dev, EDU_BUF, map.iova() + 2048, 1024, true);
+            let mut back = vec![0u8; 1024];
+            buf.read(2048, &mut back).unwrap();
+            assert_eq!(back, data, "bytes did not survive RAM -> edu -> RAM");
+            assert!(buf.is_mapped());
+            drop(map);
+            assert!(!buf.is_mapped());
+        }
+        with_dma_model!(run)
+    }
+
+    #[test]
+    #[ignore = "needs a VFIO guest: run tests/vm/run"]
+    fn typed_dma_is_blocked_after_the_guard_drops() {
+        fn run<M: DmaModel>() {
+            let (c, dev) = open_first!(M);
+            set_bus_master(&dev);
+            let src = DmaBuffer::new(4096).unwrap();
+            src.write(0, &pattern(512, 99)).unwrap();
+            let map = c.map(&src, 0x30_0000, DmaAccess::DeviceReads).unwrap();
+            edu_dma(&dev, map.iova(), EDU_BUF, 512, false);
+            drop(map);
+            let dst = DmaBuffer::new(4096).unwrap();
+            dst.fill(0xAA);
+            let iova = {
+                let guard = c.map(&dst, 0x40_0000, DmaAccess::DeviceWrites).unwrap();
+                guard.iova()
+            }; // unmapped here
+            edu_dma(&dev, EDU_BUF, iova, 512, true);
+            let mut after = vec![0u8; 512];
+            dst.read(0, &mut after).unwrap();
+            assert!(
+                after.iter().all(|&b| b == 0xAA),
+                "DMA reached an unmapped IOVA"
+            );
+        }
+        with_dma_model!(run)
+    }
+
+    #[test]
+    #[ignore = "needs a VFIO guest: run tests/vm/run"]
+    fn typed_map_errors_name_their_values_and_map_unmap_allocates_nothing() {
+        fn run<M: DmaModel>() {
+            let (c, _dev) = open_first!(M);
+            let buf = DmaBuffer::new(8192).unwrap();
+            assert!(matches!(
+                c.map(&buf, 0x1000_0800, DmaAccess::ReadWrite),
+                Err(DmaError::Unaligned {
+                    iova: 0x1000_0800,
+                    size: 8192,
+                    page: 0x1000
+                })
+            ));
+            // The x86 MSI window is outside every usable range.
+            assert!(matches!(
+                c.map(&buf, 0xfee0_0000, DmaAccess::ReadWrite),
+                Err(DmaError::OutsideRanges {
+                    iova: 0xfee0_0000,
+                    size: 8192
+                })
+            ));
+            // Bypassing the typed check, the kernel refuses the same range.
+            // SAFETY: the kernel refuses the mapping (asserted), so the
+            // device never gains access to `buf`.
+            let raw = unsafe {
+                c.map_raw(
+                    buf.addr() as *mut u8,
+                    8192,
+                    0xfee0_0000,
+                    DmaAccess::ReadWrite,
+                )
+            };
+            match raw {
+                Err(DmaError::Ioctl {
+                    ioctl: "VFIO_IOMMU_MAP_DMA",
+                    iova: 0xfee0_0000,
+                    size: 8192,
+                    errno,
+                }) => {
+                    assert_eq!(errno, typed_vfio::Errno::EINVAL, "errno {errno}")
+                }
+                other => panic!("expected a MAP_DMA errno, got {other:?}"),
+            }
+            // Overlapping a live mapping: the kernel's EEXIST.
+            let map = c.map(&buf, 0x50_0000, DmaAccess::ReadWrite).unwrap();
+            let other = DmaBuffer::new(4096).unwrap();
+            match c.map(&other, 0x50_1000, DmaAccess::ReadWrite) {
+                Err(DmaError::Ioctl {
+                    errno,
+                    iova: 0x50_1000,
+                    ..
+                }) => assert_eq!(errno, typed_vfio::Errno::EEXIST),
+                other => panic!("expected EEXIST, got {other:?}"),
+            }
+            drop(map);
+            // Hot path: 1000 map + unmap pairs, no heap allocation.
+            let ((), allocs) = crate::alloc_count::allocations(|| {
+                for _ in 0..1000 {
+                    let m = c.map(&buf, 0x60_0000, DmaAccess::ReadWrite).unwrap();
+                    drop(m);
+                }
+            });
+            assert_eq!(allocs, 0, "map/unmap allocated");
+            assert!(!buf.is_mapped());
+        }
+        with_dma_model!(run)
+    }
+
+    #[test]
+    #[ignore = "needs a VFIO guest: run tests/vm/run"]
+    fn typed_two_groups_share_one_container_and_both_devices_dma() {
+        fn run<M: DmaModel>() {
+            let ids = group_ids();
+            let devs = rig::devices();
+            assert!(ids.len() >= 2, "need two edu devices");
+            let mut c = attached(ids[0]);
+            c.attach_more(Group::open_id(ids[1]).unwrap())
+                .map_err(|(_, e)| e)
+                .unwrap();
+            let c = set_model::<M>(c);
+            assert_eq!(c.groups().len(), 2);
+            let buf = DmaBuffer::new(4096).unwrap();
+            buf.write(0, &pattern(256, 3)).unwrap();
+            let map = c.map(&buf, 0x70_0000, DmaAccess::ReadWrite).unwrap();
+            for (n, bdf) in devs.iter().take(2).enumerate() {
+                let dev = c.open_device(bdf).unwrap();
+                set_bus_master(&dev);
+                let out = map.iova() + 1024 * (n as u64 + 1);
+                edu_dma(&dev, map.iova(), EDU_BUF, 256, false);
+                edu_dma(&dev, EDU_BUF, out, 256, true);
+                let mut back = vec![0u8; 256];
+                buf.read(1024 * (n + 1), &mut back).unwrap();
+                assert_eq!(back, pattern(256, 3), "device {bdf}");
+            }
+        }
+        with_dma_model!(run)
+    }
+}
+
+pub mod noiommu {
+    use super::*;
+
+    #[test]
+    #[ignore = "needs a VFIO guest: run tests/vm/run"]
+    fn typed_noiommu_dma_to_physical_addresses_both_directions() {
+        let (c, dev) = open_first!(NoIommu);
+        set_bus_master(&dev);
+        let buf = DmaBuffer::new(4096).unwrap();
+        let data = pattern(1024, 42);
+        buf.write(0, &data).unwrap();
+        let phys = buf.physical_pages().unwrap()[0];
+        assert!(
+            phys + 4096 <= 1 << 28,
+            "page {phys:#x} beyond edu's 28-bit DMA mask"
+        );
+        edu_dma(&dev, phys, EDU_BUF, 1024, false);
+        edu_dma(&dev, EDU_BUF, phys + 2048, 1024, true);
+        let mut back = vec![0u8; 1024];
+        buf.read(2048, &mut back).unwrap();
+        assert_eq!(back, data);
+        // Teardown order: the device before its container.
+        drop(dev);
+        drop(c);
+    }
+}
