@@ -127,6 +127,10 @@ impl fmt::Debug for Device {
     }
 }
 
+/// The PCI command register's offset in config space, and its Bus Master bit.
+const PCI_COMMAND: u64 = 0x04;
+const PCI_COMMAND_MASTER: u16 = 1 << 2;
+
 /// Stack space for `SET_IRQS` arguments; larger ones use the heap.
 const IRQ_STACK: usize = 256;
 
@@ -190,6 +194,25 @@ impl Device {
     /// The PCI configuration space region (`VFIO_PCI_CONFIG_REGION_INDEX`).
     pub fn pci_config(&self) -> Result<Region<'_>, DeviceError> {
         self.region(sys::VFIO_PCI_CONFIG_REGION_INDEX)
+    }
+
+    /// The PCI command register (config offset 0x04).
+    pub fn pci_command(&self) -> Result<u16, DeviceError> {
+        self.pci_config()?.read_u16(PCI_COMMAND)
+    }
+
+    /// Turns Bus Master on or off in the PCI command register (read, modify,
+    /// write through the config region). vfio-pci leaves it off: a device
+    /// needs it for DMA, and MSI (a memory write by the device) needs it too.
+    pub fn set_bus_master(&self, on: bool) -> Result<(), DeviceError> {
+        let config = self.pci_config()?;
+        let command = config.read_u16(PCI_COMMAND)?;
+        let wanted = if on {
+            command | PCI_COMMAND_MASTER
+        } else {
+            command & !PCI_COMMAND_MASTER
+        };
+        config.write_u16(PCI_COMMAND, wanted)
     }
 
     /// One IRQ index's flags and vector count (`VFIO_DEVICE_GET_IRQ_INFO`).
