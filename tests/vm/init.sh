@@ -141,6 +141,14 @@ fi
 status=$?
 echo "=== TVFIO END config=$TVFIO_CONFIG status=$status ==="
 
+# tvfio.bench=1: the in-guest benchmark (benches/guest.rs), after the tests
+# and only on a full run (no filter).
+if [ "$(param tvfio.bench || true)" = 1 ] && [ -z "$filter" ]; then
+    echo "=== TVFIO BENCH BEGIN ==="
+    /guest_bench
+    echo "=== TVFIO BENCH END status=$? ==="
+fi
+
 echo "=== TVFIO DMESG (kernel messages during the tests) ==="
 dmesg
 echo "=== TVFIO DMESG END ==="
