@@ -85,6 +85,26 @@ pub(crate) struct DmaUnmap {
     pub(crate) size: u64,
 }
 
+/// Reads `n` consecutive `T`s from the start of `bytes` by copy, so the
+/// bytes need no alignment (a capability may start at any multiple of 4, and
+/// the buffer anywhere); `None` when they do not fit.
+pub(crate) fn read_array<T: FromBytes>(
+    bytes: &[u8],
+    n: usize,
+) -> Option<impl ExactSizeIterator<Item = T> + '_> {
+    let size = size_of::<T>();
+    if size == 0 {
+        return None;
+    }
+    let bytes = bytes.get(..n.checked_mul(size)?)?;
+    // Every chunk is exactly `size_of::<T>()` bytes: the read cannot fail.
+    Some(
+        bytes
+            .chunks_exact(size)
+            .map(|c| T::read_from_bytes(c).unwrap_or_else(|_| T::new_zeroed())),
+    )
+}
+
 macro_rules! mirrors {
     ($($ours:ident = $theirs:ident { $($field:ident),* };)*) => {$(
         const _: () = assert!(
@@ -107,4 +127,34 @@ mirrors! {
     DeviceFeature = vfio_device_feature { argsz, flags };
     DependentDevice = vfio_pci_dependent_device { segment, bus, devfn };
     DmaUnmap = vfio_iommu_type1_dma_unmap { argsz, flags, iova, size };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_array_needs_no_alignment() {
+        // Two `vfio_iova_range`s (u64 pairs) at every offset of a buffer:
+        // found by the fuzzers, the old zerocopy slice view refused the
+        // ranges unless they were 8-aligned.
+        let mut store = [0u64; 8];
+        for shift in 0..8 {
+            let bytes = &mut store.as_mut_bytes()[shift..shift + 32];
+            for (i, v) in [1u64, 2, 3, 4].iter().enumerate() {
+                bytes[i * 8..i * 8 + 8].copy_from_slice(&v.to_ne_bytes());
+            }
+            let ranges: Vec<_> = read_array::<sys::vfio_iova_range>(bytes, 2)
+                .unwrap()
+                .map(|r| (r.start, r.end))
+                .collect();
+            assert_eq!(ranges, [(1, 2), (3, 4)], "at offset {shift}");
+            assert!(read_array::<sys::vfio_iova_range>(bytes, 3).is_none());
+            assert!(read_array::<sys::vfio_iova_range>(bytes, usize::MAX).is_none());
+            assert_eq!(
+                read_array::<sys::vfio_iova_range>(bytes, 0).unwrap().len(),
+                0
+            );
+        }
+    }
 }

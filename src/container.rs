@@ -104,6 +104,29 @@ impl<M: IommuModel> HasGroups for M {}
 /// closes the groups and the container, in that order. Close device fds first
 /// for a clean teardown: the kernel refuses to detach a group with open
 /// devices (`EBUSY`) and then keeps it attached until they close.
+///
+/// On a machine with VFIO, [`Container::open`] opens `/dev/vfio/vfio`; the
+/// example runs on the [simulated kernel](crate::sim) and is otherwise the
+/// same code:
+///
+/// ```
+/// use typed_vfio::{Type1v2, sim::Simulator};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let sim = Simulator::new();
+/// let container = sim.open_container()?; // Container::open() on a host
+/// assert!(container.supports::<Type1v2>()?);
+/// let container = container
+///     .attach(sim.open_group(1)?)? // Group::open(1) on a host
+///     .set_iommu::<Type1v2>()?;
+/// assert_eq!(container.iommu_info()?.min_page_size(), 4096);
+/// let device = container.open_device("0000:01:00.0")?;
+/// drop(device);
+/// let (_unset, groups) = container.release_groups().map_err(|e| e.error)?;
+/// assert_eq!(groups.len(), 1);
+/// # Ok(())
+/// # }
+/// ```
 pub struct Container<S: ContainerState = Unset> {
     pub(crate) inner: Inner,
     _state: PhantomData<S>,
@@ -161,7 +184,11 @@ impl Container<Unset> {
     /// (`VFIO_GET_API_VERSION`).
     #[doc(alias = "VFIO_GET_API_VERSION")]
     pub fn open() -> Result<Self, ContainerError> {
-        let kernel = Kernel::host();
+        Self::open_in(Kernel::host())
+    }
+
+    /// Opens the container node of `kernel`.
+    pub(crate) fn open_in(kernel: Kernel) -> Result<Self, ContainerError> {
         let path = Path::new(CONTAINER_PATH);
         let fd = kernel.open(path).map_err(|errno| ContainerError::Open {
             path: path.into(),
@@ -176,7 +203,7 @@ impl Container<Unset> {
     /// to ask which groups a container holds, so that is not checked, and
     /// the typestate describes only what is done through this value.
     pub fn from_fd(fd: OwnedFd) -> Result<Self, ContainerError> {
-        Self::from_fd_in(Kernel::host(), fd)
+        Self::from_fd_in(Kernel::for_fd(fd.as_fd()), fd)
     }
 
     pub(crate) fn from_fd_in(kernel: Kernel, fd: OwnedFd) -> Result<Self, ContainerError> {
@@ -504,13 +531,12 @@ impl IommuInfo {
                 sys::VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE => {
                     let head: IovaRangeCap = cap.read().ok_or("IOVA range capability truncated")?;
                     let tail = cap.tail::<IovaRangeCap>();
-                    let (ranges, _) = <[sys::vfio_iova_range]>::ref_from_prefix_with_elems(
+                    let ranges = crate::abi::read_array::<sys::vfio_iova_range>(
                         tail,
                         head.nr_iovas as usize,
                     )
-                    .map_err(|_| "IOVA range capability: more ranges than bytes")?;
+                    .ok_or("IOVA range capability: more ranges than bytes")?;
                     out.iova_ranges = ranges
-                        .iter()
                         .map(|r| IovaRange {
                             start: r.start,
                             end: r.end,

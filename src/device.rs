@@ -24,6 +24,34 @@ pub struct DeviceInfo {
 }
 
 impl DeviceInfo {
+    /// Decodes `VFIO_DEVICE_GET_INFO`'s fixed struct; untrusted bytes.
+    pub(crate) fn parse(buf: &[u8]) -> Result<DeviceInfo, &'static str> {
+        let (info, _) =
+            sys::vfio_device_info::read_from_prefix(buf).map_err(|_| "device info truncated")?;
+        Ok(DeviceInfo {
+            flags: info.flags,
+            num_regions: info.num_regions,
+            num_irqs: info.num_irqs,
+        })
+    }
+
+    /// The capability ids of a `VFIO_DEVICE_GET_INFO` answer with room for
+    /// the chain; empty when the device has none. Untrusted bytes.
+    pub(crate) fn parse_capability_ids(buf: &[u8]) -> Result<Vec<u16>, &'static str> {
+        let (info, _) = sys::vfio_device_info::read_from_prefix(buf).map_err(|_| "truncated")?;
+        if info.flags & sys::VFIO_DEVICE_FLAGS_CAPS == 0 {
+            return Ok(Vec::new());
+        }
+        let len = (info.argsz as usize).min(buf.len());
+        caps::chain(
+            &buf[..len],
+            info.cap_offset,
+            size_of::<sys::vfio_device_info>(),
+        )
+        .map(|c| c.map(|c| c.id))
+        .collect()
+    }
+
     /// A PCI device (`VFIO_DEVICE_FLAGS_PCI`).
     pub fn is_pci(&self) -> bool {
         self.flags & sys::VFIO_DEVICE_FLAGS_PCI != 0
@@ -50,6 +78,18 @@ pub struct IrqInfo {
 }
 
 impl IrqInfo {
+    /// Decodes `VFIO_DEVICE_GET_IRQ_INFO`'s answer for IRQ `index`; untrusted
+    /// bytes.
+    pub(crate) fn parse(index: u32, buf: &[u8]) -> Result<IrqInfo, &'static str> {
+        let (info, _) =
+            sys::vfio_irq_info::read_from_prefix(buf).map_err(|_| "IRQ info truncated")?;
+        Ok(IrqInfo {
+            index,
+            flags: info.flags,
+            count: info.count,
+        })
+    }
+
     /// Signals through eventfds.
     pub fn eventfd(&self) -> bool {
         self.flags & sys::VFIO_IRQ_INFO_EVENTFD != 0
@@ -112,6 +152,31 @@ pub struct FeatureSupport {
 /// A device is not tied to the group it came from: it can also be adopted
 /// from an fd ([`Device::from_fd`]), e.g. one a privileged launcher opened.
 /// Close devices before their container for a clean teardown.
+///
+/// ```
+/// use std::os::fd::AsFd;
+/// use nix::sys::eventfd::EventFd;
+/// use typed_vfio::{PciIrq, Type1v2, sim::Simulator};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let sim = Simulator::new();
+/// let container = sim.open_container()?.attach(sim.open_group(1)?)?.set_iommu::<Type1v2>()?;
+/// let device = container.open_device("0000:01:00.0")?;
+/// assert!(device.info().is_pci() && device.info().can_reset());
+/// assert_eq!(device.pci_config()?.read_u16(0)?, 0x1234); // QEMU's vendor id
+///
+/// // An MSI (edu's "raise interrupt" register) arrives on an eventfd once
+/// // Bus Master is on.
+/// let eventfd = EventFd::new()?;
+/// device.set_bus_master(true)?;
+/// device.set_irq_eventfd(PciIrq::Msi as u32, 0, eventfd.as_fd())?;
+/// device.region(0)?.write_u32(0x60, 0x1)?;
+/// assert_eq!(eventfd.read()?, 1);
+/// device.disable_irq(PciIrq::Msi as u32)?;
+/// device.reset()?;
+/// # Ok(())
+/// # }
+/// ```
 pub struct Device {
     fd: OwnedFd,
     kernel: Kernel,
@@ -138,7 +203,7 @@ impl Device {
     /// Adopts an already-open device fd and reads its info
     /// (`VFIO_DEVICE_GET_INFO`).
     pub fn from_fd(fd: OwnedFd) -> Result<Device, DeviceError> {
-        Self::from_kernel_fd(Kernel::host(), fd)
+        Self::from_kernel_fd(Kernel::for_fd(fd.as_fd()), fd)
     }
 
     pub(crate) fn from_kernel_fd(kernel: Kernel, fd: OwnedFd) -> Result<Device, DeviceError> {
@@ -154,11 +219,10 @@ impl Device {
                 ioctl: req::VFIO_DEVICE_GET_INFO.name,
                 errno,
             })?;
-        let info = DeviceInfo {
-            flags: info.flags,
-            num_regions: info.num_regions,
-            num_irqs: info.num_irqs,
-        };
+        let info = DeviceInfo::parse(info.as_bytes()).map_err(|what| DeviceError::Malformed {
+            ioctl: req::VFIO_DEVICE_GET_INFO.name,
+            what,
+        })?;
         Ok(Device { fd, kernel, info })
     }
 
@@ -233,10 +297,9 @@ impl Device {
                 index,
                 errno,
             })?;
-        Ok(IrqInfo {
-            index,
-            flags: info.flags,
-            count: info.count,
+        IrqInfo::parse(index, info.as_bytes()).map_err(|what| DeviceError::Malformed {
+            ioctl: req::VFIO_DEVICE_GET_IRQ_INFO.name,
+            what,
         })
     }
 
@@ -251,20 +314,29 @@ impl Device {
         }
     }
 
-    /// `VFIO_DEVICE_SET_IRQS` with `flags`, vectors `start..start + count`,
-    /// and `data` after the header (no heap allocation when it fits
-    /// [`IRQ_STACK`]).
+    /// `VFIO_DEVICE_SET_IRQS` with `action`, vectors from `start`, and
+    /// `data` (see [`encode_irq_set`]; no heap allocation when the argument
+    /// fits [`IRQ_STACK`]).
     fn set_irqs(
         &self,
         index: u32,
-        flags: u32,
+        action: u32,
         start: u32,
-        count: u32,
-        data: &[u8],
+        data: IrqData<'_>,
     ) -> Result<(), DeviceError> {
         self.check_irq_index(index)?;
-        let head_len = size_of::<abi::IrqSet>();
-        let total = head_len + data.len();
+        let malformed = |what| DeviceError::Malformed {
+            ioctl: req::VFIO_DEVICE_SET_IRQS.name,
+            what,
+        };
+        // Header-only requests (trigger, mask, unmask, disable: the hot
+        // path) are encoded into exactly the header's 20 bytes.
+        if let IrqData::None(_) = data {
+            let mut head = [0u8; size_of::<abi::IrqSet>()];
+            encode_irq_set(&mut head, index, action, start, data).map_err(malformed)?;
+            return self.issue_set_irqs(index, &head);
+        }
+        let total = irq_set_len(data);
         let mut stack = [0u8; IRQ_STACK];
         let mut heap = Vec::new();
         let buf: &mut [u8] = if total <= IRQ_STACK {
@@ -273,17 +345,13 @@ impl Device {
             heap.resize(total, 0);
             &mut heap
         };
-        let head = abi::IrqSet {
-            argsz: total as u32,
-            flags,
-            index,
-            start,
-            count,
-        };
-        buf[..head_len].copy_from_slice(head.as_bytes());
-        buf[head_len..].copy_from_slice(data);
+        encode_irq_set(buf, index, action, start, data).map_err(malformed)?;
+        self.issue_set_irqs(index, buf)
+    }
+
+    fn issue_set_irqs(&self, index: u32, bytes: &[u8]) -> Result<(), DeviceError> {
         self.kernel
-            .ioctl(self.fd.as_fd(), req::VFIO_DEVICE_SET_IRQS, Arg::In(buf))
+            .ioctl(self.fd.as_fd(), req::VFIO_DEVICE_SET_IRQS, Arg::In(bytes))
             .map(drop)
             .map_err(|errno| DeviceError::IndexedIoctl {
                 ioctl: req::VFIO_DEVICE_SET_IRQS.name,
@@ -304,30 +372,30 @@ impl Device {
         fds: &[Option<BorrowedFd<'_>>],
     ) -> Result<(), DeviceError> {
         const MAX: usize = (IRQ_STACK - size_of::<abi::IrqSet>()) / 4;
-        let mut stack = [0u8; MAX * 4];
+        let mut stack = [0i32; MAX];
         let mut heap = Vec::new();
-        let data: &mut [u8] = if fds.len() <= MAX {
-            &mut stack[..fds.len() * 4]
+        let raw: &mut [i32] = if fds.len() <= MAX {
+            &mut stack[..fds.len()]
         } else {
-            heap.resize(fds.len() * 4, 0);
+            heap.resize(fds.len(), 0);
             &mut heap
         };
-        for (slot, fd) in data.chunks_exact_mut(4).zip(fds) {
-            let raw: i32 = fd.map_or(-1, |fd| fd.as_raw_fd());
-            slot.copy_from_slice(&raw.to_ne_bytes());
+        for (slot, fd) in raw.iter_mut().zip(fds) {
+            *slot = fd.map_or(-1, |fd| fd.as_raw_fd());
         }
-        let count = u32::try_from(fds.len()).map_err(|_| DeviceError::IrqRange {
-            index,
-            start,
-            end: start as u64 + fds.len() as u64,
-            count: 0,
-        })?;
+        if u32::try_from(fds.len()).is_err() {
+            return Err(DeviceError::IrqRange {
+                index,
+                start,
+                end: start as u64 + fds.len() as u64,
+                count: 0,
+            });
+        }
         self.set_irqs(
             index,
-            sys::VFIO_IRQ_SET_DATA_EVENTFD | sys::VFIO_IRQ_SET_ACTION_TRIGGER,
+            sys::VFIO_IRQ_SET_ACTION_TRIGGER,
             start,
-            count,
-            data,
+            IrqData::EventFds(raw),
         )
     }
 
@@ -344,13 +412,7 @@ impl Device {
     /// Tears down every trigger of IRQ `index` (`DATA_NONE | ACTION_TRIGGER`,
     /// count 0), disabling MSI/MSI-X/INTx on the device.
     pub fn disable_irq(&self, index: u32) -> Result<(), DeviceError> {
-        self.set_irqs(
-            index,
-            sys::VFIO_IRQ_SET_DATA_NONE | sys::VFIO_IRQ_SET_ACTION_TRIGGER,
-            0,
-            0,
-            &[],
-        )
+        self.set_irqs(index, sys::VFIO_IRQ_SET_ACTION_TRIGGER, 0, IrqData::None(0))
     }
 
     /// Fires vectors `start..start + count` from user space (loopback test;
@@ -358,10 +420,9 @@ impl Device {
     pub fn trigger_irq(&self, index: u32, start: u32, count: u32) -> Result<(), DeviceError> {
         self.set_irqs(
             index,
-            sys::VFIO_IRQ_SET_DATA_NONE | sys::VFIO_IRQ_SET_ACTION_TRIGGER,
+            sys::VFIO_IRQ_SET_ACTION_TRIGGER,
             start,
-            count,
-            &[],
+            IrqData::None(count),
         )
     }
 
@@ -380,10 +441,9 @@ impl Device {
     pub fn mask_irq(&self, index: u32, start: u32, count: u32) -> Result<(), DeviceError> {
         self.set_irqs(
             index,
-            sys::VFIO_IRQ_SET_DATA_NONE | sys::VFIO_IRQ_SET_ACTION_MASK,
+            sys::VFIO_IRQ_SET_ACTION_MASK,
             start,
-            count,
-            &[],
+            IrqData::None(count),
         )
     }
 
@@ -392,10 +452,9 @@ impl Device {
     pub fn unmask_irq(&self, index: u32, start: u32, count: u32) -> Result<(), DeviceError> {
         self.set_irqs(
             index,
-            sys::VFIO_IRQ_SET_DATA_NONE | sys::VFIO_IRQ_SET_ACTION_UNMASK,
+            sys::VFIO_IRQ_SET_ACTION_UNMASK,
             start,
-            count,
-            &[],
+            IrqData::None(count),
         )
     }
 
@@ -406,26 +465,7 @@ impl Device {
         start: u32,
         which: &[bool],
     ) -> Result<(), DeviceError> {
-        let max = IRQ_STACK - size_of::<abi::IrqSet>();
-        let mut stack = [0u8; IRQ_STACK];
-        let heap: Vec<u8>;
-        let data: &[u8] = if which.len() <= max {
-            for (b, &w) in stack.iter_mut().zip(which) {
-                *b = u8::from(w);
-            }
-            &stack[..which.len()]
-        } else {
-            heap = which.iter().map(|&w| u8::from(w)).collect();
-            &heap
-        };
-        let count = u32::try_from(which.len()).unwrap_or(u32::MAX);
-        self.set_irqs(
-            index,
-            sys::VFIO_IRQ_SET_DATA_BOOL | action,
-            start,
-            count,
-            data,
-        )
+        self.set_irqs(index, action, start, IrqData::Bool(which))
     }
 
     /// Function-level reset (`VFIO_DEVICE_RESET`).
@@ -463,33 +503,15 @@ impl Device {
                 req::VFIO_DEVICE_GET_PCI_HOT_RESET_INFO,
                 Arg::InOut(bytes),
             );
-            let (head, tail) =
-                abi::HotResetInfo::read_from_prefix(bytes).map_err(|_| DeviceError::Malformed {
-                    ioctl,
-                    what: "truncated",
-                })?;
+            let count = hot_reset_info_count(bytes)
+                .map_err(|what| DeviceError::Malformed { ioctl, what })?;
             match result {
                 Ok(_) => {
-                    let (devices, _) = <[abi::DependentDevice]>::ref_from_prefix_with_elems(
-                        tail,
-                        head.count as usize,
-                    )
-                    .map_err(|_| DeviceError::Malformed {
-                        ioctl,
-                        what: "count exceeds the buffer",
-                    })?;
-                    return Ok(devices
-                        .iter()
-                        .map(|d| HotResetDevice {
-                            group_id: d.id,
-                            segment: d.segment,
-                            bus: d.bus,
-                            devfn: d.devfn,
-                        })
-                        .collect());
+                    return parse_hot_reset_info(bytes)
+                        .map_err(|what| DeviceError::Malformed { ioctl, what });
                 }
-                Err(crate::Errno::ENOSPC) if (head.count as usize) > room && head.count <= 4096 => {
-                    room = head.count as usize;
+                Err(crate::Errno::ENOSPC) if (count as usize) > room && count <= 4096 => {
+                    room = count as usize;
                 }
                 Err(errno) => return Err(DeviceError::Ioctl { ioctl, errno }),
             }
@@ -508,15 +530,7 @@ impl Device {
         groups: impl IntoIterator<Item = &'g crate::Group>,
     ) -> Result<(), DeviceError> {
         let fds: Vec<i32> = groups.into_iter().map(|g| g.as_fd().as_raw_fd()).collect();
-        let head_len = size_of::<abi::HotReset>();
-        let mut buf = vec![0u8; head_len + fds.len() * 4];
-        let head = abi::HotReset {
-            argsz: buf.len() as u32,
-            flags: 0,
-            count: fds.len() as u32,
-        };
-        buf[..head_len].copy_from_slice(head.as_bytes());
-        buf[head_len..].copy_from_slice(fds.as_bytes());
+        let buf = encode_hot_reset(&fds);
         self.kernel
             .ioctl(
                 self.fd.as_fd(),
@@ -575,25 +589,8 @@ impl Device {
                 Arg::InOut(bytes),
             )
             .map_err(|errno| DeviceError::Ioctl { ioctl, errno })?;
-        let (info, _) =
-            sys::vfio_device_info::read_from_prefix(bytes).map_err(|_| DeviceError::Malformed {
-                ioctl,
-                what: "truncated",
-            })?;
-        if info.flags & sys::VFIO_DEVICE_FLAGS_CAPS == 0 {
-            return Ok(Vec::new());
-        }
-        let len = (info.argsz as usize).min(bytes.len());
-        caps::chain(
-            &bytes[..len],
-            info.cap_offset,
-            size_of::<sys::vfio_device_info>(),
-        )
-        .map(|c| {
-            c.map(|c| c.id)
-                .map_err(|what| DeviceError::Malformed { ioctl, what })
-        })
-        .collect()
+        DeviceInfo::parse_capability_ids(bytes)
+            .map_err(|what| DeviceError::Malformed { ioctl, what })
     }
 }
 
@@ -601,4 +598,133 @@ impl AsFd for Device {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
+}
+
+/// The vectors and per-vector data of a `VFIO_DEVICE_SET_IRQS` argument.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum IrqData<'a> {
+    /// `DATA_NONE` over this many vectors.
+    None(u32),
+    /// `DATA_BOOL`: one byte (0 or 1) per vector.
+    Bool(&'a [bool]),
+    /// `DATA_EVENTFD`: one fd per vector, -1 de-assigns it.
+    EventFds(&'a [i32]),
+}
+
+impl IrqData<'_> {
+    /// The `VFIO_IRQ_SET_DATA_*` flag.
+    pub(crate) fn flag(&self) -> u32 {
+        match self {
+            IrqData::None(_) => sys::VFIO_IRQ_SET_DATA_NONE,
+            IrqData::Bool(_) => sys::VFIO_IRQ_SET_DATA_BOOL,
+            IrqData::EventFds(_) => sys::VFIO_IRQ_SET_DATA_EVENTFD,
+        }
+    }
+
+    /// How many vectors it covers.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            IrqData::None(count) => *count as usize,
+            IrqData::Bool(b) => b.len(),
+            IrqData::EventFds(f) => f.len(),
+        }
+    }
+
+    /// Its size in bytes after the header.
+    pub(crate) fn byte_len(&self) -> usize {
+        match self {
+            IrqData::None(_) => 0,
+            IrqData::Bool(b) => b.len(),
+            IrqData::EventFds(f) => size_of_val(*f),
+        }
+    }
+}
+
+/// The size of the `VFIO_DEVICE_SET_IRQS` argument carrying `data`.
+pub(crate) fn irq_set_len(data: IrqData<'_>) -> usize {
+    size_of::<abi::IrqSet>() + data.byte_len()
+}
+
+/// Writes the `VFIO_DEVICE_SET_IRQS` argument (`vfio_irq_set` and its data)
+/// into `buf`, which must be [`irq_set_len`] bytes long. `action` is a
+/// `VFIO_IRQ_SET_ACTION_*` flag; the data flag comes from `data`. Fails when
+/// `buf` has the wrong length or the argument is too large for `argsz`.
+pub(crate) fn encode_irq_set(
+    buf: &mut [u8],
+    index: u32,
+    action: u32,
+    start: u32,
+    data: IrqData<'_>,
+) -> Result<(), &'static str> {
+    if buf.len() != irq_set_len(data) {
+        return Err("buffer length is not the argument's");
+    }
+    let argsz = u32::try_from(buf.len()).map_err(|_| "argument too large for argsz")?;
+    let count = match data {
+        IrqData::None(count) => count,
+        // Unreachable past u32: argsz, at least as large, was checked above.
+        _ => u32::try_from(data.len()).unwrap_or(u32::MAX),
+    };
+    let head = abi::IrqSet {
+        argsz,
+        flags: data.flag() | action,
+        index,
+        start,
+        count,
+    };
+    let (head_bytes, tail) = buf.split_at_mut(size_of::<abi::IrqSet>());
+    head_bytes.copy_from_slice(head.as_bytes());
+    match data {
+        IrqData::None(_) => {}
+        IrqData::Bool(which) => {
+            for (b, &w) in tail.iter_mut().zip(which) {
+                *b = u8::from(w);
+            }
+        }
+        IrqData::EventFds(fds) => {
+            for (slot, fd) in tail.chunks_exact_mut(size_of::<i32>()).zip(fds) {
+                slot.copy_from_slice(&fd.to_ne_bytes());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The `count` of a `VFIO_DEVICE_GET_PCI_HOT_RESET_INFO` answer: on `ENOSPC`,
+/// how many devices the kernel wanted room for. Untrusted bytes.
+pub(crate) fn hot_reset_info_count(buf: &[u8]) -> Result<u32, &'static str> {
+    abi::HotResetInfo::read_from_prefix(buf)
+        .map(|(head, _)| head.count)
+        .map_err(|_| "truncated")
+}
+
+/// Decodes a successful `VFIO_DEVICE_GET_PCI_HOT_RESET_INFO` answer: the
+/// header's `count` dependent devices after it. Untrusted bytes.
+pub(crate) fn parse_hot_reset_info(buf: &[u8]) -> Result<Vec<HotResetDevice>, &'static str> {
+    let (head, tail) = abi::HotResetInfo::read_from_prefix(buf).map_err(|_| "truncated")?;
+    let devices = abi::read_array::<abi::DependentDevice>(tail, head.count as usize)
+        .ok_or("count exceeds the buffer")?;
+    Ok(devices
+        .map(|d| HotResetDevice {
+            group_id: d.id,
+            segment: d.segment,
+            bus: d.bus,
+            devfn: d.devfn,
+        })
+        .collect())
+}
+
+/// Builds a `VFIO_DEVICE_PCI_HOT_RESET` argument: the header, then one group
+/// fd per affected group.
+pub(crate) fn encode_hot_reset(fds: &[i32]) -> Vec<u8> {
+    let head_len = size_of::<abi::HotReset>();
+    let mut buf = vec![0u8; head_len + fds.len() * 4];
+    let head = abi::HotReset {
+        argsz: buf.len() as u32,
+        flags: 0,
+        count: fds.len() as u32,
+    };
+    buf[..head_len].copy_from_slice(head.as_bytes());
+    buf[head_len..].copy_from_slice(fds.as_bytes());
+    buf
 }

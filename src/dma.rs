@@ -39,7 +39,7 @@ pub enum DmaAccess {
 }
 
 impl DmaAccess {
-    fn flags(self) -> u32 {
+    pub(crate) fn flags(self) -> u32 {
         match self {
             DmaAccess::DeviceReads => sys::VFIO_DMA_MAP_FLAG_READ,
             DmaAccess::DeviceWrites => sys::VFIO_DMA_MAP_FLAG_WRITE,
@@ -63,6 +63,23 @@ pub fn page_size() -> usize {
 /// and volatile scalar accessors. Not `Sync`: concurrent accesses from two
 /// threads would race with each other (the device's accesses are what the
 /// volatile discipline is for).
+///
+/// ```
+/// use typed_vfio::DmaBuffer;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let buffer = DmaBuffer::new(100)?; // rounded up to a page
+/// assert_eq!(buffer.len() % 4096, 0);
+/// buffer.write(0, b"to the device")?;
+/// buffer.write_u32(16, 0xdead_beef)?;
+/// let mut back = [0u8; 13];
+/// buffer.read(0, &mut back)?;
+/// assert_eq!(&back, b"to the device");
+/// assert_eq!(buffer.read_u32(16)?, 0xdead_beef);
+/// assert!(buffer.read_u32(buffer.len()).is_err());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct DmaBuffer {
     ptr: NonNull<u8>,
@@ -115,7 +132,12 @@ impl DmaBuffer {
                 None,
                 rounded,
                 ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-                MapFlags::MAP_PRIVATE | MapFlags::MAP_POPULATE,
+                // MAP_POPULATE only pre-faults the pages; Miri refuses it.
+                if cfg!(miri) {
+                    MapFlags::MAP_PRIVATE
+                } else {
+                    MapFlags::MAP_PRIVATE | MapFlags::MAP_POPULATE
+                },
             )
         }
         .map_err(|errno| DmaError::Alloc { len, errno })?;
@@ -248,6 +270,38 @@ impl Drop for DmaBuffer {
 /// (`VFIO_IOMMU_UNMAP_DMA`). Borrows the container (so its groups cannot
 /// leave and it cannot be reconfigured or dropped) and the buffer (so it
 /// cannot be freed).
+///
+/// A DMA round trip with the [simulated](crate::sim) edu device:
+///
+/// ```
+/// use typed_vfio::{DmaAccess, DmaBuffer, Type1v2, sim::Simulator};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let sim = Simulator::new();
+/// let container = sim.open_container()?.attach(sim.open_group(1)?)?.set_iommu::<Type1v2>()?;
+/// let device = container.open_device("0000:01:00.0")?;
+/// device.set_bus_master(true)?;
+/// let buffer = DmaBuffer::new(4096)?;
+/// buffer.write(0, b"round trip")?;
+/// let mapping = container.map(&buffer, 0x10_0000, DmaAccess::ReadWrite)?;
+/// let bar0 = device.region(0)?;
+/// // edu: copy 10 bytes from IOVA 0x100000 into its buffer (0x40000) ...
+/// for (reg, value) in [(0x80, 0x10_0000), (0x88, 0x4_0000), (0x90, 10), (0x98, 1)] {
+///     bar0.write_u32(reg, value)?;
+/// }
+/// // ... and back to IOVA 0x100800.
+/// for (reg, value) in [(0x80, 0x4_0000), (0x88, 0x10_0800), (0x90, 10), (0x98, 3)] {
+///     bar0.write_u32(reg, value)?;
+/// }
+/// let mut back = [0u8; 10];
+/// buffer.read(0x800, &mut back)?;
+/// assert_eq!(&back, b"round trip");
+/// assert!(buffer.is_mapped());
+/// drop(mapping); // VFIO_IOMMU_UNMAP_DMA
+/// assert!(!buffer.is_mapped());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 #[must_use = "dropping the guard unmaps the buffer at once"]
 pub struct DmaMapping<'a> {
@@ -291,13 +345,42 @@ impl Drop for DmaMapping<'_> {
     }
 }
 
-fn unmap_range(kernel: &Kernel, fd: BorrowedFd<'_>, iova: u64, size: u64) -> Result<u64, DmaError> {
-    let mut arg = abi::DmaUnmap {
-        argsz: size_of::<abi::DmaUnmap>() as u32,
-        flags: 0,
+/// The `VFIO_IOMMU_MAP_DMA` argument mapping `size` bytes at `vaddr` to
+/// `iova`.
+pub(crate) fn map_dma_arg(
+    vaddr: u64,
+    size: u64,
+    iova: u64,
+    access: DmaAccess,
+) -> sys::vfio_iommu_type1_dma_map {
+    sys::vfio_iommu_type1_dma_map {
+        argsz: size_of::<sys::vfio_iommu_type1_dma_map>() as u32,
+        flags: access.flags(),
+        vaddr,
         iova,
         size,
-    };
+    }
+}
+
+/// The `VFIO_IOMMU_UNMAP_DMA` argument (no dirty bitmap) for `iova..iova +
+/// size` with `flags` (0 or `VFIO_DMA_UNMAP_FLAG_ALL` on the typed path).
+pub(crate) fn unmap_dma_arg(iova: u64, size: u64, flags: u32) -> abi::DmaUnmap {
+    abi::DmaUnmap {
+        argsz: size_of::<abi::DmaUnmap>() as u32,
+        flags,
+        iova,
+        size,
+    }
+}
+
+/// The bytes unmapped, from the `VFIO_IOMMU_UNMAP_DMA` argument the kernel
+/// wrote back (0 if it is not one).
+pub(crate) fn unmapped_size(arg: &[u8]) -> u64 {
+    abi::DmaUnmap::read_from_bytes(arg).map_or(0, |a| a.size)
+}
+
+fn unmap_range(kernel: &Kernel, fd: BorrowedFd<'_>, iova: u64, size: u64) -> Result<u64, DmaError> {
+    let mut arg = unmap_dma_arg(iova, size, 0);
     kernel
         .ioctl(
             fd,
@@ -310,7 +393,7 @@ fn unmap_range(kernel: &Kernel, fd: BorrowedFd<'_>, iova: u64, size: u64) -> Res
             size,
             errno,
         })?;
-    Ok(abi::DmaUnmap::read_from_bytes(arg.as_bytes()).map_or(0, |a| a.size))
+    Ok(unmapped_size(arg.as_bytes()))
 }
 
 impl<M: DmaModel> Container<M> {
@@ -381,13 +464,7 @@ impl<M: DmaModel> Container<M> {
         iova: u64,
         access: DmaAccess,
     ) -> Result<(), DmaError> {
-        let arg = sys::vfio_iommu_type1_dma_map {
-            argsz: size_of::<sys::vfio_iommu_type1_dma_map>() as u32,
-            flags: access.flags(),
-            vaddr: vaddr as u64,
-            iova,
-            size,
-        };
+        let arg = map_dma_arg(vaddr as u64, size, iova, access);
         // SAFETY: the argument is a complete `vfio_iommu_type1_dma_map`
         // (argsz = its size), so the kernel reads only it; the memory it names
         // is covered by this function's own contract, which the caller upholds.
@@ -420,12 +497,7 @@ impl<M: DmaModel> Container<M> {
     /// `VFIO_DMA_UNMAP_FLAG_ALL`; needs the `VFIO_UNMAP_ALL` extension).
     /// Takes `&mut self`: no mapping guard can be alive.
     pub fn unmap_all(&mut self) -> Result<u64, DmaError> {
-        let mut arg = abi::DmaUnmap {
-            argsz: size_of::<abi::DmaUnmap>() as u32,
-            flags: sys::VFIO_DMA_UNMAP_FLAG_ALL,
-            iova: 0,
-            size: 0,
-        };
+        let mut arg = unmap_dma_arg(0, 0, sys::VFIO_DMA_UNMAP_FLAG_ALL);
         self.inner
             .kernel
             .ioctl(
@@ -439,6 +511,6 @@ impl<M: DmaModel> Container<M> {
                 size: 0,
                 errno,
             })?;
-        Ok(abi::DmaUnmap::read_from_bytes(arg.as_bytes()).map_or(0, |a| a.size))
+        Ok(unmapped_size(arg.as_bytes()))
     }
 }

@@ -64,6 +64,21 @@ pub struct GroupStatus {
 }
 
 /// An open IOMMU group.
+///
+/// ```
+/// use typed_vfio::{GroupId, sim::Simulator};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let sim = Simulator::new();
+/// let group = sim.open_group(1)?; // Group::open(1) on a host
+/// assert_eq!(group.id(), GroupId::new(1));
+/// let status = group.status()?;
+/// assert!(status.viable && !status.container_set);
+/// // A group node opens once at a time: the kernel says EBUSY.
+/// assert!(sim.open_group(1).is_err());
+/// # Ok(())
+/// # }
+/// ```
 pub struct Group {
     fd: OwnedFd,
     id: GroupId,
@@ -92,7 +107,11 @@ impl Group {
 
     /// Opens the group with this id.
     pub fn open_id(id: GroupId) -> Result<Group, GroupError> {
-        let kernel = Kernel::host();
+        Self::open_in(Kernel::host(), id)
+    }
+
+    /// Opens the group node `id` of `kernel`.
+    pub(crate) fn open_in(kernel: Kernel, id: GroupId) -> Result<Group, GroupError> {
         let path = id.path();
         let fd = kernel
             .open(&path)
@@ -137,9 +156,9 @@ impl Group {
     /// Adopts an already-open group fd (privilege separation).
     pub fn from_fd(fd: OwnedFd, id: GroupId) -> Group {
         Group {
+            kernel: Kernel::for_fd(fd.as_fd()),
             fd,
             id,
-            kernel: Kernel::host(),
         }
     }
 

@@ -11,11 +11,14 @@
 //! [`Kernel::ioctl_unchecked`], whose callers prove the pointer's contract.
 //!
 //! A backend sees only `(fd, request, argument bytes)`, which is what lets a
-//! simulated kernel stand in for the real one without a second code path.
+//! simulated kernel stand in for the real one without a second code path:
+//! [`Kernel`] is either the host kernel or a [`sim`](crate::sim) machine, and
+//! every method dispatches after the same checks.
 
 use std::ffi::c_int;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::Path;
+use std::sync::Arc;
 
 use nix::errno::Errno;
 
@@ -136,7 +139,7 @@ pub(crate) mod req {
 
 /// Why [`Kernel::ioctl`] refused an argument before the call. Always a bug in
 /// the typed API, never the caller's fault; reported as `EINVAL`.
-fn check_shape(shape: Shape, arg: &Arg<'_>) -> Result<(), &'static str> {
+pub(crate) fn check_shape(shape: Shape, arg: &Arg<'_>) -> Result<(), &'static str> {
     if shape == Shape::UserPointer {
         return Err("carries a user pointer: not for the safe path");
     }
@@ -206,23 +209,51 @@ pub(crate) enum Arg<'a> {
 /// A handle on the kernel that serves VFIO requests.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Kernel {
-    _host: (),
+    backend: Backend,
+}
+
+/// Who answers: the running kernel, or a simulated one.
+#[derive(Clone, Debug, Default)]
+enum Backend {
+    #[default]
+    Host,
+    Sim(Arc<crate::sim::Machine>),
 }
 
 impl Kernel {
     /// The running kernel.
     pub(crate) fn host() -> Self {
-        Kernel { _host: () }
+        Kernel {
+            backend: Backend::Host,
+        }
+    }
+
+    /// A simulated kernel.
+    pub(crate) fn sim(machine: Arc<crate::sim::Machine>) -> Self {
+        Kernel {
+            backend: Backend::Sim(machine),
+        }
+    }
+
+    /// The kernel an adopted fd belongs to: a simulator's, if one of the
+    /// live simulators made it, else the running kernel.
+    pub(crate) fn for_fd(fd: BorrowedFd<'_>) -> Self {
+        match crate::sim::owner_of(fd) {
+            Some(machine) => Kernel::sim(machine),
+            None => Kernel::host(),
+        }
     }
 
     /// Opens a VFIO node read-write, close-on-exec.
     pub(crate) fn open(&self, path: &Path) -> Result<OwnedFd, Errno> {
-        let fd = nix::fcntl::open(
-            path,
-            nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC,
-            nix::sys::stat::Mode::empty(),
-        )?;
-        Ok(fd)
+        match &self.backend {
+            Backend::Host => Ok(nix::fcntl::open(
+                path,
+                nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )?),
+            Backend::Sim(machine) => machine.open(path),
+        }
     }
 
     /// Issues `request` on `fd`, after checking the argument against the
@@ -256,6 +287,12 @@ impl Kernel {
         request: Request,
         arg: Arg<'_>,
     ) -> Result<c_int, Errno> {
+        if let Backend::Sim(machine) = &self.backend {
+            // SAFETY: the simulator's contract is this function's own (the
+            // memory a MAP_DMA names is the device's until unmapped), which
+            // our caller upholds.
+            return unsafe { machine.ioctl(fd, request.code, arg) };
+        }
         let fd = fd.as_raw_fd();
         let code = request.code as nix::sys::ioctl::ioctl_num_type;
         let ret = match arg {
@@ -289,7 +326,10 @@ impl Kernel {
         offset: u64,
     ) -> Result<usize, Errno> {
         let offset = i64::try_from(offset).map_err(|_| Errno::EINVAL)?;
-        nix::sys::uio::pread(fd, buf, offset)
+        match &self.backend {
+            Backend::Host => nix::sys::uio::pread(fd, buf, offset),
+            Backend::Sim(machine) => machine.pread(fd, buf, offset as u64),
+        }
     }
 
     /// `pwrite(2)` on a device fd.
@@ -300,7 +340,10 @@ impl Kernel {
         offset: u64,
     ) -> Result<usize, Errno> {
         let offset = i64::try_from(offset).map_err(|_| Errno::EINVAL)?;
-        nix::sys::uio::pwrite(fd, buf, offset)
+        match &self.backend {
+            Backend::Host => nix::sys::uio::pwrite(fd, buf, offset),
+            Backend::Sim(machine) => machine.pwrite(fd, buf, offset as u64),
+        }
     }
 }
 

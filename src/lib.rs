@@ -53,7 +53,7 @@
 //! | two host threads must not race on DMA memory | compile time | [`DmaBuffer`] is `Send` but not `Sync` (`dma_buffer_shared_across_threads`) |
 //! | no `&`/`&mut` view of memory a device writes | compile time | [`DmaBuffer`] offers copies and volatile accessors only (`dma_buffer_as_mut_slice`, `dma_buffer_as_slice`, `dma_buffer_deref`, `dma_buffer_index`, `dma_buffer_as_ref`, `dma_buffer_coerce_slice`) |
 //! | a group must be viable to attach (`EPERM`) | run time | [`GroupError::NotViable`], checked with `GET_STATUS` before the attach |
-//! | a group is in one container at a time (`EBUSY`) | run time | [`GroupError::AlreadyAttached`], checked before the attach |
+//! | a group is in one container at a time (`EINVAL`) | run time | [`GroupError::AlreadyAttached`], checked before the attach |
 //! | the model must be offered by the kernel | run time | [`ContainerError::Unsupported`] (`CHECK_EXTENSION` first) |
 //! | IOVA and size aligned to the smallest IOMMU page | run time | [`DmaError::Unaligned`] |
 //! | mappings inside the usable IOVA ranges | run time | [`DmaError::OutsideRanges`] |
@@ -69,7 +69,8 @@
 //!
 //! The compile-time rules are proved by the compile-fail suite
 //! (`tests/compile-fail/`, run by `tests/compile_fail.rs`); the run-time ones
-//! by the guest scenarios of `tests/vm_guest/typed.rs` on a real kernel.
+//! by the guest scenarios of `tests/vm_guest/typed.rs` on a real kernel, and
+//! by `tests/sim.rs` on the simulated kernel.
 //!
 //! ## Safety model
 //!
@@ -95,17 +96,23 @@
 //!
 //! ## Example
 //!
-//! ```no_run
-//! use typed_vfio::{Container, DmaAccess, DmaBuffer, Group, Type1v2};
+//! This runs on the [simulated kernel](sim) (a machine without VFIO, CI,
+//! docs.rs). On a real one, open the group with
+//! `Group::for_pci_device("0000:01:00.0")?` and the container with
+//! `Container::open()?`: the rest is the same code.
+//!
+//! ```
+//! use typed_vfio::{DmaAccess, DmaBuffer, Type1v2, sim::Simulator};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let group = Group::for_pci_device("0000:01:00.0")?;
-//! let container = Container::open()?
+//! let sim = Simulator::new(); // an edu device at 0000:01:00.0 in group 1
+//! let group = sim.open_group_of("0000:01:00.0")?;
+//! let container = sim.open_container()?
 //!     .attach(group)?
 //!     .set_iommu::<Type1v2>()?;
 //! let device = container.open_device("0000:01:00.0")?;
 //! let bar0 = device.region(0)?;
-//! println!("ident {:#x}", bar0.read_u32(0)?);
+//! assert_eq!(bar0.read_u32(0)?, 0x010000ed); // edu's ident register
 //!
 //! let buffer = DmaBuffer::new(4096)?;
 //! buffer.write(0, b"hello, device")?;
@@ -138,12 +145,17 @@ mod device;
 #[allow(unsafe_code)]
 mod dma;
 mod error;
+/// Not part of the API; for fuzz targets only (`fuzz/`). No stability
+/// promise of any kind.
+#[doc(hidden)]
+pub mod fuzzing;
 mod group;
 #[allow(unsafe_code)]
 mod kernel;
 #[allow(unsafe_code)]
 mod mmio;
 mod region;
+pub mod sim;
 
 pub use container::{
     AttachError, Attached, CONTAINER_PATH, Container, ContainerState, DmaModel, HasGroups,

@@ -5,7 +5,7 @@ use std::os::fd::BorrowedFd;
 
 use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
-use crate::abi::SparseMmapCap;
+use crate::abi::{self, SparseMmapCap};
 use crate::caps;
 use crate::device::Device;
 use crate::error::{DeviceError, Errno};
@@ -83,12 +83,11 @@ impl RegionInfo {
                 sys::VFIO_REGION_INFO_CAP_SPARSE_MMAP => {
                     let head: SparseMmapCap =
                         cap.read().ok_or("sparse mmap capability truncated")?;
-                    let (areas, _) =
-                        <[sys::vfio_region_sparse_mmap_area]>::ref_from_prefix_with_elems(
-                            cap.tail::<SparseMmapCap>(),
-                            head.nr_areas as usize,
-                        )
-                        .map_err(|_| "sparse mmap capability: more areas than bytes")?;
+                    let areas = abi::read_array::<sys::vfio_region_sparse_mmap_area>(
+                        cap.tail::<SparseMmapCap>(),
+                        head.nr_areas as usize,
+                    )
+                    .ok_or("sparse mmap capability: more areas than bytes")?;
                     let mut list = Vec::with_capacity(areas.len());
                     for a in areas {
                         let end = a.offset.checked_add(a.size).ok_or("sparse area wraps")?;
@@ -160,6 +159,24 @@ pub(crate) fn query(
 
 /// One region of a device: its info, and access through `pread`/`pwrite`.
 /// Borrows the device.
+///
+/// ```
+/// use typed_vfio::{DeviceError, Type1v2, sim::Simulator};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let sim = Simulator::new();
+/// let container = sim.open_container()?.attach(sim.open_group(1)?)?.set_iommu::<Type1v2>()?;
+/// let device = container.open_device("0000:01:00.0")?;
+/// let bar0 = device.region(0)?;
+/// assert_eq!(bar0.info().size, 1 << 20);
+/// assert_eq!(bar0.read_u32(0x00)?, 0x010000ed); // edu's ident register
+/// bar0.write_u32(0x04, 0x0f0f_0f0f)?; // liveness: reads back inverted
+/// assert_eq!(bar0.read_u32(0x04)?, 0xf0f0_f0f0);
+/// // Bounds and alignment are checked before the kernel is asked.
+/// assert!(matches!(bar0.read_u32(2), Err(DeviceError::OutOfBounds { .. })));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct Region<'d> {
     device: &'d Device,

@@ -20,4 +20,5 @@ static ALLOCATOR: alloc_count::Counting = alloc_count::Counting;
 mod edu;
 mod raw;
 mod sanity;
+mod scenarios;
 mod typed;

@@ -1,0 +1,325 @@
+//! The type1 IOMMU driver of the simulated kernel (`vfio_iommu_type1`, as
+//! Linux 6.12 behaves on an Intel IOMMU with interrupt remapping): page
+//! sizes, usable IOVA ranges with the x86 MSI hole, DMA_AVAIL accounting,
+//! `MAP_DMA` / `UNMAP_DMA` with the v1 and v2 unmap rules, and the
+//! `GET_INFO` capability chain laid out as the kernel lays it out.
+
+use std::collections::BTreeMap;
+
+use nix::errno::Errno;
+
+use crate::sys;
+
+/// Page sizes the simulated IOMMU supports (4 KiB, 2 MiB, 1 GiB).
+pub(crate) const PGSIZE_BITMAP: u64 = 0x4020_1000;
+/// The smallest of them.
+pub(crate) const MIN_PAGE: u64 = 1 << PGSIZE_BITMAP.trailing_zeros();
+/// Usable IOVA ranges (inclusive): everything below the x86 MSI window
+/// 0xfee00000..=0xfeefffff, and above it up to the 39-bit address width.
+pub(crate) const IOVA_RANGES: [(u64, u64); 2] = [(0, 0xfedf_ffff), (0xfef0_0000, 0x7f_ffff_ffff)];
+/// The default of the `dma_entry_limit` module parameter.
+pub(crate) const DMA_ENTRY_LIMIT: u32 = 65535;
+/// `DIRTY_BITMAP_SIZE_MAX`: the bitmap bytes for `INT_MAX` pages.
+const DIRTY_BITMAP_SIZE_MAX: u64 = ((i32::MAX as u64).next_multiple_of(64)) / 8;
+
+/// One `vfio_dma`: a mapping of process memory at an IOVA.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Mapping {
+    pub(crate) iova: u64,
+    pub(crate) size: u64,
+    pub(crate) vaddr: u64,
+    pub(crate) read: bool,
+    pub(crate) write: bool,
+}
+
+/// A type1 IOMMU context (`struct vfio_iommu`).
+#[derive(Debug)]
+pub(crate) struct Type1 {
+    pub(crate) v2: bool,
+    pub(crate) dma: BTreeMap<u64, Mapping>,
+    pub(crate) avail: u32,
+}
+
+fn word(bytes: &[u8], at: usize) -> Result<u32, Errno> {
+    let b = bytes.get(at..at + 4).ok_or(Errno::EFAULT)?;
+    Ok(u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+fn dword(bytes: &[u8], at: usize) -> Result<u64, Errno> {
+    let lo = u64::from(word(bytes, at)?);
+    let hi = u64::from(word(bytes, at + 4)?);
+    Ok(if cfg!(target_endian = "little") {
+        lo | hi << 32
+    } else {
+        hi | lo << 32
+    })
+}
+
+fn put(bytes: &mut [u8], at: usize, value: &[u8]) -> Result<(), Errno> {
+    bytes
+        .get_mut(at..at + value.len())
+        .ok_or(Errno::EFAULT)?
+        .copy_from_slice(value);
+    Ok(())
+}
+
+impl Type1 {
+    pub(crate) fn new(v2: bool, limit: u32) -> Self {
+        Type1 {
+            v2,
+            dma: BTreeMap::new(),
+            avail: limit,
+        }
+    }
+
+    /// `vfio_find_dma`: the mapping overlapping `iova..iova + size` (size 0:
+    /// the one strictly containing `iova` past its first byte).
+    fn find(&self, iova: u64, size: u64) -> Option<Mapping> {
+        self.dma
+            .range(..=iova.saturating_add(size.saturating_sub(1)))
+            .next_back()
+            .map(|(_, m)| *m)
+            .filter(|m| {
+                let end = m.iova + m.size;
+                if size == 0 {
+                    iova > m.iova && iova < end
+                } else {
+                    iova < end && iova + size > m.iova
+                }
+            })
+            .or_else(|| {
+                // Another mapping may start inside the range.
+                if size == 0 {
+                    return None;
+                }
+                self.dma
+                    .range(iova..iova.saturating_add(size))
+                    .next()
+                    .map(|(_, m)| *m)
+            })
+    }
+
+    fn iova_valid(iova: u64, last: u64) -> bool {
+        IOVA_RANGES.iter().any(|&(s, e)| iova >= s && last <= e)
+    }
+
+    /// The mapping that translates `iova`, if any.
+    pub(crate) fn translate(&self, iova: u64) -> Option<Mapping> {
+        self.dma
+            .range(..=iova)
+            .next_back()
+            .map(|(_, m)| *m)
+            .filter(|m| iova < m.iova + m.size)
+    }
+
+    /// `VFIO_IOMMU_GET_INFO`.
+    pub(crate) fn get_info(&self, arg: &mut [u8]) -> Result<(), Errno> {
+        let minsz = 16; // offsetofend(vfio_iommu_type1_info, iova_pgsizes)
+        let argsz = word(arg, 0)? as usize;
+        if argsz < minsz {
+            return Err(Errno::EINVAL);
+        }
+        let fixed = size_of::<sys::vfio_iommu_type1_info>();
+        let copy = argsz.min(fixed);
+        // The chain, built as vfio_info_add_capability builds it: each
+        // capability 8-byte aligned, in order MIGRATION, DMA_AVAIL,
+        // IOVA_RANGE; `next` offsets relative to the info struct.
+        let mut caps: Vec<u8> = Vec::with_capacity(96);
+        let add = |caps: &mut Vec<u8>, id: u32, body: &[u8]| {
+            let start = caps.len();
+            let len = (8 + body.len()).next_multiple_of(8);
+            caps.resize(start + len, 0);
+            caps[start..start + 2].copy_from_slice(&(id as u16).to_ne_bytes());
+            caps[start + 2..start + 4].copy_from_slice(&1u16.to_ne_bytes());
+            caps[start + 8..start + 8 + body.len()].copy_from_slice(body);
+            start
+        };
+        let mut mig = Vec::with_capacity(24);
+        mig.extend_from_slice(&0u32.to_ne_bytes()); // flags
+        mig.extend_from_slice(&0u32.to_ne_bytes()); // padding
+        mig.extend_from_slice(&MIN_PAGE.to_ne_bytes());
+        mig.extend_from_slice(&DIRTY_BITMAP_SIZE_MAX.to_ne_bytes());
+        let c0 = add(&mut caps, sys::VFIO_IOMMU_TYPE1_INFO_CAP_MIGRATION, &mig);
+        let c1 = add(
+            &mut caps,
+            sys::VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL,
+            &self.avail.to_ne_bytes(),
+        );
+        let mut ranges = Vec::with_capacity(8 + 16 * IOVA_RANGES.len());
+        ranges.extend_from_slice(&(IOVA_RANGES.len() as u32).to_ne_bytes());
+        ranges.extend_from_slice(&0u32.to_ne_bytes());
+        for (s, e) in IOVA_RANGES {
+            ranges.extend_from_slice(&s.to_ne_bytes());
+            ranges.extend_from_slice(&e.to_ne_bytes());
+        }
+        let c2 = add(
+            &mut caps,
+            sys::VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE,
+            &ranges,
+        );
+        for (at, next) in [(c0, c1), (c1, c2)] {
+            let next = (fixed + next) as u32;
+            caps[at + 4..at + 8].copy_from_slice(&next.to_ne_bytes());
+        }
+        let flags = sys::VFIO_IOMMU_INFO_PGSIZES | sys::VFIO_IOMMU_INFO_CAPS;
+        let mut head = [0u8; 24];
+        head[0..4].copy_from_slice(&(argsz as u32).to_ne_bytes());
+        head[4..8].copy_from_slice(&flags.to_ne_bytes());
+        head[8..16].copy_from_slice(&PGSIZE_BITMAP.to_ne_bytes());
+        let total = fixed + caps.len();
+        if argsz < total {
+            head[0..4].copy_from_slice(&(total as u32).to_ne_bytes());
+        } else {
+            put(arg, fixed, &caps)?;
+            head[16..20].copy_from_slice(&(fixed as u32).to_ne_bytes());
+        }
+        put(arg, 0, &head[..copy])
+    }
+
+    /// `VFIO_IOMMU_MAP_DMA`; `mapped` says whether process memory is there
+    /// (pinning it fails with `EFAULT` otherwise).
+    pub(crate) fn map(
+        &mut self,
+        arg: &[u8],
+        mapped: impl Fn(u64, u64) -> bool,
+    ) -> Result<(), Errno> {
+        let minsz = 32; // offsetofend(vfio_iommu_type1_dma_map, size)
+        let argsz = word(arg, 0)? as usize;
+        let flags = word(arg, 4)?;
+        let vaddr = dword(arg, 8)?;
+        let iova = dword(arg, 16)?;
+        let size = dword(arg, 24)?;
+        let mask = sys::VFIO_DMA_MAP_FLAG_READ
+            | sys::VFIO_DMA_MAP_FLAG_WRITE
+            | sys::VFIO_DMA_MAP_FLAG_VADDR;
+        if argsz < minsz || flags & !mask != 0 {
+            return Err(Errno::EINVAL);
+        }
+        let set_vaddr = flags & sys::VFIO_DMA_MAP_FLAG_VADDR != 0;
+        let write = flags & sys::VFIO_DMA_MAP_FLAG_WRITE != 0;
+        let read = flags & sys::VFIO_DMA_MAP_FLAG_READ != 0;
+        let prot = read || write;
+        if prot == set_vaddr {
+            return Err(Errno::EINVAL);
+        }
+        let page = MIN_PAGE;
+        if size == 0 || (size | iova | vaddr) & (page - 1) != 0 {
+            return Err(Errno::EINVAL);
+        }
+        if iova.checked_add(size - 1).is_none() || vaddr.checked_add(size - 1).is_none() {
+            return Err(Errno::EINVAL);
+        }
+        let existing = self.find(iova, size);
+        if set_vaddr {
+            // Update the vaddr of an exactly matching mapping.
+            return match existing {
+                Some(m) if m.iova == iova && m.size == size => {
+                    if let Some(m) = self.dma.get_mut(&iova) {
+                        m.vaddr = vaddr;
+                    }
+                    Ok(())
+                }
+                _ => Err(Errno::EINVAL),
+            };
+        }
+        if existing.is_some() {
+            return Err(Errno::EEXIST);
+        }
+        if self.avail == 0 {
+            return Err(Errno::ENOSPC);
+        }
+        if !Self::iova_valid(iova, iova + size - 1) {
+            return Err(Errno::EINVAL);
+        }
+        if !mapped(vaddr, size) {
+            return Err(Errno::EFAULT);
+        }
+        self.avail -= 1;
+        self.dma.insert(
+            iova,
+            Mapping {
+                iova,
+                size,
+                vaddr,
+                read,
+                write,
+            },
+        );
+        Ok(())
+    }
+
+    /// `VFIO_IOMMU_UNMAP_DMA`: writes the unmapped size back on success.
+    pub(crate) fn unmap(&mut self, arg: &mut [u8]) -> Result<(), Errno> {
+        let minsz = 24; // offsetofend(vfio_iommu_type1_dma_unmap, size)
+        let argsz = word(arg, 0)? as usize;
+        let flags = word(arg, 4)?;
+        let iova = dword(arg, 8)?;
+        let mut size = dword(arg, 16)?;
+        let dirty = sys::VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP;
+        let all = sys::VFIO_DMA_UNMAP_FLAG_ALL;
+        let vaddr = sys::VFIO_DMA_UNMAP_FLAG_VADDR;
+        if argsz < minsz || flags & !(dirty | all | vaddr) != 0 {
+            return Err(Errno::EINVAL);
+        }
+        if flags & dirty != 0 && flags & (all | vaddr) != 0 {
+            return Err(Errno::EINVAL);
+        }
+        if flags & dirty != 0 {
+            // Dirty tracking is not simulated: it was never started.
+            return Err(Errno::EINVAL);
+        }
+        let unmap_all = flags & all != 0;
+        let page = MIN_PAGE;
+        if iova & (page - 1) != 0 {
+            return Err(Errno::EINVAL);
+        }
+        if unmap_all {
+            if iova != 0 || size != 0 {
+                return Err(Errno::EINVAL);
+            }
+            size = u64::MAX;
+        } else if size == 0 || size & (page - 1) != 0 || iova.checked_add(size - 1).is_none() {
+            return Err(Errno::EINVAL);
+        }
+        let last = iova.saturating_add(size - 1);
+        if self.v2 && !unmap_all {
+            if self.find(iova, 1).is_some_and(|m| m.iova != iova) {
+                return Err(Errno::EINVAL);
+            }
+            if self
+                .find(last, 0)
+                .is_some_and(|m| m.iova + m.size != last.wrapping_add(1))
+            {
+                return Err(Errno::EINVAL);
+            }
+        }
+        let mut unmapped = 0u64;
+        let hits: Vec<Mapping> = self
+            .dma
+            .values()
+            .filter(|m| m.iova <= last && m.iova + m.size > iova)
+            .copied()
+            .collect();
+        for m in hits {
+            if !self.v2 && iova > m.iova {
+                // v1: an unmap starting inside a mapping unmaps nothing more.
+                break;
+            }
+            if flags & vaddr != 0 {
+                // Invalidating vaddrs is not simulated as a separate state:
+                // report the size as the kernel does, keep the mapping.
+                unmapped += m.size;
+                continue;
+            }
+            unmapped += m.size;
+            self.dma.remove(&m.iova);
+            self.avail += 1;
+        }
+        put(arg, 16, &unmapped.to_ne_bytes())
+    }
+
+    /// Every mapping, in IOVA order.
+    pub(crate) fn mappings(&self) -> impl Iterator<Item = &Mapping> {
+        self.dma.values()
+    }
+}

@@ -1,0 +1,1308 @@
+//! The simulated kernel's state and its request dispatch: the VFIO core
+//! (container, groups, device files), with the type1 and no-IOMMU drivers
+//! and vfio-pci devices behind it. Requests arrive exactly as the host
+//! kernel gets them: an fd, a request code, the argument bytes.
+
+use std::collections::HashMap;
+use std::ffi::c_int;
+use std::os::fd::{AsFd, BorrowedFd, IntoRawFd, OwnedFd};
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use nix::errno::Errno;
+
+use super::edu::{BAR0_SIZE, Edu};
+use super::iommu::Type1;
+use super::os::{self, FdKey};
+use super::pci::{CONFIG_SIZE, IrqType, PciDevice};
+use super::{DmaFault, DmaFaultReason, SimBuilder};
+use crate::kernel::Arg;
+use crate::sys;
+
+/// The requests the simulator answers, by fd class, with their C names
+/// (request numbers are reused across classes).
+const CONTAINER_REQUESTS: &[(u32, &str)] = &[
+    (sys::VFIO_GET_API_VERSION, "VFIO_GET_API_VERSION"),
+    (sys::VFIO_CHECK_EXTENSION, "VFIO_CHECK_EXTENSION"),
+    (sys::VFIO_SET_IOMMU, "VFIO_SET_IOMMU"),
+    (sys::VFIO_IOMMU_GET_INFO, "VFIO_IOMMU_GET_INFO"),
+    (sys::VFIO_IOMMU_MAP_DMA, "VFIO_IOMMU_MAP_DMA"),
+    (sys::VFIO_IOMMU_UNMAP_DMA, "VFIO_IOMMU_UNMAP_DMA"),
+];
+const GROUP_REQUESTS: &[(u32, &str)] = &[
+    (sys::VFIO_GROUP_GET_STATUS, "VFIO_GROUP_GET_STATUS"),
+    (sys::VFIO_GROUP_SET_CONTAINER, "VFIO_GROUP_SET_CONTAINER"),
+    (
+        sys::VFIO_GROUP_UNSET_CONTAINER,
+        "VFIO_GROUP_UNSET_CONTAINER",
+    ),
+    (sys::VFIO_GROUP_GET_DEVICE_FD, "VFIO_GROUP_GET_DEVICE_FD"),
+];
+const DEVICE_REQUESTS: &[(u32, &str)] = &[
+    (sys::VFIO_DEVICE_GET_INFO, "VFIO_DEVICE_GET_INFO"),
+    (
+        sys::VFIO_DEVICE_GET_REGION_INFO,
+        "VFIO_DEVICE_GET_REGION_INFO",
+    ),
+    (sys::VFIO_DEVICE_GET_IRQ_INFO, "VFIO_DEVICE_GET_IRQ_INFO"),
+    (sys::VFIO_DEVICE_SET_IRQS, "VFIO_DEVICE_SET_IRQS"),
+    (sys::VFIO_DEVICE_RESET, "VFIO_DEVICE_RESET"),
+    (
+        sys::VFIO_DEVICE_GET_PCI_HOT_RESET_INFO,
+        "VFIO_DEVICE_GET_PCI_HOT_RESET_INFO",
+    ),
+    (sys::VFIO_DEVICE_PCI_HOT_RESET, "VFIO_DEVICE_PCI_HOT_RESET"),
+    (sys::VFIO_DEVICE_FEATURE, "VFIO_DEVICE_FEATURE"),
+];
+/// The syscalls that can be failed by name too.
+const SYSCALLS: &[&str] = &["open", "pread", "pwrite"];
+
+/// Whether `name` is something [`Machine`] counts and can fail.
+pub(crate) fn known_request(name: &str) -> Option<&'static str> {
+    CONTAINER_REQUESTS
+        .iter()
+        .chain(GROUP_REQUESTS)
+        .chain(DEVICE_REQUESTS)
+        .map(|&(_, n)| n)
+        .chain(SYSCALLS.iter().copied())
+        .find(|n| *n == name)
+}
+
+/// What an open simulated file is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Container(usize),
+    Group(usize),
+    Device(usize),
+}
+
+#[derive(Debug)]
+struct Object {
+    /// The simulator's end of the object's pipe.
+    own_end: OwnedFd,
+    kind: Kind,
+}
+
+/// The IOMMU driver a container was set to.
+#[derive(Debug)]
+enum Driver {
+    Type1(Type1),
+    NoIommu,
+}
+
+#[derive(Debug, Default)]
+struct ContainerObj {
+    /// Its fd is open (a container lives on while groups hold it).
+    open: bool,
+    groups: Vec<usize>,
+    driver: Option<Driver>,
+    noiommu: bool,
+}
+
+#[derive(Debug)]
+struct GroupObj {
+    number: u32,
+    noiommu: bool,
+    viable: bool,
+    devices: Vec<usize>,
+    /// The group node is open (`opened_file`).
+    opened: bool,
+    /// ... and every fd of it is closed, but device files still hold it.
+    closing: bool,
+    container: Option<usize>,
+    /// Open device files (the kernel's `container_users - 1`).
+    device_files: usize,
+}
+
+#[derive(Debug)]
+struct Fault {
+    name: &'static str,
+    countdown: u64,
+    errno: Errno,
+}
+
+/// The simulated kernel's whole state.
+#[derive(Debug)]
+pub(crate) struct State {
+    noiommu_mode: bool,
+    dma_entry_limit: u32,
+    objects: HashMap<FdKey, Object>,
+    containers: Vec<Option<ContainerObj>>,
+    groups: Vec<GroupObj>,
+    devices: Vec<PciDevice>,
+    faults: Vec<Fault>,
+    calls: HashMap<&'static str, u64>,
+    pub(crate) dma_faults: Vec<DmaFault>,
+}
+
+/// A simulated kernel.
+#[derive(Debug)]
+pub(crate) struct Machine {
+    state: Mutex<State>,
+}
+
+fn word(b: &[u8], at: usize) -> Result<u32, Errno> {
+    let w = b.get(at..at + 4).ok_or(Errno::EFAULT)?;
+    Ok(u32::from_ne_bytes([w[0], w[1], w[2], w[3]]))
+}
+
+fn put(b: &mut [u8], at: usize, v: &[u8]) -> Result<(), Errno> {
+    b.get_mut(at..at + v.len())
+        .ok_or(Errno::EFAULT)?
+        .copy_from_slice(v);
+    Ok(())
+}
+
+fn input<'a>(arg: &'a Arg<'_>) -> Result<&'a [u8], Errno> {
+    match arg {
+        Arg::In(b) => Ok(b),
+        Arg::InOut(b) => Ok(b),
+        Arg::None | Arg::Int(_) => Err(Errno::EFAULT),
+    }
+}
+
+fn inout<'a>(arg: &'a mut Arg<'_>) -> Result<&'a mut [u8], Errno> {
+    match arg {
+        Arg::InOut(b) => Ok(b),
+        _ => Err(Errno::EFAULT),
+    }
+}
+
+fn int_arg(arg: &Arg<'_>) -> u64 {
+    match arg {
+        // The kernel sees an unsigned long.
+        Arg::Int(v) => *v as i64 as u64,
+        _ => 0,
+    }
+}
+
+/// Parses `SSSS:BB:DD.F`.
+pub(crate) fn parse_address(a: &str) -> Option<(u16, u8, u8)> {
+    let (seg, rest) = a.split_once(':')?;
+    let (bus, rest) = rest.split_once(':')?;
+    let (dev, func) = rest.split_once('.')?;
+    if seg.len() != 4 || bus.len() != 2 || dev.len() != 2 || func.len() != 1 {
+        return None;
+    }
+    let seg = u16::from_str_radix(seg, 16).ok()?;
+    let bus = u8::from_str_radix(bus, 16).ok()?;
+    let dev = u8::from_str_radix(dev, 16).ok()?;
+    let func = u8::from_str_radix(func, 16).ok()?;
+    (dev < 32 && func < 8).then_some((seg, bus, dev << 3 | func))
+}
+
+impl Machine {
+    /// Builds the machine a (validated) builder describes.
+    pub(crate) fn new(b: &SimBuilder) -> Machine {
+        let mut groups = Vec::new();
+        let mut devices = Vec::new();
+        for (gi, g) in b.groups.iter().enumerate() {
+            let mut members = Vec::new();
+            for d in &g.devices {
+                let addr = parse_address(&d.address).unwrap_or((0, 0, 0));
+                let base = 0xfe00_0000u32.wrapping_sub((devices.len() as u32) << 20);
+                members.push(devices.len());
+                devices.push(PciDevice::new(d.address.clone(), gi, addr, d.reset, base));
+            }
+            groups.push(GroupObj {
+                number: g.number,
+                noiommu: g.noiommu,
+                viable: g.viable,
+                devices: members,
+                opened: false,
+                closing: false,
+                container: None,
+                device_files: 0,
+            });
+        }
+        Machine {
+            state: Mutex::new(State {
+                noiommu_mode: b.groups.iter().any(|g| g.noiommu),
+                dma_entry_limit: b.dma_entry_limit,
+                objects: HashMap::new(),
+                containers: Vec::new(),
+                groups,
+                devices,
+                faults: Vec::new(),
+                calls: HashMap::new(),
+                dma_faults: Vec::new(),
+            }),
+        }
+    }
+
+    /// The state, locked, with every closed file released first.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.sweep();
+        state
+    }
+
+    /// Whether `fd` is one of this machine's objects.
+    pub(crate) fn owns(&self, fd: BorrowedFd<'_>) -> bool {
+        let Ok(key) = os::key_of(fd) else {
+            return false;
+        };
+        self.lock().objects.contains_key(&key)
+    }
+
+    /// `open(2)` of a node under `/dev/vfio`.
+    pub(crate) fn open(&self, path: &Path) -> Result<OwnedFd, Errno> {
+        let mut s = self.lock();
+        s.count("open")?;
+        let name = path
+            .strip_prefix("/dev/vfio")
+            .ok()
+            .and_then(|p| p.to_str())
+            .ok_or(Errno::ENOENT)?;
+        if name == "vfio" {
+            let id = s.containers.len();
+            let fd = s.new_object(Kind::Container(id))?;
+            s.containers.push(Some(ContainerObj {
+                open: true,
+                ..ContainerObj::default()
+            }));
+            return Ok(fd);
+        }
+        let (noiommu, number) = match name.strip_prefix("noiommu-") {
+            Some(n) => (true, n),
+            None => (false, name),
+        };
+        let number: u32 = number.parse().map_err(|_| Errno::ENOENT)?;
+        let gi = s
+            .groups
+            .iter()
+            .position(|g| g.number == number && g.noiommu == noiommu)
+            .ok_or(Errno::ENOENT)?;
+        let group = &s.groups[gi];
+        if group.devices.is_empty() {
+            return Err(Errno::ENODEV);
+        }
+        if group.opened {
+            return Err(Errno::EBUSY);
+        }
+        let fd = s.new_object(Kind::Group(gi))?;
+        s.groups[gi].opened = true;
+        s.groups[gi].closing = false;
+        Ok(fd)
+    }
+
+    /// An ioctl on one of this machine's fds.
+    ///
+    /// # Safety
+    ///
+    /// As for `Kernel::ioctl_unchecked`: a `VFIO_IOMMU_MAP_DMA` argument's
+    /// `vaddr..vaddr + size` must be process memory that the simulated
+    /// device may read and write (volatile, from the thread that starts a
+    /// DMA) until it is unmapped; the simulator's DMA engine accesses it.
+    pub(crate) unsafe fn ioctl(
+        &self,
+        fd: BorrowedFd<'_>,
+        code: u32,
+        mut arg: Arg<'_>,
+    ) -> Result<c_int, Errno> {
+        let key = os::key_of(fd).map_err(|_| Errno::EBADF)?;
+        let mut s = self.lock();
+        let kind = s.objects.get(&key).map(|o| o.kind).ok_or(Errno::ENOTTY)?;
+        let table = match kind {
+            Kind::Container(_) => CONTAINER_REQUESTS,
+            Kind::Group(_) => GROUP_REQUESTS,
+            Kind::Device(_) => DEVICE_REQUESTS,
+        };
+        let name = table.iter().find(|&&(c, _)| c == code).map(|&(_, n)| n);
+        if let Some(name) = name {
+            s.count(name)?;
+        }
+        let Some(name) = name else {
+            return s.unknown_request(kind);
+        };
+        match kind {
+            Kind::Container(c) => s.container_ioctl(c, name, &mut arg),
+            Kind::Group(g) => s.group_ioctl(g, name, &mut arg),
+            Kind::Device(d) => s.device_ioctl(d, name, &mut arg),
+        }
+    }
+
+    /// `pread(2)` on a simulated fd.
+    pub(crate) fn pread(
+        &self,
+        fd: BorrowedFd<'_>,
+        buf: &mut [u8],
+        offset: u64,
+    ) -> Result<usize, Errno> {
+        let key = os::key_of(fd).map_err(|_| Errno::EBADF)?;
+        let mut s = self.lock();
+        s.count("pread")?;
+        match s.objects.get(&key).map(|o| o.kind) {
+            Some(Kind::Device(d)) => s.device_rw(d, offset, Rw::Read(buf)),
+            // The container and group nodes have no read method.
+            _ => Err(Errno::EINVAL),
+        }
+    }
+
+    /// `pwrite(2)` on a simulated fd.
+    pub(crate) fn pwrite(
+        &self,
+        fd: BorrowedFd<'_>,
+        buf: &[u8],
+        offset: u64,
+    ) -> Result<usize, Errno> {
+        let key = os::key_of(fd).map_err(|_| Errno::EBADF)?;
+        let mut s = self.lock();
+        s.count("pwrite")?;
+        match s.objects.get(&key).map(|o| o.kind) {
+            Some(Kind::Device(d)) => s.device_rw(d, offset, Rw::Write(buf)),
+            _ => Err(Errno::EINVAL),
+        }
+    }
+}
+
+/// A region access.
+enum Rw<'a> {
+    Read(&'a mut [u8]),
+    Write(&'a [u8]),
+}
+
+impl State {
+    /// Counts a call of `name` and fires an injected fault due now.
+    fn count(&mut self, name: &'static str) -> Result<(), Errno> {
+        *self.calls.entry(name).or_insert(0) += 1;
+        let mut fired = None;
+        self.faults.retain_mut(|f| {
+            if f.name != name || fired.is_some() {
+                return true;
+            }
+            f.countdown -= 1;
+            if f.countdown == 0 {
+                fired = Some(f.errno);
+                false
+            } else {
+                true
+            }
+        });
+        fired.map_or(Ok(()), Err)
+    }
+
+    pub(crate) fn inject(&mut self, name: &'static str, nth: u64, errno: Errno) {
+        self.faults.push(Fault {
+            name,
+            countdown: nth,
+            errno,
+        });
+    }
+
+    pub(crate) fn clear_faults(&mut self) {
+        self.faults.clear();
+    }
+
+    pub(crate) fn calls(&self, name: &str) -> u64 {
+        self.calls.get(name).copied().unwrap_or(0)
+    }
+
+    pub(crate) fn group_id_of(&self, number: u32) -> Option<crate::GroupId> {
+        self.groups
+            .iter()
+            .find(|g| g.number == number)
+            .map(|g| crate::GroupId {
+                number: g.number,
+                noiommu: g.noiommu,
+            })
+    }
+
+    pub(crate) fn group_of_device(&self, name: &str) -> Option<crate::GroupId> {
+        let d = self.devices.iter().find(|d| d.name == name)?;
+        let g = &self.groups[d.group];
+        Some(crate::GroupId {
+            number: g.number,
+            noiommu: g.noiommu,
+        })
+    }
+
+    /// Every live mapping of every container.
+    pub(crate) fn mappings(&self) -> Vec<super::iommu::Mapping> {
+        self.containers
+            .iter()
+            .flatten()
+            .filter_map(|c| match &c.driver {
+                Some(Driver::Type1(t)) => Some(t.mappings().copied().collect::<Vec<_>>()),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    }
+
+    fn new_object(&mut self, kind: Kind) -> Result<OwnedFd, Errno> {
+        let (user, own_end) = os::object_pair()?;
+        let key = os::key_of(user.as_fd())?;
+        self.objects.insert(key, Object { own_end, kind });
+        Ok(user)
+    }
+
+    /// Releases the objects whose every fd was closed, as the kernel's
+    /// `release` methods would have: device files first, then groups (held
+    /// open by their device files), then containers.
+    fn sweep(&mut self) {
+        let mut closed: Vec<(FdKey, Kind)> = self
+            .objects
+            .iter()
+            .filter(|(_, o)| os::peer_closed(&o.own_end))
+            .map(|(k, o)| (*k, o.kind))
+            .collect();
+        if closed.is_empty() {
+            return;
+        }
+        closed.sort_by_key(|(_, k)| match k {
+            Kind::Device(_) => 0,
+            Kind::Group(_) => 1,
+            Kind::Container(_) => 2,
+        });
+        for (key, kind) in closed {
+            self.objects.remove(&key);
+            match kind {
+                Kind::Device(d) => {
+                    let dev = &mut self.devices[d];
+                    dev.files -= 1;
+                    if dev.files == 0 {
+                        dev.disable();
+                    }
+                    let g = dev.group;
+                    self.groups[g].device_files -= 1;
+                    self.settle_group(g);
+                }
+                Kind::Group(g) => {
+                    self.groups[g].closing = true;
+                    self.settle_group(g);
+                }
+                Kind::Container(c) => {
+                    if let Some(Some(cont)) = self.containers.get_mut(c) {
+                        cont.open = false;
+                    }
+                    self.settle_container(c);
+                }
+            }
+        }
+    }
+
+    /// A closed group node is released once no device file holds it.
+    fn settle_group(&mut self, g: usize) {
+        let group = &self.groups[g];
+        if group.closing && group.device_files == 0 {
+            self.detach(g);
+            let group = &mut self.groups[g];
+            group.opened = false;
+            group.closing = false;
+        }
+    }
+
+    fn settle_container(&mut self, c: usize) {
+        if let Some(slot) = self.containers.get_mut(c)
+            && slot
+                .as_ref()
+                .is_some_and(|x| !x.open && x.groups.is_empty())
+        {
+            *slot = None;
+        }
+    }
+
+    /// `vfio_group_detach_container`: the last group out releases the IOMMU
+    /// driver, dropping every mapping.
+    fn detach(&mut self, g: usize) {
+        let Some(c) = self.groups[g].container.take() else {
+            return;
+        };
+        if let Some(Some(cont)) = self.containers.get_mut(c) {
+            cont.groups.retain(|&x| x != g);
+            if cont.groups.is_empty() {
+                cont.driver = None;
+            }
+        }
+        self.settle_container(c);
+    }
+
+    fn container(&mut self, c: usize) -> Result<&mut ContainerObj, Errno> {
+        self.containers
+            .get_mut(c)
+            .and_then(Option::as_mut)
+            .ok_or(Errno::EBADF)
+    }
+
+    fn unknown_request(&self, kind: Kind) -> Result<c_int, Errno> {
+        match kind {
+            // Unknown container requests go to the driver; none yet: EINVAL.
+            Kind::Container(c) => match self.containers.get(c).and_then(Option::as_ref) {
+                Some(ContainerObj {
+                    driver: Some(_), ..
+                }) => Err(Errno::ENOTTY),
+                _ => Err(Errno::EINVAL),
+            },
+            Kind::Group(_) | Kind::Device(_) => Err(Errno::ENOTTY),
+        }
+    }
+
+    // ---- container ---------------------------------------------------------------
+
+    /// `VFIO_CHECK_EXTENSION` of one driver (type1 is always loaded; the
+    /// no-IOMMU driver answers only in no-IOMMU mode).
+    fn driver_extension(&self, noiommu_driver: bool, set: Option<&Driver>, id: u64) -> c_int {
+        if noiommu_driver {
+            return c_int::from(self.noiommu_mode && id == u64::from(sys::VFIO_NOIOMMU_IOMMU));
+        }
+        match id {
+            x if x == u64::from(sys::VFIO_TYPE1_IOMMU)
+                || x == u64::from(sys::VFIO_TYPE1v2_IOMMU)
+                || x == u64::from(sys::VFIO_TYPE1_NESTING_IOMMU)
+                || x == u64::from(sys::VFIO_UNMAP_ALL) =>
+            {
+                1
+            }
+            x if x == u64::from(sys::VFIO_UPDATE_VADDR) => c_int::from(set.is_some()),
+            _ => 0,
+        }
+    }
+
+    fn container_ioctl(
+        &mut self,
+        c: usize,
+        name: &'static str,
+        arg: &mut Arg<'_>,
+    ) -> Result<c_int, Errno> {
+        let limit = self.dma_entry_limit;
+        match name {
+            "VFIO_GET_API_VERSION" => Ok(sys::VFIO_API_VERSION as c_int),
+            "VFIO_CHECK_EXTENSION" => {
+                let id = int_arg(arg);
+                let cont = self.container(c)?;
+                let has_groups = !cont.groups.is_empty();
+                let noiommu = cont.noiommu;
+                let cont = self.containers[c].as_ref().ok_or(Errno::EBADF)?;
+                match &cont.driver {
+                    Some(Driver::Type1(_)) => {
+                        Ok(self.driver_extension(false, cont.driver.as_ref(), id))
+                    }
+                    Some(Driver::NoIommu) => Ok(self.driver_extension(true, None, id)),
+                    None => {
+                        for noiommu_driver in [false, true] {
+                            if has_groups && noiommu != noiommu_driver {
+                                continue;
+                            }
+                            let r = self.driver_extension(noiommu_driver, None, id);
+                            if r > 0 {
+                                return Ok(r);
+                            }
+                        }
+                        Ok(0)
+                    }
+                }
+            }
+            "VFIO_SET_IOMMU" => {
+                let id = int_arg(arg);
+                let noiommu_mode = self.noiommu_mode;
+                let cont = self.container(c)?;
+                if cont.groups.is_empty() || cont.driver.is_some() {
+                    return Err(Errno::EINVAL);
+                }
+                let mut ret = Err(Errno::ENODEV);
+                for noiommu_driver in [false, true] {
+                    if cont.noiommu != noiommu_driver {
+                        continue;
+                    }
+                    if noiommu_driver {
+                        if noiommu_mode && id == u64::from(sys::VFIO_NOIOMMU_IOMMU) {
+                            cont.driver = Some(Driver::NoIommu);
+                            ret = Ok(0);
+                        }
+                    } else if id == u64::from(sys::VFIO_TYPE1_IOMMU)
+                        || id == u64::from(sys::VFIO_TYPE1v2_IOMMU)
+                    {
+                        let v2 = id == u64::from(sys::VFIO_TYPE1v2_IOMMU);
+                        cont.driver = Some(Driver::Type1(Type1::new(v2, limit)));
+                        ret = Ok(0);
+                    }
+                    // VFIO_TYPE1_NESTING_IOMMU: the Intel IOMMU cannot nest
+                    // (the attach fails), so no driver takes it: ENODEV.
+                }
+                ret
+            }
+            "VFIO_IOMMU_GET_INFO" | "VFIO_IOMMU_MAP_DMA" | "VFIO_IOMMU_UNMAP_DMA" => {
+                let cont = self.container(c)?;
+                match &mut cont.driver {
+                    None => Err(Errno::EINVAL),
+                    Some(Driver::NoIommu) => Err(Errno::ENOTTY),
+                    Some(Driver::Type1(t)) => {
+                        match name {
+                            "VFIO_IOMMU_GET_INFO" => t.get_info(inout(arg)?)?,
+                            "VFIO_IOMMU_MAP_DMA" => {
+                                let page = super::iommu::MIN_PAGE;
+                                t.map(input(arg)?, |a, l| os::is_mapped(a, l, page))?
+                            }
+                            _ => t.unmap(inout(arg)?)?,
+                        }
+                        Ok(0)
+                    }
+                }
+            }
+            _ => Err(Errno::ENOTTY),
+        }
+    }
+
+    // ---- group ---------------------------------------------------------------------
+
+    fn group_ioctl(
+        &mut self,
+        g: usize,
+        name: &'static str,
+        arg: &mut Arg<'_>,
+    ) -> Result<c_int, Errno> {
+        match name {
+            "VFIO_GROUP_GET_STATUS" => {
+                let b = inout(arg)?;
+                if word(b, 0)? < 8 {
+                    return Err(Errno::EINVAL);
+                }
+                let group = &self.groups[g];
+                let flags = if group.container.is_some() {
+                    sys::VFIO_GROUP_FLAGS_VIABLE | sys::VFIO_GROUP_FLAGS_CONTAINER_SET
+                } else if group.viable {
+                    sys::VFIO_GROUP_FLAGS_VIABLE
+                } else {
+                    0
+                };
+                put(b, 4, &flags.to_ne_bytes())?;
+                Ok(0)
+            }
+            "VFIO_GROUP_SET_CONTAINER" => {
+                let raw = word(input(arg)?, 0)? as c_int;
+                let key = os::key_of_raw(raw)?;
+                if self.groups[g].container.is_some() {
+                    return Err(Errno::EINVAL);
+                }
+                let Some(Kind::Container(c)) = self.objects.get(&key).map(|o| o.kind) else {
+                    return Err(Errno::EBADFD);
+                };
+                let (noiommu, viable) = (self.groups[g].noiommu, self.groups[g].viable);
+                let cont = self.container(c)?;
+                if !cont.groups.is_empty() && cont.noiommu != noiommu {
+                    return Err(Errno::EPERM);
+                }
+                if !noiommu && !viable {
+                    // iommu_group_claim_dma_owner: a driver other than vfio
+                    // owns a device of the group.
+                    return Err(Errno::EPERM);
+                }
+                cont.noiommu = noiommu;
+                cont.groups.push(g);
+                self.groups[g].container = Some(c);
+                Ok(0)
+            }
+            "VFIO_GROUP_UNSET_CONTAINER" => {
+                let group = &self.groups[g];
+                if group.container.is_none() {
+                    return Err(Errno::EINVAL);
+                }
+                if group.device_files != 0 {
+                    return Err(Errno::EBUSY);
+                }
+                self.detach(g);
+                Ok(0)
+            }
+            "VFIO_GROUP_GET_DEVICE_FD" => {
+                let b = input(arg)?;
+                let len = b.iter().position(|&x| x == 0).ok_or(Errno::EFAULT)?;
+                let wanted = &b[..len];
+                let mut found = None;
+                for &d in &self.groups[g].devices {
+                    let name = self.devices[d].name.as_bytes();
+                    if wanted == name {
+                        found = Some(d);
+                        break;
+                    }
+                    // "<address> vf_token=<uuid>": edu is neither a PF nor
+                    // a VF, so any token (or a malformed one) is EINVAL.
+                    if wanted.starts_with(name) && wanted.get(name.len()) == Some(&b' ') {
+                        return Err(Errno::EINVAL);
+                    }
+                }
+                let d = found.ok_or(Errno::ENODEV)?;
+                let has_driver = self.groups[g]
+                    .container
+                    .and_then(|c| self.containers.get(c).and_then(Option::as_ref))
+                    .is_some_and(|c| c.driver.is_some());
+                if !has_driver {
+                    return Err(Errno::EINVAL);
+                }
+                let fd = self.new_object(Kind::Device(d))?;
+                let dev = &mut self.devices[d];
+                if dev.files == 0 {
+                    dev.disable();
+                }
+                dev.files += 1;
+                self.groups[g].device_files += 1;
+                Ok(fd.into_raw_fd())
+            }
+            _ => Err(Errno::ENOTTY),
+        }
+    }
+
+    // ---- device --------------------------------------------------------------------
+
+    /// `vfio_pci_get_irq_count`.
+    fn irq_count(&self, d: usize, index: u32) -> u32 {
+        let dev = &self.devices[d];
+        match index {
+            sys::VFIO_PCI_INTX_IRQ_INDEX => u32::from(dev.config[0x3d] != 0),
+            sys::VFIO_PCI_MSI_IRQ_INDEX => 1,
+            sys::VFIO_PCI_REQ_IRQ_INDEX => 1,
+            // No MSI-X capability; conventional PCI has no AER.
+            _ => 0,
+        }
+    }
+
+    fn bus_peers(&self, d: usize) -> Vec<usize> {
+        let dev = &self.devices[d];
+        (0..self.devices.len())
+            .filter(|&x| self.devices[x].segment == dev.segment && self.devices[x].bus == dev.bus)
+            .collect()
+    }
+
+    fn device_ioctl(
+        &mut self,
+        d: usize,
+        name: &'static str,
+        arg: &mut Arg<'_>,
+    ) -> Result<c_int, Errno> {
+        match name {
+            "VFIO_DEVICE_GET_INFO" => {
+                let b = inout(arg)?;
+                let argsz = word(b, 0)? as usize;
+                if argsz < 16 {
+                    return Err(Errno::EINVAL);
+                }
+                let mut flags = sys::VFIO_DEVICE_FLAGS_PCI;
+                if self.devices[d].reset_works {
+                    flags |= sys::VFIO_DEVICE_FLAGS_RESET;
+                }
+                let mut out = [0u8; 24];
+                out[0..4].copy_from_slice(&(argsz as u32).to_ne_bytes());
+                out[4..8].copy_from_slice(&flags.to_ne_bytes());
+                out[8..12].copy_from_slice(&sys::VFIO_PCI_NUM_REGIONS.to_ne_bytes());
+                out[12..16].copy_from_slice(&sys::VFIO_PCI_NUM_IRQS.to_ne_bytes());
+                put(b, 0, &out[..argsz.min(24)])?;
+                Ok(0)
+            }
+            "VFIO_DEVICE_GET_REGION_INFO" => {
+                let b = inout(arg)?;
+                if word(b, 0)? < 32 {
+                    return Err(Errno::EINVAL);
+                }
+                let index = word(b, 8)?;
+                let rw = sys::VFIO_REGION_INFO_FLAG_READ | sys::VFIO_REGION_INFO_FLAG_WRITE;
+                let (flags, size) = match index {
+                    sys::VFIO_PCI_BAR0_REGION_INDEX => (rw, BAR0_SIZE),
+                    sys::VFIO_PCI_CONFIG_REGION_INDEX => (rw, CONFIG_SIZE as u64),
+                    i if i <= sys::VFIO_PCI_ROM_REGION_INDEX => (0, 0),
+                    _ => return Err(Errno::EINVAL), // VGA (none) and beyond
+                };
+                let offset = u64::from(index) << 40;
+                put(b, 4, &flags.to_ne_bytes())?;
+                put(b, 16, &size.to_ne_bytes())?;
+                put(b, 24, &offset.to_ne_bytes())?;
+                Ok(0)
+            }
+            "VFIO_DEVICE_GET_IRQ_INFO" => {
+                let b = inout(arg)?;
+                let index = word(b, 8)?;
+                if word(b, 0)? < 16 || index >= sys::VFIO_PCI_NUM_IRQS {
+                    return Err(Errno::EINVAL);
+                }
+                if index == sys::VFIO_PCI_ERR_IRQ_INDEX {
+                    return Err(Errno::EINVAL); // not PCIe
+                }
+                let mut flags = sys::VFIO_IRQ_INFO_EVENTFD;
+                if index == sys::VFIO_PCI_INTX_IRQ_INDEX {
+                    flags |= sys::VFIO_IRQ_INFO_MASKABLE | sys::VFIO_IRQ_INFO_AUTOMASKED;
+                } else {
+                    flags |= sys::VFIO_IRQ_INFO_NORESIZE;
+                }
+                put(b, 4, &flags.to_ne_bytes())?;
+                put(b, 12, &self.irq_count(d, index).to_ne_bytes())?;
+                Ok(0)
+            }
+            "VFIO_DEVICE_SET_IRQS" => self.set_irqs(d, input(arg)?),
+            "VFIO_DEVICE_RESET" => {
+                if !self.devices[d].reset_works {
+                    return Err(Errno::EINVAL);
+                }
+                // QEMU's edu has no reset handler and vfio-pci restores the
+                // config space around the reset: nothing visible changes.
+                Ok(0)
+            }
+            "VFIO_DEVICE_GET_PCI_HOT_RESET_INFO" => {
+                let b = inout(arg)?;
+                let argsz = word(b, 0)? as usize;
+                if argsz < 12 {
+                    return Err(Errno::EINVAL);
+                }
+                if !self.devices[d].reset_works {
+                    return Err(Errno::ENODEV);
+                }
+                let peers = self.bus_peers(d);
+                put(b, 4, &0u32.to_ne_bytes())?;
+                put(b, 8, &(peers.len() as u32).to_ne_bytes())?;
+                if argsz < 12 + 8 * peers.len() {
+                    return Err(Errno::ENOSPC);
+                }
+                for (i, &p) in peers.iter().enumerate() {
+                    let dev = &self.devices[p];
+                    let at = 12 + 8 * i;
+                    put(b, at, &self.groups[dev.group].number.to_ne_bytes())?;
+                    put(b, at + 4, &dev.segment.to_ne_bytes())?;
+                    put(b, at + 6, &[dev.bus, dev.devfn])?;
+                }
+                Ok(0)
+            }
+            "VFIO_DEVICE_PCI_HOT_RESET" => {
+                let b = input(arg)?;
+                let (argsz, flags, count) = (word(b, 0)?, word(b, 4)?, word(b, 8)?);
+                if argsz < 12 || flags != 0 || count == 0 {
+                    return Err(Errno::EINVAL);
+                }
+                if !self.devices[d].reset_works {
+                    return Err(Errno::ENODEV);
+                }
+                let peers = self.bus_peers(d);
+                if count as usize > peers.len() {
+                    return Err(Errno::EINVAL);
+                }
+                let mut owned = Vec::new();
+                for i in 0..count as usize {
+                    let raw = word(b, 12 + 4 * i)? as c_int;
+                    let key = os::key_of_raw(raw)?;
+                    match self.objects.get(&key).map(|o| o.kind) {
+                        Some(Kind::Group(g)) => owned.push(g),
+                        _ => return Err(Errno::EINVAL),
+                    }
+                }
+                if peers
+                    .iter()
+                    .any(|&p| !owned.contains(&self.devices[p].group))
+                {
+                    return Err(Errno::EINVAL);
+                }
+                Ok(0)
+            }
+            "VFIO_DEVICE_FEATURE" => {
+                let b = input(arg)?;
+                let (argsz, flags) = (word(b, 0)?, word(b, 4)?);
+                let (get, set, probe) = (
+                    sys::VFIO_DEVICE_FEATURE_GET,
+                    sys::VFIO_DEVICE_FEATURE_SET,
+                    sys::VFIO_DEVICE_FEATURE_PROBE,
+                );
+                if argsz < 8 || flags & !(sys::VFIO_DEVICE_FEATURE_MASK | get | set | probe) != 0 {
+                    return Err(Errno::EINVAL);
+                }
+                if flags & probe == 0 && flags & get != 0 && flags & set != 0 {
+                    return Err(Errno::EINVAL);
+                }
+                match flags & sys::VFIO_DEVICE_FEATURE_MASK {
+                    sys::VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY
+                    | sys::VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY_WITH_WAKEUP
+                    | sys::VFIO_DEVICE_FEATURE_LOW_POWER_EXIT => {
+                        // vfio_check_feature(.., SET, ..)
+                        if flags & get != 0 {
+                            Err(Errno::EINVAL)
+                        } else if flags & probe != 0 {
+                            Ok(0)
+                        } else if flags & set == 0 {
+                            Err(Errno::EINVAL)
+                        } else {
+                            Ok(0)
+                        }
+                    }
+                    _ => Err(Errno::ENOTTY),
+                }
+            }
+            _ => Err(Errno::ENOTTY),
+        }
+    }
+
+    fn set_irqs(&mut self, d: usize, b: &[u8]) -> Result<c_int, Errno> {
+        let (argsz, flags, index, start, count) = (
+            word(b, 0)?,
+            word(b, 4)?,
+            word(b, 8)?,
+            word(b, 12)?,
+            word(b, 16)?,
+        );
+        let max = self.irq_count(d, index);
+        let data_mask = sys::VFIO_IRQ_SET_DATA_TYPE_MASK;
+        let action_mask = sys::VFIO_IRQ_SET_ACTION_TYPE_MASK;
+        if argsz < 20
+            || index >= sys::VFIO_PCI_NUM_IRQS
+            || count >= u32::MAX - start
+            || flags & !(data_mask | action_mask) != 0
+        {
+            return Err(Errno::EINVAL);
+        }
+        if start >= max || start + count > max {
+            return Err(Errno::EINVAL);
+        }
+        let elem = match flags & data_mask {
+            sys::VFIO_IRQ_SET_DATA_NONE => 0usize,
+            sys::VFIO_IRQ_SET_DATA_BOOL => 1,
+            sys::VFIO_IRQ_SET_DATA_EVENTFD => 4,
+            _ => return Err(Errno::EINVAL),
+        };
+        let len = elem * count as usize;
+        if elem != 0 && (argsz as usize - 20) < len {
+            return Err(Errno::EINVAL);
+        }
+        let data = b.get(20..20 + len).ok_or(Errno::EFAULT)?;
+        let fds: Vec<c_int> = data
+            .chunks_exact(4)
+            .map(|c| i32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let none = flags & sys::VFIO_IRQ_SET_DATA_NONE != 0;
+        let boolean = flags & sys::VFIO_IRQ_SET_DATA_BOOL != 0;
+        let eventfd = flags & sys::VFIO_IRQ_SET_DATA_EVENTFD != 0;
+        let action = flags & action_mask;
+        let dev = &mut self.devices[d];
+        match (index, action) {
+            (sys::VFIO_PCI_INTX_IRQ_INDEX, sys::VFIO_IRQ_SET_ACTION_MASK) => {
+                if dev.irq != IrqType::Intx || start != 0 || count != 1 {
+                    return Err(Errno::EINVAL);
+                }
+                if eventfd {
+                    return Err(Errno::ENOTTY);
+                }
+                if none || data[0] != 0 {
+                    dev.intx_masked = true;
+                }
+                Ok(0)
+            }
+            (sys::VFIO_PCI_INTX_IRQ_INDEX, sys::VFIO_IRQ_SET_ACTION_UNMASK) => {
+                if dev.irq != IrqType::Intx || start != 0 || count != 1 {
+                    return Err(Errno::EINVAL);
+                }
+                if eventfd {
+                    // An unmask eventfd (irqfd) is accepted but not wired:
+                    // the simulator has no thread to watch it.
+                    if fds[0] >= 0 {
+                        drop(os::eventfd_ref(fds[0])?);
+                    }
+                } else if none || data[0] != 0 {
+                    dev.unmask_intx();
+                }
+                Ok(0)
+            }
+            (sys::VFIO_PCI_INTX_IRQ_INDEX, sys::VFIO_IRQ_SET_ACTION_TRIGGER) => {
+                if dev.irq == IrqType::Intx && count == 0 && none {
+                    dev.irq = IrqType::None;
+                    dev.intx_trigger = None;
+                    dev.intx_masked = false;
+                    return Ok(0);
+                }
+                if !matches!(dev.irq, IrqType::Intx | IrqType::None) || start != 0 || count != 1 {
+                    return Err(Errno::EINVAL);
+                }
+                if eventfd {
+                    let trigger = if fds[0] >= 0 {
+                        Some(os::eventfd_ref(fds[0])?)
+                    } else {
+                        None
+                    };
+                    if dev.irq != IrqType::Intx {
+                        dev.irq = IrqType::Intx;
+                        dev.intx_masked = false;
+                    }
+                    dev.intx_trigger = trigger;
+                    dev.deliver();
+                    return Ok(0);
+                }
+                if dev.irq != IrqType::Intx {
+                    return Err(Errno::EINVAL);
+                }
+                if none || data[0] != 0 {
+                    dev.send_intx();
+                }
+                Ok(0)
+            }
+            (sys::VFIO_PCI_MSI_IRQ_INDEX, sys::VFIO_IRQ_SET_ACTION_TRIGGER) => {
+                if dev.irq == IrqType::Msi && count == 0 && none {
+                    dev.irq = IrqType::None;
+                    dev.msi.clear();
+                    return Ok(0);
+                }
+                if !matches!(dev.irq, IrqType::Msi | IrqType::None) {
+                    return Err(Errno::EINVAL);
+                }
+                if eventfd {
+                    let enabling = dev.irq == IrqType::None;
+                    if enabling {
+                        dev.irq = IrqType::Msi;
+                        dev.msi = (0..start + count).map(|_| None).collect();
+                    }
+                    let mut refs = Vec::with_capacity(fds.len());
+                    for &fd in &fds {
+                        match if fd < 0 {
+                            Ok(None)
+                        } else {
+                            os::eventfd_ref(fd).map(Some)
+                        } {
+                            Ok(r) => refs.push(r),
+                            Err(e) => {
+                                // vfio_msi_set_block undoes the block.
+                                for v in start..start + refs.len() as u32 {
+                                    if let Some(slot) = dev.msi.get_mut(v as usize) {
+                                        *slot = None;
+                                    }
+                                }
+                                if enabling {
+                                    dev.irq = IrqType::None;
+                                    dev.msi.clear();
+                                }
+                                return Err(e);
+                            }
+                        }
+                    }
+                    for (i, r) in refs.into_iter().enumerate() {
+                        if let Some(slot) = dev.msi.get_mut(start as usize + i) {
+                            *slot = r;
+                        }
+                    }
+                    return Ok(0);
+                }
+                if dev.irq != IrqType::Msi {
+                    return Err(Errno::EINVAL);
+                }
+                for i in 0..count as usize {
+                    let fire = none || data.get(i).is_some_and(|&b| b != 0);
+                    if fire && let Some(Some(fd)) = dev.msi.get(start as usize + i) {
+                        os::signal(fd);
+                    }
+                }
+                Ok(0)
+            }
+            (sys::VFIO_PCI_REQ_IRQ_INDEX, sys::VFIO_IRQ_SET_ACTION_TRIGGER) => {
+                if start != 0 || count > 1 {
+                    return Err(Errno::EINVAL);
+                }
+                if none {
+                    if let Some(fd) = &dev.req {
+                        if count > 0 {
+                            os::signal(fd);
+                        } else {
+                            dev.req = None;
+                        }
+                        return Ok(0);
+                    }
+                    return Err(Errno::EINVAL);
+                }
+                if count == 0 {
+                    return Err(Errno::EINVAL);
+                }
+                if boolean {
+                    if data[0] != 0
+                        && let Some(fd) = &dev.req
+                    {
+                        os::signal(fd);
+                    }
+                    return Ok(0);
+                }
+                match fds[0] {
+                    -1 => dev.req = None,
+                    fd if fd >= 0 => dev.req = Some(os::eventfd_ref(fd)?),
+                    _ => {}
+                }
+                Ok(0)
+            }
+            _ => Err(Errno::ENOTTY),
+        }
+    }
+
+    fn device_rw(&mut self, d: usize, offset: u64, rw: Rw<'_>) -> Result<usize, Errno> {
+        let index = offset >> 40;
+        let pos = offset & ((1 << 40) - 1);
+        match index as u32 {
+            sys::VFIO_PCI_CONFIG_REGION_INDEX => {
+                let len = match &rw {
+                    Rw::Read(b) => b.len(),
+                    Rw::Write(b) => b.len(),
+                };
+                let end = pos.checked_add(len as u64).ok_or(Errno::EFAULT)?;
+                if pos >= CONFIG_SIZE as u64 || end > CONFIG_SIZE as u64 {
+                    return Err(Errno::EFAULT);
+                }
+                let dev = &mut self.devices[d];
+                match rw {
+                    Rw::Read(b) => {
+                        for (i, x) in b.iter_mut().enumerate() {
+                            *x = dev.config_read(pos as usize + i);
+                        }
+                    }
+                    Rw::Write(b) => {
+                        for (i, &x) in b.iter().enumerate() {
+                            dev.config_write(pos as usize + i, x);
+                        }
+                        dev.deliver();
+                    }
+                }
+                Ok(len)
+            }
+            sys::VFIO_PCI_BAR0_REGION_INDEX => {
+                if pos >= BAR0_SIZE {
+                    return Err(Errno::EINVAL);
+                }
+                let room = (BAR0_SIZE - pos) as usize;
+                match rw {
+                    Rw::Read(b) => {
+                        let n = b.len().min(room);
+                        let edu = &self.devices[d].edu;
+                        each_access(pos, n, |at, width, i| {
+                            let v = edu.read(at, width).to_le_bytes();
+                            b[i..i + width].copy_from_slice(&v[..width]);
+                        });
+                        Ok(n)
+                    }
+                    Rw::Write(b) => {
+                        let n = b.len().min(room);
+                        each_access(pos, n, |at, width, i| {
+                            let mut v = [0u8; 8];
+                            v[..width].copy_from_slice(&b[i..i + width]);
+                            let msi = self.devices[d].msi_enabled();
+                            self.devices[d]
+                                .edu
+                                .write(at, width, u64::from_le_bytes(v), msi);
+                            self.service(d);
+                        });
+                        Ok(n)
+                    }
+                }
+            }
+            _ => Err(Errno::EINVAL),
+        }
+    }
+
+    /// Runs a DMA the device started and delivers its interrupts.
+    fn service(&mut self, d: usize) {
+        if let Some(req) = self.devices[d].edu.dma_pending {
+            self.run_dma(d, req);
+            let msi = self.devices[d].msi_enabled();
+            self.devices[d].edu.finish_dma(msi);
+        }
+        self.devices[d].deliver();
+    }
+
+    fn fault(&mut self, d: usize, address: u64, len: u64, to_ram: bool, reason: DmaFaultReason) {
+        let device = self.devices[d].name.clone();
+        if let Some(last) = self.dma_faults.last_mut()
+            && last.device == device
+            && last.reason == reason
+            && last.device_writes == to_ram
+            && last.address + last.len == address
+        {
+            last.len += len;
+            return;
+        }
+        self.dma_faults.push(DmaFault {
+            device,
+            address,
+            len,
+            device_writes: to_ram,
+            reason,
+        });
+    }
+
+    /// Carries out an edu DMA through the container's IOMMU.
+    fn run_dma(&mut self, d: usize, req: super::edu::DmaRequest) {
+        let Some(range) = Edu::buffer_range(&req) else {
+            self.fault(
+                d,
+                req.device,
+                req.count,
+                req.to_ram,
+                DmaFaultReason::OutsideDeviceBuffer,
+            );
+            return;
+        };
+        if !self.devices[d].bus_master() {
+            self.fault(
+                d,
+                req.host,
+                req.count,
+                req.to_ram,
+                DmaFaultReason::BusMasterOff,
+            );
+            return;
+        }
+        let c = self.groups[self.devices[d].group].container;
+        let iommu = c
+            .and_then(|c| self.containers.get(c).and_then(Option::as_ref))
+            .and_then(|c| match &c.driver {
+                Some(Driver::Type1(t)) => Some(t),
+                _ => None,
+            });
+        let Some(iommu) = iommu else {
+            self.fault(d, req.host, req.count, req.to_ram, DmaFaultReason::NoIommu);
+            return;
+        };
+        let page = super::iommu::MIN_PAGE;
+        let mut faults = Vec::new();
+        let mut done = 0u64;
+        while done < req.count {
+            let iova = req.host + done;
+            let left = req.count - done;
+            let to_page_end = page - (iova & (page - 1));
+            let Some(m) = iommu.translate(iova) else {
+                let len = left.min(to_page_end);
+                faults.push((iova, len, DmaFaultReason::Unmapped));
+                done += len;
+                continue;
+            };
+            let len = left.min(m.iova + m.size - iova);
+            if !(if req.to_ram { m.write } else { m.read }) {
+                faults.push((iova, len, DmaFaultReason::NotPermitted));
+                done += len;
+                continue;
+            }
+            let vaddr = m.vaddr + (iova - m.iova);
+            let at = range.start + done as usize;
+            let bytes = &mut self.devices[d].edu.buf[at..at + len as usize];
+            if req.to_ram {
+                // SAFETY: `vaddr..vaddr + len` lies inside a live IOMMU
+                // mapping with device-write access (checked just above);
+                // whoever issued its MAP_DMA promised (`Machine::ioctl`'s
+                // contract) that this process memory stays valid and may be
+                // written by the device until unmapped, and the state lock
+                // we hold keeps the mapping from being removed meanwhile.
+                unsafe { os::write_process(vaddr, bytes) };
+            } else {
+                // SAFETY: as above, for a mapping with device-read access.
+                unsafe { os::read_process(vaddr, bytes) };
+            }
+            done += len;
+        }
+        for (iova, len, reason) in faults {
+            self.fault(d, iova, len, req.to_ram, reason);
+        }
+    }
+}
+
+/// Splits an MMIO access as vfio-pci 6.12 does (`vfio_pci_core_do_io_rw`):
+/// naturally aligned 4-, 2- and 1-byte accesses; `f(address, width, index
+/// into the buffer)`.
+fn each_access(pos: u64, n: usize, mut f: impl FnMut(u64, usize, usize)) {
+    let mut i = 0;
+    while i < n {
+        let at = pos + i as u64;
+        let left = n - i;
+        let width = if left >= 4 && at.is_multiple_of(4) {
+            4
+        } else if left >= 2 && at.is_multiple_of(2) {
+            2
+        } else {
+            1
+        };
+        f(at, width, i);
+        i += width;
+    }
+}
