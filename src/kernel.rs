@@ -42,6 +42,10 @@ pub(crate) enum Shape {
     Argsz { min: usize, forbidden: u32 },
     /// `VFIO_DEVICE_FEATURE` restricted to `PROBE`: no data is transferred.
     FeatureProbe,
+    /// `vfio_pci_hot_reset`: `argsz`, `flags`, `count`, then `count` ints.
+    /// The kernel reads `count` ints whatever `argsz` says (it only checks
+    /// `argsz >= 12`), so `12 + 4 * count` must fit the buffer too.
+    CountedInts,
     /// A struct that carries a user address the kernel dereferences
     /// (`MAP_DMA`'s `vaddr`): never issued through the safe path.
     UserPointer,
@@ -129,11 +133,7 @@ pub(crate) mod req {
         Device,
         argsz(size_of::<sys::vfio_pci_hot_reset_info>())
     );
-    request!(
-        VFIO_DEVICE_PCI_HOT_RESET,
-        Device,
-        argsz(size_of::<sys::vfio_pci_hot_reset>())
-    );
+    request!(VFIO_DEVICE_PCI_HOT_RESET, Device, Shape::CountedInts);
     request!(VFIO_DEVICE_FEATURE, Device, Shape::FeatureProbe);
 }
 
@@ -179,6 +179,16 @@ pub(crate) fn check_shape(shape: Shape, arg: &Arg<'_>) -> Result<(), &'static st
                 Err("argsz outside the argument buffer")
             } else if flags & forbidden != 0 {
                 Err("flag would make the kernel follow a user pointer")
+            } else {
+                Ok(())
+            }
+        }
+        Shape::CountedInts => {
+            let argsz = word(0).ok_or("argument shorter than argsz")? as usize;
+            let count = word(8).ok_or("argument shorter than count")? as usize;
+            let needed = count.checked_mul(4).and_then(|n| n.checked_add(12));
+            if argsz < 12 || argsz > bytes.len() || needed.is_none_or(|n| n > bytes.len()) {
+                Err("count or argsz outside the argument buffer")
             } else {
                 Ok(())
             }
@@ -412,6 +422,14 @@ mod tests {
         let mut hot_reset = argsz_bytes(16, 0, 16);
         hot_reset[8..12].copy_from_slice(&1u32.to_ne_bytes());
         assert!(check_shape(req::VFIO_DEVICE_PCI_HOT_RESET.shape, &Arg::In(&hot_reset)).is_ok());
+        // The kernel reads `count` fds whatever argsz says: a count past the
+        // buffer is refused even with a small argsz.
+        let mut lying = argsz_bytes(12, 0, 16);
+        lying[8..12].copy_from_slice(&1000u32.to_ne_bytes());
+        assert!(check_shape(req::VFIO_DEVICE_PCI_HOT_RESET.shape, &Arg::In(&lying)).is_err());
+        let mut short = argsz_bytes(16, 0, 16);
+        short[8..12].copy_from_slice(&2u32.to_ne_bytes());
+        assert!(check_shape(req::VFIO_DEVICE_PCI_HOT_RESET.shape, &Arg::In(&short)).is_err());
         assert!(
             check_shape(
                 req::VFIO_IOMMU_MAP_DMA.shape,
