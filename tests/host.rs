@@ -39,6 +39,7 @@ fn a_missing_group_node_is_an_open_error_with_its_path() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "Miri cannot issue ioctls on real files")]
 fn a_container_fd_that_is_not_vfio_is_refused_by_the_version_check() {
     let not_vfio = std::fs::File::open("/dev/null").unwrap();
     match Container::from_fd(not_vfio.into()) {
