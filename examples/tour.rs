@@ -18,6 +18,10 @@ use typed_vfio::{
     Type1v2, Unset,
 };
 
+/// The PAMU (type2) walkthrough, shown on the simulated kernel only.
+#[path = "type2_msi.rs"]
+mod type2_msi;
+
 /// Where the VFIO objects come from.
 enum Kernel {
     /// `/dev/vfio` of the running kernel.
@@ -264,6 +268,12 @@ fn main() -> Result<(), Box<dyn Error>> {
         }
     };
     tour(&kernel, &address)?;
+    if let Kernel::Sim(_) = kernel {
+        println!(
+            "\n10. The Freescale PAMU (type2) IOMMU, on a simulated QorIQ SoC with the SDK kernel's quirks:"
+        );
+        type2_msi::walkthrough(typed_vfio::sim::PamuMode::Sdk)?;
+    }
     println!("\nDone.");
     Ok(())
 }

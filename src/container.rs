@@ -31,7 +31,7 @@ use crate::group::{Group, GroupId};
 use crate::kernel::{Arg, Kernel, req};
 use crate::sys;
 
-mod sealed {
+pub(crate) mod sealed {
     pub trait Sealed {}
 }
 
@@ -143,6 +143,9 @@ pub(crate) struct Inner {
     /// `VFIO_IOMMU_GET_INFO` as first read after the model was set; the DMA
     /// checks use it. Reset when the groups are released.
     pub(crate) iommu_info: OnceLock<IommuInfo>,
+    /// The PAMU ("type2") configuration and window bookkeeping; unused by
+    /// the other models. Reset when the groups are released.
+    pub(crate) type2: crate::type2::Type2State,
 }
 
 impl Inner {
@@ -225,6 +228,7 @@ impl Container<Unset> {
                 fd,
                 kernel,
                 iommu_info: OnceLock::new(),
+                type2: Default::default(),
             },
             _state: PhantomData,
         })
@@ -379,6 +383,7 @@ impl<S: HasGroups> Container<S> {
         }
         released.reverse();
         self.inner.iommu_info = OnceLock::new();
+        self.inner.type2 = Default::default();
         Ok((self.into_state(), released))
     }
 }
@@ -567,6 +572,13 @@ impl<M: IommuModel> Container<M> {
     /// device fds before that.
     #[doc(alias = "VFIO_GROUP_GET_DEVICE_FD")]
     pub fn open_device(&self, name: &str) -> Result<Device, GroupError> {
+        self.open_device_any(name)
+    }
+}
+
+impl<S: ContainerState> Container<S> {
+    /// `open_device` for any state that has an IOMMU model.
+    pub(crate) fn open_device_any(&self, name: &str) -> Result<Device, GroupError> {
         let mut last = None;
         for group in &self.inner.groups {
             match group.open_device(name) {

@@ -181,6 +181,8 @@ pub struct Device {
     fd: OwnedFd,
     kernel: Kernel,
     info: DeviceInfo,
+    /// For a device of a PAMU container: its MSI-bank bookkeeping.
+    msi_gate: Option<crate::type2::MsiGate>,
 }
 
 impl fmt::Debug for Device {
@@ -223,7 +225,12 @@ impl Device {
             ioctl: req::VFIO_DEVICE_GET_INFO.name,
             what,
         })?;
-        Ok(Device { fd, kernel, info })
+        Ok(Device {
+            fd,
+            kernel,
+            info,
+            msi_gate: None,
+        })
     }
 
     /// The info read when the device was opened (`VFIO_DEVICE_GET_INFO`).
@@ -239,6 +246,11 @@ impl Device {
 
     pub(crate) fn kernel(&self) -> &Kernel {
         &self.kernel
+    }
+
+    /// Ties the device to its PAMU container's MSI banks.
+    pub(crate) fn set_msi_gate(&mut self, gate: crate::type2::MsiGate) {
+        self.msi_gate = Some(gate);
     }
 
     /// A region by index, with its info and capabilities
@@ -371,6 +383,9 @@ impl Device {
         start: u32,
         fds: &[Option<BorrowedFd<'_>>],
     ) -> Result<(), DeviceError> {
+        if let Some(gate) = &self.msi_gate {
+            gate.check(index)?;
+        }
         const MAX: usize = (IRQ_STACK - size_of::<abi::IrqSet>()) / 4;
         let mut stack = [0i32; MAX];
         let mut heap = Vec::new();

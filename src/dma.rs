@@ -82,11 +82,11 @@ pub fn page_size() -> usize {
 /// ```
 #[derive(Debug)]
 pub struct DmaBuffer {
-    ptr: NonNull<u8>,
-    len: usize,
+    pub(crate) ptr: NonNull<u8>,
+    pub(crate) len: usize,
     /// Live mappings of this buffer. Non-zero at drop means a guard leaked:
     /// the pages are then leaked too.
-    mapped: Cell<usize>,
+    pub(crate) mapped: Cell<usize>,
 }
 
 // SAFETY: DmaBuffer exclusively owns its mapping; moving it to another thread
@@ -117,7 +117,16 @@ impl DmaBuffer {
     /// Allocates `len` bytes rounded up to whole pages, zeroed
     /// (anonymous private `mmap`, populated).
     pub fn new(len: usize) -> Result<DmaBuffer, DmaError> {
-        let page = page_size();
+        Self::with_flags(len, page_size(), MapFlags::empty())
+    }
+
+    /// `len` rounded up to a multiple of `page`, mapped with `extra` flags
+    /// too (`MAP_HUGETLB` and a size, for huge pages).
+    pub(crate) fn with_flags(
+        len: usize,
+        page: usize,
+        extra: MapFlags,
+    ) -> Result<DmaBuffer, DmaError> {
         let rounded = len
             .checked_next_multiple_of(page)
             .and_then(NonZeroUsize::new)
@@ -133,11 +142,12 @@ impl DmaBuffer {
                 rounded,
                 ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
                 // MAP_POPULATE only pre-faults the pages; Miri refuses it.
-                if cfg!(miri) {
-                    MapFlags::MAP_PRIVATE
-                } else {
-                    MapFlags::MAP_PRIVATE | MapFlags::MAP_POPULATE
-                },
+                extra
+                    | if cfg!(miri) {
+                        MapFlags::MAP_PRIVATE
+                    } else {
+                        MapFlags::MAP_PRIVATE | MapFlags::MAP_POPULATE
+                    },
             )
         }
         .map_err(|errno| DmaError::Alloc { len, errno })?;

@@ -210,6 +210,20 @@ pub enum DeviceError {
         /// The errno.
         errno: Errno,
     },
+    /// MSI/MSI-X on a device of a PAMU ("type2") container before every
+    /// MSI bank of the container is mapped: the kernel would fail to compose
+    /// the MSI message (`EINVAL`). Checked before `VFIO_DEVICE_SET_IRQS`.
+    #[error(
+        "IRQ index {index}: MSI needs the PAMU container's MSI banks mapped first ({mapped} of {count} mapped)"
+    )]
+    MsiBanksUnmapped {
+        /// The IRQ index (MSI or MSI-X).
+        index: u32,
+        /// Banks mapped now.
+        mapped: u32,
+        /// The container's MSI bank count.
+        count: u32,
+    },
     /// IRQ vectors outside what the index offers.
     #[error("IRQ index {index}: vectors {start}..{end} exceed its {count} vectors")]
     IrqRange {

@@ -135,6 +135,30 @@ pub(crate) mod req {
     );
     request!(VFIO_DEVICE_PCI_HOT_RESET, Device, Shape::CountedInts);
     request!(VFIO_DEVICE_FEATURE, Device, Shape::FeatureProbe);
+    // PAMU ("type2") container requests: only reachable from
+    // `Container<Type2<_>>` (their numbers mean other things to other IOMMU
+    // drivers and fd classes).
+    request!(
+        VFIO_IOMMU_PAMU_GET_ATTR,
+        Container,
+        argsz(size_of::<sys::vfio_pamu_attr>())
+    );
+    request!(
+        VFIO_IOMMU_PAMU_SET_ATTR,
+        Container,
+        argsz(size_of::<sys::vfio_pamu_attr>())
+    );
+    request!(VFIO_IOMMU_PAMU_GET_MSI_BANK_COUNT, Container, Shape::None);
+    request!(
+        VFIO_IOMMU_PAMU_MAP_MSI_BANK,
+        Container,
+        argsz(size_of::<sys::vfio_pamu_msi_bank_map>())
+    );
+    request!(
+        VFIO_IOMMU_PAMU_UNMAP_MSI_BANK,
+        Container,
+        argsz(size_of::<sys::vfio_pamu_msi_bank_unmap>())
+    );
 }
 
 /// Why [`Kernel::ioctl`] refused an argument before the call. Always a bug in
@@ -252,6 +276,11 @@ impl Kernel {
             Some(machine) => Kernel::sim(machine),
             None => Kernel::host(),
         }
+    }
+
+    /// Whether this is a simulated kernel.
+    pub(crate) fn is_sim(&self) -> bool {
+        matches!(self.backend, Backend::Sim(_))
     }
 
     /// Opens a VFIO node read-write, close-on-exec.

@@ -1,8 +1,8 @@
 //! # typed-vfio
 //!
 //! Safe, typestate Rust bindings for Linux VFIO, including the Freescale PAMU
-//! ("type2") IOMMU extension of the Freescale/NXP SDK kernels (raw layer
-//! only, so far).
+//! ("type2") IOMMU extension of the Freescale/NXP SDK kernels (see the
+//! [type2 chapter](type2)).
 //!
 //! ## VFIO in two paragraphs
 //!
@@ -35,6 +35,12 @@
 //! transition that consumes the container hands it back inside its error on
 //! failure ([`AttachError`], [`SetIommuError`]).
 //!
+//! The Freescale PAMU takes its own branch from `Container<Attached>`:
+//! `set_iommu_type2(PamuPlatform)` → [`Type2`]`<Fresh>` → `set_geometry` →
+//! `Type2<HasGeometry>` → `set_windows` → `Type2<Ready>` (MSI banks and DMA
+//! of whole windows); the [type2 chapter](type2) has its history, its
+//! diagram and its own rule table.
+//!
 //! ## Kernel ordering rules and where they are enforced
 //!
 //! | kernel rule | enforced | by |
@@ -63,6 +69,7 @@
 //! | only permitted region accesses (read/write/mmap flags) | run time | [`DeviceError::NotPermitted`] |
 //! | a device name must exist in the group | run time | [`GroupError::NoDevice`] with the kernel's errno |
 //! | hot reset needs every affected group's fd | run time | [`DeviceError::Ioctl`] with the kernel's errno |
+//! | PAMU ("type2") rules: request codes only on PAMU containers, windows after geometry, mappings after windows, no reconfiguration under a mapping, MSI banks before MSI | compile time and run time | see the [type2 chapter's table](type2#rules-and-where-they-are-enforced) (`msi_bank_before_set_iommu`, `msi_bank_on_type1v2`, `pamu_attr_on_type1`, `windows_before_geometry`, `pamu_dma_before_windows`, `pamu_geometry_while_mapped`, `pamu_windows_while_bank_mapped`, `pamu_map_plain_buffer`, `pamu_stash_before_windows`, `pamu_iommu_info`; [`Type2Error`], [`DeviceError::MsiBanksUnmapped`]) |
 //! | automasked INTx must be unmasked after servicing | documented | [`Device::unmask_irq`]; the kernel cannot be told otherwise |
 //! | closing an eventfd does not disarm its trigger | documented | [`Device::disable_irq`] is explicit |
 //! | device fds close before their group leaves (`EBUSY`) | run time | [`ReleaseError`] hands the container back in its state with the groups that stayed; the container's `Drop` ignores `EBUSY` (the kernel detaches when the devices close) |
@@ -156,6 +163,8 @@ mod kernel;
 mod mmio;
 mod region;
 pub mod sim;
+#[allow(unsafe_code)]
+pub mod type2;
 
 pub use container::{
     AttachError, Attached, CONTAINER_PATH, Container, ContainerState, DmaModel, HasGroups,
@@ -166,3 +175,7 @@ pub use dma::{DmaAccess, DmaBuffer, DmaMapping, page_size};
 pub use error::{ContainerError, DeviceError, DmaError, Errno, GroupError};
 pub use group::{Group, GroupId, GroupStatus};
 pub use region::{MappedRegion, Region, RegionInfo, SparseArea};
+pub use type2::{
+    Aperture, ContiguousBuffer, MsiBankMapping, PamuId, PamuMapping, PamuPlatform, StashCache,
+    Type2, Type2Error, Type2Plan, Type2TransitionError, WindowHolder,
+};

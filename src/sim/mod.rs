@@ -57,6 +57,34 @@
 //!   memory fails, with `EFAULT`); dirty-page tracking, `VFIO_DMA_UNMAP_FLAG_VADDR`
 //!   invalidation and INTx unmask-by-eventfd are accepted but not modelled.
 //! - `VFIO_IOMMU_DIRTY_PAGES` and `VFIO_DEVICE_IOEVENTFD` answer `ENOTTY`.
+//!
+//! ## The PAMU ("type2") platform
+//!
+//! [`SimBuilder::pamu`] makes the machine a QorIQ SoC whose only IOMMU
+//! driver is the Freescale PAMU driver of the SDK kernels, modelled from
+//! the shipped ABI and behaviour (`shared/type2.md`) in a [`PamuMode::Strict`]
+//! or a [`PamuMode::Sdk`] (errors swallowed) flavour. No such hardware is in
+//! the rig, so unlike type1 this model is not checked differentially; where
+//! the shipped behaviour is unknown or unobservable it decides as follows:
+//!
+//! - physical memory is not simulated: `MAP_DMA` only checks that the
+//!   process memory is there (`EFAULT` otherwise) and trusts it to be
+//!   contiguous per window; the crate's [`ContiguousBuffer`](crate::ContiguousBuffer)
+//!   check is what enforces contiguity here;
+//! - the device at position `i` of the machine (description order) signals
+//!   MSIs through bank `i % banks`; enabling MSI on a device of a PAMU
+//!   container fails with `EINVAL` unless that bank's doorbell is in some
+//!   window (whether or not the domain is enabled);
+//! - a window holds one thing: a bank mapped into a window that holds a DMA
+//!   mapping or another bank fails with `EBUSY` (and a bank mapped twice with
+//!   `EEXIST`), swallowed in SDK mode;
+//! - `UNMAP_DMA` removes the mappings wholly inside the range (no splitting)
+//!   and reports their size;
+//! - `GET_ATTR(PAMU_STASH)` before a stash target was set fails with `EINVAL`;
+//!   a stash cache level outside L1..=L3 is refused like any bad `SET_ATTR`;
+//! - an injected fault ([`Simulator::inject_fault`]) on `SET_ATTR`,
+//!   `MAP_MSI_BANK` or `UNMAP_MSI_BANK` is swallowed in SDK mode too (the call
+//!   returns 0 and does nothing), as every error of those calls was.
 
 mod edu;
 mod iommu;
@@ -64,7 +92,10 @@ mod iommu;
 mod machine;
 #[allow(unsafe_code)]
 mod os;
+mod pamu;
 mod pci;
+
+pub use pamu::PamuMode;
 
 use std::fmt;
 use std::os::fd::BorrowedFd;
@@ -158,6 +189,9 @@ impl SimGroup {
 pub struct SimBuilder {
     groups: Vec<SimGroup>,
     dma_entry_limit: u32,
+    pamu: Option<PamuMode>,
+    msi_banks: u32,
+    pamu_id: u32,
 }
 
 /// Errors building or driving a [`Simulator`].
@@ -185,6 +219,9 @@ impl Default for SimBuilder {
         SimBuilder {
             groups: Vec::new(),
             dma_entry_limit: iommu::DMA_ENTRY_LIMIT,
+            pamu: None,
+            msi_banks: 2,
+            pamu_id: crate::sys::VFIO_FSL_PAMU_IOMMU_SDK,
         }
     }
 }
@@ -200,6 +237,33 @@ impl SimBuilder {
     /// mappings a container may hold (`DMA_AVAIL` starts here).
     pub fn dma_entry_limit(mut self, limit: u32) -> Self {
         self.dma_entry_limit = limit;
+        self
+    }
+
+    /// Makes the machine a Freescale QorIQ SoC: its device tree has a PAMU
+    /// node (compatible `"fsl,pamu"`), and the PAMU ("type2") driver, in
+    /// this `mode`, is its only IOMMU driver (type1 is not offered). It
+    /// answers to the SDK 3.8.13 id (2) unless [`pamu_id`](Self::pamu_id)
+    /// says otherwise; it has 2 MSI banks unless
+    /// [`msi_banks`](Self::msi_banks) says otherwise. Defaults: aperture
+    /// [0, 2^36 - 1] (not configured), at most 256 windows.
+    pub fn pamu(mut self, mode: PamuMode) -> Self {
+        self.pamu = Some(mode);
+        self
+    }
+
+    /// The number of MSI banks the PAMU platform has (its
+    /// `VFIO_IOMMU_PAMU_GET_MSI_BANK_COUNT`). A device at index `i` of the
+    /// machine (in description order) signals MSIs through bank `i % n`.
+    pub fn msi_banks(mut self, n: u32) -> Self {
+        self.msi_banks = n;
+        self
+    }
+
+    /// The PAMU IOMMU id: [`PamuId::Sdk`](crate::PamuId::Sdk) (2, the
+    /// default) or [`PamuId::OpenIl`](crate::PamuId::OpenIl) (7).
+    pub fn pamu_id(mut self, id: crate::PamuId) -> Self {
+        self.pamu_id = id as u32;
         self
     }
 
@@ -415,6 +479,38 @@ impl Simulator {
         }
         self.machine.lock().inject(name, nth, errno);
         Ok(())
+    }
+
+    /// The simulated device tree's PAMU node: `Some` on a PAMU platform
+    /// ([`SimBuilder::pamu`]), checked by the same code as
+    /// [`PamuPlatform::detect`](crate::PamuPlatform::detect) checks a real
+    /// device tree's `compatible` property.
+    pub fn pamu_platform(&self) -> Result<crate::PamuPlatform, crate::Type2Error> {
+        let compatible: &[u8] = if self.machine.lock().has_pamu() {
+            b"fsl,pamu-v1.0\0fsl,pamu\0"
+        } else {
+            b""
+        };
+        crate::PamuPlatform::from_compatible(compatible, "/sim/device-tree/soc/iommu@20000")
+    }
+
+    /// A buffer the simulator treats as physically contiguous in chunks of
+    /// `chunk` bytes (a power of two, at least a page): the stand-in for a
+    /// huge-page buffer, which the simulator cannot tell from any other
+    /// memory. Refused by the PAMU mapping on a real kernel.
+    pub fn contiguous_buffer(
+        &self,
+        len: usize,
+        chunk: u64,
+    ) -> Result<crate::ContiguousBuffer, crate::Type2Error> {
+        crate::ContiguousBuffer::simulated(len, chunk)
+    }
+
+    /// Whether the domain of some PAMU container is enabled (it has a DMA
+    /// mapping: the first `MAP_DMA` enables it, the last `UNMAP_DMA`
+    /// disables it).
+    pub fn pamu_enabled(&self) -> bool {
+        self.machine.lock().pamu_enabled()
     }
 
     /// Drops every pending injected fault.
