@@ -342,11 +342,10 @@ impl Device {
             what,
         };
         // Header-only requests (trigger, mask, unmask, disable: the hot
-        // path) are encoded into exactly the header's 20 bytes.
+        // path) are the header itself: no buffer to clear or copy into.
         if let IrqData::None(_) = data {
-            let mut head = [0u8; size_of::<abi::IrqSet>()];
-            encode_irq_set(&mut head, index, action, start, data).map_err(malformed)?;
-            return self.issue_set_irqs(index, &head);
+            let head = irq_set_header(index, action, start, data).map_err(malformed)?;
+            return self.issue_set_irqs(index, head.as_bytes());
         }
         let total = irq_set_len(data);
         let mut stack = [0u8; IRQ_STACK];
@@ -664,6 +663,29 @@ pub(crate) fn irq_set_len(data: IrqData<'_>) -> usize {
 /// into `buf`, which must be [`irq_set_len`] bytes long. `action` is a
 /// `VFIO_IRQ_SET_ACTION_*` flag; the data flag comes from `data`. Fails when
 /// `buf` has the wrong length or the argument is too large for `argsz`.
+/// The `vfio_irq_set` header for `data` (its `argsz` covers the data that
+/// follows). Fails when the argument is too large for `argsz`.
+pub(crate) fn irq_set_header(
+    index: u32,
+    action: u32,
+    start: u32,
+    data: IrqData<'_>,
+) -> Result<abi::IrqSet, &'static str> {
+    let argsz = u32::try_from(irq_set_len(data)).map_err(|_| "argument too large for argsz")?;
+    let count = match data {
+        IrqData::None(count) => count,
+        // Unreachable past u32: argsz, at least as large, was checked above.
+        _ => u32::try_from(data.len()).unwrap_or(u32::MAX),
+    };
+    Ok(abi::IrqSet {
+        argsz,
+        flags: data.flag() | action,
+        index,
+        start,
+        count,
+    })
+}
+
 pub(crate) fn encode_irq_set(
     buf: &mut [u8],
     index: u32,
@@ -674,19 +696,7 @@ pub(crate) fn encode_irq_set(
     if buf.len() != irq_set_len(data) {
         return Err("buffer length is not the argument's");
     }
-    let argsz = u32::try_from(buf.len()).map_err(|_| "argument too large for argsz")?;
-    let count = match data {
-        IrqData::None(count) => count,
-        // Unreachable past u32: argsz, at least as large, was checked above.
-        _ => u32::try_from(data.len()).unwrap_or(u32::MAX),
-    };
-    let head = abi::IrqSet {
-        argsz,
-        flags: data.flag() | action,
-        index,
-        start,
-        count,
-    };
+    let head = irq_set_header(index, action, start, data)?;
     let (head_bytes, tail) = buf.split_at_mut(size_of::<abi::IrqSet>());
     head_bytes.copy_from_slice(head.as_bytes());
     match data {

@@ -341,7 +341,7 @@ impl DmaMapping<'_> {
     }
 
     fn do_unmap(&self) -> Result<(), DmaError> {
-        unmap_range(self.kernel, self.fd, self.iova, self.size)?;
+        unmap_range(self.kernel, self.fd, self.iova, self.size).map(drop)?;
         self.buffer.mapped.set(self.buffer.mapped.get() - 1);
         Ok(())
     }
@@ -412,8 +412,10 @@ impl<M: DmaModel> Container<M> {
             return Err(DmaError::BadRange { iova, size });
         }
         let info = self.cached_iommu_info()?;
+        // A power of two (the lowest set bit of the page-size bitmap, or 1):
+        // alignment is a mask test, with no division on the hot path.
         let page = info.min_page_size().max(1);
-        if !iova.is_multiple_of(page) || !size.is_multiple_of(page) {
+        if (iova | size) & (page - 1) != 0 {
             return Err(DmaError::Unaligned { iova, size, page });
         }
         if !info.iova_ranges.is_empty() && !info.iova_ranges.iter().any(|r| r.contains(iova, size))
