@@ -240,51 +240,48 @@ impl<'d> Region<'d> {
 
     /// Reads `buf.len()` bytes at `offset` with `pread` on the device fd.
     pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), DeviceError> {
-        if !self.info.readable() {
-            return Err(DeviceError::NotPermitted {
-                index: self.info.index,
-                what: "read",
-            });
-        }
-        let at = self.check_range(offset, buf.len())?;
-        let io = |errno| DeviceError::Io {
-            syscall: "pread",
-            index: self.info.index,
-            offset,
-            errno,
-        };
-        let n = self
-            .device
-            .kernel()
-            .pread(self.device.as_fd(), buf, at)
-            .map_err(io)?;
-        if n != buf.len() {
-            return Err(io(Errno::EIO));
-        }
-        Ok(())
+        let (kernel, fd) = (self.device.kernel(), self.device.as_fd());
+        let len = buf.len();
+        self.transfer(offset, len, self.info.readable(), ("read", "pread"), |at| {
+            kernel.pread(fd, buf, at)
+        })
     }
 
     /// Writes `buf` at `offset` with `pwrite` on the device fd.
     pub fn write(&self, offset: u64, buf: &[u8]) -> Result<(), DeviceError> {
-        if !self.info.writable() {
-            return Err(DeviceError::NotPermitted {
-                index: self.info.index,
-                what: "write",
-            });
+        let (kernel, fd) = (self.device.kernel(), self.device.as_fd());
+        self.transfer(
+            offset,
+            buf.len(),
+            self.info.writable(),
+            ("write", "pwrite"),
+            |at| kernel.pwrite(fd, buf, at),
+        )
+    }
+
+    /// One `pread`/`pwrite` of `len` bytes at region `offset`: checks the
+    /// region allows it (`what`) and that it lies inside the region, then
+    /// runs `op` at the fd offset; a short transfer is `EIO`.
+    fn transfer(
+        &self,
+        offset: u64,
+        len: usize,
+        allowed: bool,
+        (what, syscall): (&'static str, &'static str),
+        op: impl FnOnce(u64) -> Result<usize, Errno>,
+    ) -> Result<(), DeviceError> {
+        let index = self.info.index;
+        if !allowed {
+            return Err(DeviceError::NotPermitted { index, what });
         }
-        let at = self.check_range(offset, buf.len())?;
+        let at = self.check_range(offset, len)?;
         let io = |errno| DeviceError::Io {
-            syscall: "pwrite",
-            index: self.info.index,
+            syscall,
+            index,
             offset,
             errno,
         };
-        let n = self
-            .device
-            .kernel()
-            .pwrite(self.device.as_fd(), buf, at)
-            .map_err(io)?;
-        if n != buf.len() {
+        if op(at).map_err(io)? != len {
             return Err(io(Errno::EIO));
         }
         Ok(())
