@@ -141,6 +141,14 @@ fi
 status=$?
 echo "=== TVFIO END config=$TVFIO_CONFIG status=$status ==="
 
+# tvfio.tour=1: the README's tour (examples/tour.rs) on the first real edu
+# device, after the tests and only on a full run (no filter).
+if [ "$(param tvfio.tour || true)" = 1 ] && [ -z "$filter" ]; then
+    echo "=== TVFIO TOUR BEGIN ==="
+    /tour ${TVFIO_DEVICES%% *}
+    echo "=== TVFIO TOUR END status=$? ==="
+fi
+
 # tvfio.bench=1: the in-guest benchmark (benches/guest.rs), after the tests
 # and only on a full run (no filter).
 if [ "$(param tvfio.bench || true)" = 1 ] && [ -z "$filter" ]; then
