@@ -389,6 +389,36 @@ pub(crate) fn unmapped_size(arg: &[u8]) -> u64 {
     abi::DmaUnmap::read_from_bytes(arg).map_or(0, |a| a.size)
 }
 
+/// Issues `VFIO_IOMMU_MAP_DMA` for `size` bytes at `vaddr` to `iova` on the
+/// container `fd` (type1 and PAMU containers alike).
+///
+/// # Safety
+///
+/// As [`Container::map_raw`]: `vaddr..vaddr + size` must stay mapped and
+/// may be read (and, with write access, written) by the device at any time
+/// until the range is unmapped from the IOMMU.
+pub(crate) unsafe fn issue_map_dma(
+    kernel: &Kernel,
+    fd: BorrowedFd<'_>,
+    vaddr: *mut u8,
+    size: u64,
+    iova: u64,
+    access: DmaAccess,
+) -> Result<(), DmaError> {
+    let arg = map_dma_arg(vaddr as u64, size, iova, access);
+    // SAFETY: the argument is a complete `vfio_iommu_type1_dma_map` (argsz =
+    // its size), so the kernel reads only it; the memory it names is covered
+    // by this function's own contract, which the caller upholds.
+    unsafe { kernel.ioctl_unchecked(fd, req::VFIO_IOMMU_MAP_DMA, Arg::In(arg.as_bytes())) }
+        .map(drop)
+        .map_err(|errno| DmaError::Ioctl {
+            ioctl: req::VFIO_IOMMU_MAP_DMA.name,
+            iova,
+            size,
+            errno,
+        })
+}
+
 fn unmap_range(kernel: &Kernel, fd: BorrowedFd<'_>, iova: u64, size: u64) -> Result<u64, DmaError> {
     let mut arg = unmap_dma_arg(iova, size, 0);
     kernel
@@ -476,24 +506,9 @@ impl<M: DmaModel> Container<M> {
         iova: u64,
         access: DmaAccess,
     ) -> Result<(), DmaError> {
-        let arg = map_dma_arg(vaddr as u64, size, iova, access);
-        // SAFETY: the argument is a complete `vfio_iommu_type1_dma_map`
-        // (argsz = its size), so the kernel reads only it; the memory it names
-        // is covered by this function's own contract, which the caller upholds.
-        unsafe {
-            self.inner.kernel.ioctl_unchecked(
-                self.as_fd(),
-                req::VFIO_IOMMU_MAP_DMA,
-                Arg::In(arg.as_bytes()),
-            )
-        }
-        .map(drop)
-        .map_err(|errno| DmaError::Ioctl {
-            ioctl: req::VFIO_IOMMU_MAP_DMA.name,
-            iova,
-            size,
-            errno,
-        })
+        // SAFETY: this function's contract is `issue_map_dma`'s, and the
+        // caller upholds it.
+        unsafe { issue_map_dma(&self.inner.kernel, self.as_fd(), vaddr, size, iova, access) }
     }
 
     /// Unmaps `iova..iova + size` (`VFIO_IOMMU_UNMAP_DMA`), returning the

@@ -133,7 +133,7 @@ use crate::container::{
     Attached, Container, ContainerState, HasGroups, SetIommuError, sealed::Sealed,
 };
 use crate::device::Device;
-use crate::dma::{DmaAccess, DmaBuffer, map_dma_arg, unmap_dma_arg};
+use crate::dma::{DmaAccess, DmaBuffer, unmap_dma_arg};
 use crate::error::{ContainerError, DeviceError, DmaError, Errno, GroupError};
 use crate::kernel::{Arg, Kernel, req};
 use crate::sys;
@@ -1157,27 +1157,21 @@ impl Container<Type2<Ready>> {
         let occupancy = &*self.inner.type2.occupancy;
         let mut occ = lock(occupancy);
         self.check_windows_free(&occ, iova, windows.clone())?;
-        let arg = map_dma_arg(buffer.buffer.ptr.as_ptr() as u64, size, iova, access);
-        // SAFETY: the argument is a complete `vfio_iommu_type1_dma_map`
-        // (argsz = its size), so the kernel reads only it. The memory it
-        // names is `buffer`'s whole live mapping, which the device may
-        // access until unmapped: the guard returned borrows the buffer (it
-        // stays allocated), unmaps on drop, and if leaked or if its unmap
-        // fails the buffer's `mapped` count stays non-zero so its Drop leaks
-        // the pages; the API hands out no reference into the buffer.
+        // SAFETY: the memory named is `buffer`'s whole live mapping, which
+        // the device may access until unmapped: the guard returned borrows
+        // the buffer (it stays allocated), unmaps on drop, and if leaked or
+        // if its unmap fails the buffer's `mapped` count stays non-zero so
+        // its Drop leaks the pages; the API hands out no reference into it.
         unsafe {
-            self.inner.kernel.ioctl_unchecked(
+            crate::dma::issue_map_dma(
+                &self.inner.kernel,
                 self.as_fd(),
-                req::VFIO_IOMMU_MAP_DMA,
-                Arg::In(arg.as_bytes()),
+                buffer.buffer.ptr.as_ptr(),
+                size,
+                iova,
+                access,
             )
-        }
-        .map_err(|errno| DmaError::Ioctl {
-            ioctl: req::VFIO_IOMMU_MAP_DMA.name,
-            iova,
-            size,
-            errno,
-        })?;
+        }?;
         for w in windows.clone() {
             occ.windows.push((w, WindowHolder::Dma { iova }));
         }
