@@ -1,25 +1,56 @@
-//! Fault injection on the simulated kernel: every fallible transition,
-//! failed at its ioctl, returns a typed error naming the ioctl and errno,
-//! hands back the object it consumed (usable for a retry), and leaks no fd.
+//! Fault injection on the simulated kernel.
 //!
-//! One test in its own binary: it counts `/proc/self/fd`, which other tests
-//! running in parallel threads would disturb.
+//! - Every fallible transition, failed at its ioctl, returns a typed error
+//!   naming the ioctl and errno, hands back the object it consumed (usable
+//!   for a retry), and leaks no fd (by hand, one transition at a time).
+//! - Exhaustively: every scenario of the differential suite
+//!   (`tests/scenarios/`), on every IOMMU model, with a fault injected at
+//!   each call it makes in turn, ends without a panic, in `Ok` or in the
+//!   crate's typed error for that call, with what a failed transition
+//!   consumed handed back, no mapping left once its containers are gone,
+//!   and no fd leaked.
+//!
+//! The tests count `/proc/self/fd`, which tests running in parallel threads
+//! would disturb: each holds [`LOCK`] throughout.
 
+#[path = "scenarios/mod.rs"]
+mod scenarios;
+
+use std::collections::BTreeMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
+
+use scenarios::{ApiError, Failure, Kind, Record, Scenario, SimEnv};
 use typed_vfio::sim::Simulator;
 use typed_vfio::{
     ContainerError, DeviceError, DmaAccess, DmaBuffer, DmaError, Errno, GroupError, Type1v2,
 };
 
+/// Serialises the tests of this binary (they count the process's fds).
+static LOCK: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    // A failed test poisons the lock; the next one still runs alone.
+    LOCK.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Open fds of this process.
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
 /// Open fds of this process. The simulator releases a closed object's own
 /// end at its next call, so it is asked something first.
 fn fds(sim: &Simulator) -> usize {
     let _ = sim.calls("open");
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
+    open_fds()
 }
 
 #[test]
 #[cfg_attr(miri, ignore = "reads /proc/self/fd")]
 fn every_failed_transition_hands_back_its_object_and_leaks_no_fd() {
+    let _serial = serial();
     let sim = Simulator::new();
 
     // open: the container node.
@@ -99,16 +130,17 @@ fn every_failed_transition_hands_back_its_object_and_leaks_no_fd() {
     ));
     assert_eq!(fds(&sim), n, "a failed device open leaked an fd");
 
-    // GET_INFO (read once for the DMA checks), then MAP_DMA.
+    // GET_INFO (asked directly: whether and when `map` reads it is the
+    // DMA path's business), then MAP_DMA.
     let buf = DmaBuffer::new(4096).unwrap();
     sim.inject_fault("VFIO_IOMMU_GET_INFO", 1, Errno::EIO)
         .unwrap();
     assert!(matches!(
-        c.map(&buf, 0x10_0000, DmaAccess::ReadWrite),
-        Err(DmaError::Info(ContainerError::Ioctl {
+        c.iommu_info(),
+        Err(ContainerError::Ioctl {
+            ioctl: "VFIO_IOMMU_GET_INFO",
             errno: Errno::EIO,
-            ..
-        }))
+        })
     ));
     sim.inject_fault("VFIO_IOMMU_MAP_DMA", 1, Errno::ENOMEM)
         .unwrap();
@@ -168,4 +200,232 @@ fn every_failed_transition_hands_back_its_object_and_leaks_no_fd() {
     drop((unset, groups));
     // Each simulated object is two fds (the caller's end and the simulator's).
     assert_eq!(fds(&sim), n - 4, "container and group released");
+}
+
+/// Errnos the kernel could return from these calls, used in turn.
+const ERRNOS: [Errno; 5] = [
+    Errno::EIO,
+    Errno::ENOMEM,
+    Errno::EFAULT,
+    Errno::EBUSY,
+    Errno::EINVAL,
+];
+
+/// The call (ioctl C name, or `open`, `pread`, `pwrite`) and errno a typed
+/// error reports, if it reports a failed call.
+fn culprit(e: &ApiError) -> Option<(&'static str, Errno)> {
+    match e {
+        ApiError::Container(e) => container_culprit(e),
+        ApiError::Group(e) => group_culprit(e),
+        ApiError::Device(e) => device_culprit(e),
+        ApiError::Dma(e) => dma_culprit(e),
+    }
+}
+
+fn container_culprit(e: &ContainerError) -> Option<(&'static str, Errno)> {
+    match *e {
+        ContainerError::Open { errno, .. } => Some(("open", errno)),
+        ContainerError::Ioctl { ioctl, errno } => Some((ioctl, errno)),
+        _ => None,
+    }
+}
+
+fn group_culprit(e: &GroupError) -> Option<(&'static str, Errno)> {
+    match e {
+        GroupError::Open { errno, .. } => Some(("open", *errno)),
+        GroupError::Ioctl { ioctl, errno, .. } => Some((ioctl, *errno)),
+        GroupError::NoDevice { errno, .. } => Some(("VFIO_GROUP_GET_DEVICE_FD", *errno)),
+        GroupError::Device(e) => device_culprit(e),
+        _ => None,
+    }
+}
+
+fn device_culprit(e: &DeviceError) -> Option<(&'static str, Errno)> {
+    match *e {
+        DeviceError::Ioctl { ioctl, errno } | DeviceError::IndexedIoctl { ioctl, errno, .. } => {
+            Some((ioctl, errno))
+        }
+        DeviceError::Io { syscall, errno, .. } => Some((syscall, errno)),
+        _ => None,
+    }
+}
+
+fn dma_culprit(e: &DmaError) -> Option<(&'static str, Errno)> {
+    match e {
+        DmaError::Ioctl { ioctl, errno, .. } => Some((ioctl, *errno)),
+        _ => None,
+    }
+}
+
+/// How a run with one injected fault ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Outcome {
+    /// `Ok`, the fault visible in the record (a step records errnos).
+    OkObserved,
+    /// `Ok` with the clean run's record: the fault hit a call whose
+    /// failure the scenario expects anyway (same errno) or that a `Drop`
+    /// issues (which cannot fail).
+    OkUnchanged,
+    /// The typed error of the faulted call itself.
+    ErrDirect,
+    /// A typed error of a later call, after the fault was recorded as an
+    /// observation and left the kernel in another state than a clean run.
+    ErrAfterObserved,
+}
+
+/// What one faulted run showed, or why it is wrong.
+fn run_with_fault(
+    kind: Kind,
+    scenario: Scenario,
+    clean: &Record,
+    request: &'static str,
+    nth: u64,
+    errno: Errno,
+) -> Result<Outcome, String> {
+    let mut problems = Vec::new();
+    let before = open_fds();
+    let env = SimEnv::new(kind);
+    env.sim.inject_fault(request, nth, errno).unwrap();
+    let mut record = Record::default();
+    let result = catch_unwind(AssertUnwindSafe(|| scenario(&env, &mut record)));
+    // The scenario's objects are gone: its containers with their mappings.
+    if env.sim.calls(request) < nth {
+        problems.push(format!(
+            "the fault was not consumed ({} calls)",
+            env.sim.calls(request)
+        ));
+    }
+    let mappings = env.sim.mappings();
+    if !mappings.is_empty() {
+        problems.push(format!("mappings outlive the containers: {mappings:x?}"));
+    }
+    let observed = record.0.len() > clean.0.len() || record.0[..] != clean.0[..record.0.len()];
+    let outcome = match &result {
+        Err(payload) => {
+            let msg = payload
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| payload.downcast_ref::<&str>().copied())
+                .unwrap_or("(no message)");
+            problems.push(format!("panicked: {msg}"));
+            None
+        }
+        Ok(Ok(())) if observed => Some(Outcome::OkObserved),
+        Ok(Ok(())) => Some(Outcome::OkUnchanged),
+        Ok(Err(failure)) => {
+            if let Failure::Transition {
+                handed_back_usable: false,
+                ..
+            } = failure
+            {
+                problems.push(format!("a failed transition lost its objects: {failure}"));
+            }
+            match failure.error() {
+                None => {
+                    problems.push(format!("no typed error: {failure}"));
+                    None
+                }
+                Some(e) if culprit(e) == Some((request, errno)) => Some(Outcome::ErrDirect),
+                Some(_) if observed => Some(Outcome::ErrAfterObserved),
+                Some(e) => {
+                    problems.push(format!(
+                        "the error does not name {request} {errno:?}: {failure} (culprit {:?})",
+                        culprit(e)
+                    ));
+                    None
+                }
+            }
+        }
+    };
+    drop(result);
+    drop(env);
+    let after = open_fds();
+    if after != before {
+        problems.push(format!("{before} fds before, {after} after"));
+    }
+    match outcome {
+        Some(o) if problems.is_empty() => Ok(o),
+        _ => Err(problems.join("; ")),
+    }
+}
+
+#[derive(Default)]
+struct Tally {
+    points: usize,
+    outcomes: BTreeMap<Outcome, usize>,
+    violations: usize,
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "reads /proc/self/fd")]
+fn every_call_of_every_scenario_can_fail() {
+    let _serial = serial();
+    let started = Instant::now();
+    let mut violations = Vec::new();
+    let mut tallies: Vec<(Kind, &str, Tally)> = Vec::new();
+    let mut point = 0usize;
+    for kind in Kind::ALL {
+        for (name, scenario) in scenarios::scenarios(kind) {
+            // The clean run: its record, and every call it makes.
+            let before = open_fds();
+            let env = SimEnv::new(kind);
+            let mut clean = Record::default();
+            if let Err(failure) = scenario(&env, &mut clean) {
+                panic!("{} {name} fails without a fault: {failure}", kind.name());
+            }
+            assert!(env.sim.mappings().is_empty(), "{} {name}", kind.name());
+            let calls = env.sim.call_counts();
+            drop(env);
+            assert_eq!(open_fds(), before, "{} {name} leaks fds", kind.name());
+            assert!(!calls.is_empty());
+
+            let mut tally = Tally::default();
+            for (request, count) in calls {
+                for nth in 1..=count {
+                    let errno = ERRNOS[point % ERRNOS.len()];
+                    point += 1;
+                    tally.points += 1;
+                    match run_with_fault(kind, scenario, &clean, request, nth, errno) {
+                        Ok(outcome) => *tally.outcomes.entry(outcome).or_default() += 1,
+                        Err(problem) => {
+                            tally.violations += 1;
+                            violations.push(format!(
+                                "{} {name}: {request} call {nth} failing with {errno:?}: {problem}",
+                                kind.name()
+                            ));
+                        }
+                    }
+                }
+            }
+            tallies.push((kind, name, tally));
+        }
+    }
+
+    let mut summary = String::from(
+        "injection points per configuration and scenario (ok: the fault recorded as an \
+         observation / record unchanged; typed err: of the faulted call / of a later call, \
+         after a recorded fault changed the kernel's state):\n",
+    );
+    for (kind, name, t) in &tallies {
+        let n = |o| t.outcomes.get(&o).copied().unwrap_or(0);
+        summary += &format!(
+            "  {:8} {:22} {:4} points: ok {:3} / {:3}, typed err {:3} / {:3}, violations {}\n",
+            kind.name(),
+            name,
+            t.points,
+            n(Outcome::OkObserved),
+            n(Outcome::OkUnchanged),
+            n(Outcome::ErrDirect),
+            n(Outcome::ErrAfterObserved),
+            t.violations,
+        );
+    }
+    summary += &format!("{point} injection points in {:?}", started.elapsed());
+    println!("{summary}");
+    assert!(
+        violations.is_empty(),
+        "{} of {point} injection points misbehave:\n{}\n\n{summary}",
+        violations.len(),
+        violations.join("\n")
+    );
 }

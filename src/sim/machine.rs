@@ -424,6 +424,13 @@ impl State {
         self.calls.get(name).copied().unwrap_or(0)
     }
 
+    /// Every request called so far, with its count, sorted by name.
+    pub(crate) fn call_counts(&self) -> Vec<(&'static str, u64)> {
+        let mut all: Vec<(&'static str, u64)> = self.calls.iter().map(|(&n, &c)| (n, c)).collect();
+        all.sort_unstable();
+        all
+    }
+
     pub(crate) fn has_pamu(&self) -> bool {
         self.pamu.is_some()
     }

@@ -524,6 +524,30 @@ impl Simulator {
         self.machine.lock().calls(request)
     }
 
+    /// Every request the simulator has been called with so far, with how
+    /// many times (faulted calls included), sorted by name: the C names of
+    /// the ioctls, and `"open"`, `"pread"`, `"pwrite"` — each a name
+    /// [`inject_fault`](Self::inject_fault) accepts, so a run can be
+    /// replayed with a fault at each of its calls in turn.
+    ///
+    /// ```
+    /// use typed_vfio::sim::Simulator;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let sim = Simulator::new();
+    /// let container = sim.open_container()?;
+    /// assert_eq!(
+    ///     sim.call_counts(),
+    ///     [("VFIO_GET_API_VERSION", 1), ("open", 1)]
+    /// );
+    /// # drop(container);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn call_counts(&self) -> Vec<(&'static str, u64)> {
+        self.machine.lock().call_counts()
+    }
+
     /// The DMAs refused so far, oldest first.
     pub fn dma_faults(&self) -> Vec<DmaFault> {
         self.machine.lock().dma_faults.clone()

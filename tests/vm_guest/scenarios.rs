@@ -35,6 +35,9 @@ impl Env for Real {
     fn quiet(&self) -> Duration {
         Duration::from_millis(300)
     }
+    fn timeout(&self) -> Duration {
+        Duration::from_secs(5)
+    }
 }
 
 #[test]
