@@ -6,6 +6,11 @@
 //! project's goals are stated in (typed/raw ≤ 1.03, typed/vfio-ioctls ≤ 1.0).
 //!
 //! Outside the guest (no `TVFIO_DEVICES`), it says so and exits non-zero.
+//!
+//! `TVFIO_BENCH_COUNT="CONTENDER MAPS TRIGGERS"` runs one contender once with
+//! that many operations and prints nothing else: `benches/icount` uses it
+//! to count instructions with callgrind against a stand-in VFIO
+//! (`benches/vfio_shim.c`) on a machine without VFIO.
 
 use std::hint::black_box;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
@@ -16,15 +21,18 @@ use std::time::Instant;
 use typed_vfio::{Container, DmaAccess, DmaBuffer, Group, GroupId, PciIrq, Type1v2, sys};
 
 const N: u32 = 10_000;
-const ROUNDS: usize = 7;
+/// Where vfio-ioctls looks for the device (`TVFIO_SYSFS_DEVICES` overrides
+/// it for `benches/icount`).
+const SYSFS_DEVICES: &str = "/sys/bus/pci/devices";
+const ROUNDS: usize = 15;
 const IOVA: u64 = 0x20_0000;
 
-fn ns_per_op(f: &mut dyn FnMut()) -> f64 {
+fn ns_per_op(n: u32, f: &mut dyn FnMut()) -> f64 {
     let start = Instant::now();
-    for _ in 0..N {
+    for _ in 0..n {
         f();
     }
-    start.elapsed().as_nanos() as f64 / f64::from(N)
+    start.elapsed().as_nanos() as f64 / f64::from(n.max(1))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -58,6 +66,21 @@ fn main() {
         .parse()
         .expect("IOMMU group");
 
+    if let Ok(spec) = std::env::var("TVFIO_BENCH_COUNT") {
+        let words: Vec<&str> = spec.split_whitespace().collect();
+        let [name, maps, triggers] = words[..] else {
+            panic!("TVFIO_BENCH_COUNT: CONTENDER MAPS TRIGGERS");
+        };
+        let (maps, triggers) = (maps.parse().unwrap(), triggers.parse().unwrap());
+        match name {
+            "typed" => drop(typed(&bdf, group, maps, triggers)),
+            "raw" => drop(raw(&bdf, group, maps, triggers)),
+            "vfio-ioctls" => drop(rust_vmm(&bdf, maps, triggers)),
+            other => panic!("no contender {other}"),
+        }
+        return;
+    }
+
     let mut all = [
         Contender {
             name: "typed",
@@ -78,9 +101,9 @@ fn main() {
     for round in 0..ROUNDS {
         for c in all.iter_mut() {
             let (m, t) = match c.name {
-                "typed" => typed(&bdf, group),
-                "raw" => raw(&bdf, group),
-                _ => rust_vmm(&bdf),
+                "typed" => typed(&bdf, group, N, N),
+                "raw" => raw(&bdf, group, N, N),
+                _ => rust_vmm(&bdf, N, N),
             };
             c.map_unmap.push(m);
             c.trigger.push(t);
@@ -109,7 +132,7 @@ fn main() {
     );
 }
 
-fn typed(bdf: &str, group: u32) -> (f64, f64) {
+fn typed(bdf: &str, group: u32, maps: u32, triggers: u32) -> (f64, f64) {
     let c = Container::open()
         .unwrap()
         .attach(Group::open_id(GroupId::new(group)).unwrap())
@@ -119,16 +142,20 @@ fn typed(bdf: &str, group: u32) -> (f64, f64) {
     let dev = c.open_device(bdf).unwrap();
     let buf = DmaBuffer::new(4096).unwrap();
     drop(c.map(&buf, IOVA, DmaAccess::ReadWrite).unwrap()); // warm the info cache
-    let map = ns_per_op(&mut || drop(black_box(c.map(&buf, IOVA, DmaAccess::ReadWrite).unwrap())));
+    let map = ns_per_op(maps, &mut || {
+        drop(black_box(c.map(&buf, IOVA, DmaAccess::ReadWrite).unwrap()))
+    });
     let efd = nix::sys::eventfd::EventFd::new().unwrap();
     dev.set_irq_eventfd(PciIrq::Msi as u32, 0, efd.as_fd())
         .unwrap();
-    let trig = ns_per_op(&mut || dev.trigger_irq(PciIrq::Msi as u32, 0, 1).unwrap());
+    let trig = ns_per_op(triggers, &mut || {
+        dev.trigger_irq(PciIrq::Msi as u32, 0, 1).unwrap()
+    });
     dev.disable_irq(PciIrq::Msi as u32).unwrap();
     (map, trig)
 }
 
-fn raw(bdf: &str, group: u32) -> (f64, f64) {
+fn raw(bdf: &str, group: u32, maps: u32, triggers: u32) -> (f64, f64) {
     let open = |p: &str| -> OwnedFd {
         std::fs::OpenOptions::new()
             .read(true)
@@ -154,7 +181,7 @@ fn raw(bdf: &str, group: u32) -> (f64, f64) {
     let buf = DmaBuffer::new(4096).unwrap();
     // Arguments are built per call, as a caller of the raw layer does (and
     // as the typed API and vfio-ioctls do): only the ioctl plumbing differs.
-    let map = ns_per_op(&mut || {
+    let map = ns_per_op(maps, &mut || {
         let map_arg = sys::vfio_iommu_type1_dma_map {
             argsz: size_of::<sys::vfio_iommu_type1_dma_map>() as u32,
             flags: sys::VFIO_DMA_MAP_FLAG_READ | sys::VFIO_DMA_MAP_FLAG_WRITE,
@@ -187,7 +214,7 @@ fn raw(bdf: &str, group: u32) -> (f64, f64) {
     set[5] = efd.as_fd().as_raw_fd() as u32;
     // SAFETY: `set` is a vfio_irq_set header plus one eventfd (argsz 24).
     unsafe { sys::ioctl::vfio_device_set_irqs(dfd, set.as_ptr().cast()).unwrap() };
-    let trig = ns_per_op(&mut || {
+    let trig = ns_per_op(triggers, &mut || {
         let trigger = [
             20u32,
             sys::VFIO_IRQ_SET_DATA_NONE | sys::VFIO_IRQ_SET_ACTION_TRIGGER,
@@ -214,13 +241,14 @@ fn raw(bdf: &str, group: u32) -> (f64, f64) {
     (map, trig)
 }
 
-fn rust_vmm(bdf: &str) -> (f64, f64) {
+fn rust_vmm(bdf: &str, maps: u32, triggers: u32) -> (f64, f64) {
     use vfio_ioctls::{VfioContainer, VfioDevice};
     let container = Arc::new(VfioContainer::new(None).unwrap());
-    let sysfs = Path::new("/sys/bus/pci/devices").join(bdf);
+    let root = std::env::var("TVFIO_SYSFS_DEVICES").unwrap_or_else(|_| SYSFS_DEVICES.into());
+    let sysfs = Path::new(&root).join(bdf);
     let dev = VfioDevice::new(&sysfs, container.clone(), false).unwrap();
     let buf = DmaBuffer::new(4096).unwrap();
-    let map = ns_per_op(&mut || {
+    let map = ns_per_op(maps, &mut || {
         // SAFETY: `buf` outlives the mapping, which is removed right after.
         unsafe {
             container
@@ -231,7 +259,9 @@ fn rust_vmm(bdf: &str) -> (f64, f64) {
     });
     let efd = vmm_sys_util::eventfd::EventFd::new(0).unwrap();
     dev.enable_msi(vec![&efd]).unwrap();
-    let trig = ns_per_op(&mut || dev.trigger_irq(PciIrq::Msi as u32, 0).unwrap());
+    let trig = ns_per_op(triggers, &mut || {
+        dev.trigger_irq(PciIrq::Msi as u32, 0).unwrap()
+    });
     dev.disable_msi().unwrap();
     (map, trig)
 }

@@ -140,8 +140,9 @@ pub(crate) struct Inner {
     pub(crate) groups: Vec<Group>,
     pub(crate) fd: OwnedFd,
     pub(crate) kernel: Kernel,
-    /// `VFIO_IOMMU_GET_INFO` as first read after the model was set; the DMA
-    /// checks use it. Reset when the groups are released.
+    /// `VFIO_IOMMU_GET_INFO` as first read after the model was set; a
+    /// refused mapping is explained from it. Reset when the groups are
+    /// released.
     pub(crate) iommu_info: OnceLock<IommuInfo>,
     /// The PAMU ("type2") configuration and window bookkeeping; unused by
     /// the other models. Reset when the groups are released.
@@ -292,6 +293,7 @@ impl<S: ContainerState> Container<S> {
     }
 
     /// The container fd, borrowed.
+    #[inline]
     pub fn as_fd(&self) -> BorrowedFd<'_> {
         self.inner.fd.as_fd()
     }
@@ -488,6 +490,7 @@ pub struct IovaRange {
 
 impl IovaRange {
     /// Whether `iova..iova + size` lies inside this range.
+    #[inline]
     pub fn contains(&self, iova: u64, size: u64) -> bool {
         size > 0
             && iova >= self.start
@@ -499,6 +502,7 @@ impl IovaRange {
 
 impl IommuInfo {
     /// The smallest supported IOMMU page size (0 if the kernel reported none).
+    #[inline]
     pub fn min_page_size(&self) -> u64 {
         if self.page_sizes == 0 {
             0

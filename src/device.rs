@@ -240,6 +240,7 @@ impl Device {
     }
 
     /// The device fd, borrowed.
+    #[inline]
     pub fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
@@ -315,6 +316,7 @@ impl Device {
         })
     }
 
+    #[inline]
     fn check_irq_index(&self, index: u32) -> Result<(), DeviceError> {
         if index >= self.info.num_irqs {
             Err(DeviceError::NoSuchIrq {
@@ -329,6 +331,7 @@ impl Device {
     /// `VFIO_DEVICE_SET_IRQS` with `action`, vectors from `start`, and
     /// `data` (see [`encode_irq_set`]; no heap allocation when the argument
     /// fits [`IRQ_STACK`]).
+    #[inline]
     fn set_irqs(
         &self,
         index: u32,
@@ -341,11 +344,8 @@ impl Device {
             ioctl: req::VFIO_DEVICE_SET_IRQS.name,
             what,
         };
-        // Header-only requests (trigger, mask, unmask, disable: the hot
-        // path) are the header itself: no buffer to clear or copy into.
-        if let IrqData::None(_) = data {
-            let head = irq_set_header(index, action, start, data).map_err(malformed)?;
-            return self.issue_set_irqs(index, head.as_bytes());
+        if let IrqData::None(count) = data {
+            return self.header_only(index, action, start, count);
         }
         let total = irq_set_len(data);
         let mut stack = [0u8; IRQ_STACK];
@@ -360,6 +360,29 @@ impl Device {
         self.issue_set_irqs(index, buf)
     }
 
+    /// A header-only `VFIO_DEVICE_SET_IRQS` (`DATA_NONE`: trigger, mask,
+    /// unmask, disable; the hot path): the argument is the 20-byte header
+    /// itself, so there is no buffer to size, clear or copy into.
+    #[inline]
+    fn header_only(
+        &self,
+        index: u32,
+        action: u32,
+        start: u32,
+        count: u32,
+    ) -> Result<(), DeviceError> {
+        self.check_irq_index(index)?;
+        let head = abi::IrqSet {
+            argsz: size_of::<abi::IrqSet>() as u32,
+            flags: sys::VFIO_IRQ_SET_DATA_NONE | action,
+            index,
+            start,
+            count,
+        };
+        self.issue_set_irqs(index, head.as_bytes())
+    }
+
+    #[inline]
     fn issue_set_irqs(&self, index: u32, bytes: &[u8]) -> Result<(), DeviceError> {
         self.kernel
             .ioctl(self.fd.as_fd(), req::VFIO_DEVICE_SET_IRQS, Arg::In(bytes))
@@ -426,18 +449,14 @@ impl Device {
     /// Tears down every trigger of IRQ `index` (`DATA_NONE | ACTION_TRIGGER`,
     /// count 0), disabling MSI/MSI-X/INTx on the device.
     pub fn disable_irq(&self, index: u32) -> Result<(), DeviceError> {
-        self.set_irqs(index, sys::VFIO_IRQ_SET_ACTION_TRIGGER, 0, IrqData::None(0))
+        self.header_only(index, sys::VFIO_IRQ_SET_ACTION_TRIGGER, 0, 0)
     }
 
     /// Fires vectors `start..start + count` from user space (loopback test;
     /// `DATA_NONE | ACTION_TRIGGER`).
+    #[inline]
     pub fn trigger_irq(&self, index: u32, start: u32, count: u32) -> Result<(), DeviceError> {
-        self.set_irqs(
-            index,
-            sys::VFIO_IRQ_SET_ACTION_TRIGGER,
-            start,
-            IrqData::None(count),
-        )
+        self.header_only(index, sys::VFIO_IRQ_SET_ACTION_TRIGGER, start, count)
     }
 
     /// Fires the vectors from `start` whose flag is true (`DATA_BOOL |
@@ -453,23 +472,13 @@ impl Device {
 
     /// Masks vectors `start..start + count` (`DATA_NONE | ACTION_MASK`).
     pub fn mask_irq(&self, index: u32, start: u32, count: u32) -> Result<(), DeviceError> {
-        self.set_irqs(
-            index,
-            sys::VFIO_IRQ_SET_ACTION_MASK,
-            start,
-            IrqData::None(count),
-        )
+        self.header_only(index, sys::VFIO_IRQ_SET_ACTION_MASK, start, count)
     }
 
     /// Unmasks vectors `start..start + count` (`DATA_NONE | ACTION_UNMASK`):
     /// after servicing an automasked INTx, or no second interrupt comes.
     pub fn unmask_irq(&self, index: u32, start: u32, count: u32) -> Result<(), DeviceError> {
-        self.set_irqs(
-            index,
-            sys::VFIO_IRQ_SET_ACTION_UNMASK,
-            start,
-            IrqData::None(count),
-        )
+        self.header_only(index, sys::VFIO_IRQ_SET_ACTION_UNMASK, start, count)
     }
 
     fn bool_action(
@@ -627,6 +636,7 @@ pub(crate) enum IrqData<'a> {
 
 impl IrqData<'_> {
     /// The `VFIO_IRQ_SET_DATA_*` flag.
+    #[inline]
     pub(crate) fn flag(&self) -> u32 {
         match self {
             IrqData::None(_) => sys::VFIO_IRQ_SET_DATA_NONE,
@@ -636,6 +646,7 @@ impl IrqData<'_> {
     }
 
     /// How many vectors it covers.
+    #[inline]
     pub(crate) fn len(&self) -> usize {
         match self {
             IrqData::None(count) => *count as usize,
@@ -655,6 +666,7 @@ impl IrqData<'_> {
 }
 
 /// The size of the `VFIO_DEVICE_SET_IRQS` argument carrying `data`.
+#[inline]
 pub(crate) fn irq_set_len(data: IrqData<'_>) -> usize {
     size_of::<abi::IrqSet>() + data.byte_len()
 }
@@ -665,6 +677,7 @@ pub(crate) fn irq_set_len(data: IrqData<'_>) -> usize {
 /// `buf` has the wrong length or the argument is too large for `argsz`.
 /// The `vfio_irq_set` header for `data` (its `argsz` covers the data that
 /// follows). Fails when the argument is too large for `argsz`.
+#[inline]
 pub(crate) fn irq_set_header(
     index: u32,
     action: u32,

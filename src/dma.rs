@@ -340,6 +340,7 @@ impl DmaMapping<'_> {
         this.do_unmap()
     }
 
+    #[inline]
     fn do_unmap(&self) -> Result<(), DmaError> {
         unmap_range(self.kernel, self.fd, self.iova, self.size).map(drop)?;
         self.buffer.mapped.set(self.buffer.mapped.get() - 1);
@@ -348,6 +349,7 @@ impl DmaMapping<'_> {
 }
 
 impl Drop for DmaMapping<'_> {
+    #[inline]
     fn drop(&mut self) {
         // On failure the buffer stays marked mapped and leaks its pages when
         // dropped; Drop itself must not fail.
@@ -357,6 +359,7 @@ impl Drop for DmaMapping<'_> {
 
 /// The `VFIO_IOMMU_MAP_DMA` argument mapping `size` bytes at `vaddr` to
 /// `iova`.
+#[inline]
 pub(crate) fn map_dma_arg(
     vaddr: u64,
     size: u64,
@@ -374,6 +377,7 @@ pub(crate) fn map_dma_arg(
 
 /// The `VFIO_IOMMU_UNMAP_DMA` argument (no dirty bitmap) for `iova..iova +
 /// size` with `flags` (0 or `VFIO_DMA_UNMAP_FLAG_ALL` on the typed path).
+#[inline]
 pub(crate) fn unmap_dma_arg(iova: u64, size: u64, flags: u32) -> abi::DmaUnmap {
     abi::DmaUnmap {
         argsz: size_of::<abi::DmaUnmap>() as u32,
@@ -385,6 +389,7 @@ pub(crate) fn unmap_dma_arg(iova: u64, size: u64, flags: u32) -> abi::DmaUnmap {
 
 /// The bytes unmapped, from the `VFIO_IOMMU_UNMAP_DMA` argument the kernel
 /// wrote back (0 if it is not one).
+#[inline]
 pub(crate) fn unmapped_size(arg: &[u8]) -> u64 {
     abi::DmaUnmap::read_from_bytes(arg).map_or(0, |a| a.size)
 }
@@ -397,6 +402,7 @@ pub(crate) fn unmapped_size(arg: &[u8]) -> u64 {
 /// As [`Container::map_raw`]: `vaddr..vaddr + size` must stay mapped and
 /// may be read (and, with write access, written) by the device at any time
 /// until the range is unmapped from the IOMMU.
+#[inline]
 pub(crate) unsafe fn issue_map_dma(
     kernel: &Kernel,
     fd: BorrowedFd<'_>,
@@ -419,6 +425,7 @@ pub(crate) unsafe fn issue_map_dma(
         })
 }
 
+#[inline]
 fn unmap_range(kernel: &Kernel, fd: BorrowedFd<'_>, iova: u64, size: u64) -> Result<u64, DmaError> {
     let mut arg = unmap_dma_arg(iova, size, 0);
     kernel
@@ -437,29 +444,52 @@ fn unmap_range(kernel: &Kernel, fd: BorrowedFd<'_>, iova: u64, size: u64) -> Res
 }
 
 impl<M: DmaModel> Container<M> {
-    fn check_map(&self, iova: u64, size: u64) -> Result<(), DmaError> {
+    /// Why the kernel refused to map `iova..iova + size` with `errno`: the
+    /// typed error for a range that is empty or wraps, unaligned to the
+    /// IOMMU's smallest page, or outside its usable IOVA ranges (read once
+    /// per container from `VFIO_IOMMU_GET_INFO`); otherwise the ioctl error
+    /// as it came. Only ever called on the failure path: the kernel checks
+    /// all of this itself, so a mapping that succeeds pays nothing for it.
+    #[cold]
+    #[inline(never)]
+    fn explain_map_failure(&self, iova: u64, size: u64, error: DmaError) -> DmaError {
+        let DmaError::Ioctl {
+            errno: Errno::EINVAL,
+            ..
+        } = error
+        else {
+            return error;
+        };
         if size == 0 || iova.checked_add(size).is_none() {
-            return Err(DmaError::BadRange { iova, size });
+            return DmaError::BadRange { iova, size };
         }
-        let info = self.cached_iommu_info()?;
-        // A power of two (the lowest set bit of the page-size bitmap, or 1):
-        // alignment is a mask test, with no division on the hot path.
+        // Without the IOMMU's geometry there is nothing to add to EINVAL.
+        let Ok(info) = self.cached_iommu_info() else {
+            return error;
+        };
+        // A power of two (the lowest set bit of the page-size bitmap, or 1).
         let page = info.min_page_size().max(1);
         if (iova | size) & (page - 1) != 0 {
-            return Err(DmaError::Unaligned { iova, size, page });
+            return DmaError::Unaligned { iova, size, page };
         }
         if !info.iova_ranges.is_empty() && !info.iova_ranges.iter().any(|r| r.contains(iova, size))
         {
-            return Err(DmaError::OutsideRanges { iova, size });
+            return DmaError::OutsideRanges { iova, size };
         }
-        Ok(())
+        error
     }
 
     /// Maps the whole of `buffer` at `iova` (`VFIO_IOMMU_MAP_DMA`) and returns
-    /// the guard that unmaps it. Checks alignment to the IOMMU's smallest
-    /// page and the usable IOVA ranges first (from `VFIO_IOMMU_GET_INFO`,
-    /// read once per container).
+    /// the guard that unmaps it.
+    ///
+    /// The kernel checks the IOVA itself; when it refuses with `EINVAL`, the
+    /// error says why: [`DmaError::Unaligned`] (not aligned to the IOMMU's
+    /// smallest page), [`DmaError::OutsideRanges`] (not inside one usable
+    /// IOVA range) or [`DmaError::BadRange`] (wraps), from the IOMMU's
+    /// geometry (`VFIO_IOMMU_GET_INFO`, read once per container, and only
+    /// when a mapping fails).
     #[doc(alias = "VFIO_IOMMU_MAP_DMA")]
+    #[inline]
     pub fn map<'a>(
         &'a self,
         buffer: &'a DmaBuffer,
@@ -467,14 +497,16 @@ impl<M: DmaModel> Container<M> {
         access: DmaAccess,
     ) -> Result<DmaMapping<'a>, DmaError> {
         let size = buffer.len as u64;
-        self.check_map(iova, size)?;
         // SAFETY: the device may access `buffer` until the mapping is
         // removed. The guard returned borrows the buffer, so it stays
         // allocated while the guard lives; the guard unmaps on drop, and if
         // it is leaked or its unmap fails, the buffer's `mapped` count stays
         // non-zero and its Drop leaks the pages instead of freeing them. The
         // device never gets a `&`/`&mut` view, only volatile accesses.
-        unsafe { self.map_raw(buffer.ptr.as_ptr(), size, iova, access) }?;
+        let mapped = unsafe { self.map_raw(buffer.ptr.as_ptr(), size, iova, access) };
+        if let Err(error) = mapped {
+            return Err(self.explain_map_failure(iova, size, error));
+        }
         buffer.mapped.set(buffer.mapped.get() + 1);
         Ok(DmaMapping {
             fd: self.as_fd(),
@@ -499,6 +531,7 @@ impl<M: DmaModel> Container<M> {
     /// last group). In particular no Rust reference may rely on the memory
     /// not changing, and it must not be freed or reused while mapped.
     #[doc(alias = "VFIO_IOMMU_MAP_DMA")]
+    #[inline]
     pub unsafe fn map_raw(
         &self,
         vaddr: *mut u8,

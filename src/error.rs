@@ -307,7 +307,4 @@ pub enum DmaError {
         /// The errno.
         errno: Errno,
     },
-    /// `VFIO_IOMMU_GET_INFO` failed or returned malformed data.
-    #[error(transparent)]
-    Info(#[from] ContainerError),
 }

@@ -61,8 +61,8 @@
 //! | a group must be viable to attach (`EPERM`) | run time | [`GroupError::NotViable`], checked with `GET_STATUS` before the attach |
 //! | a group is in one container at a time (`EINVAL`) | run time | [`GroupError::AlreadyAttached`], checked before the attach |
 //! | the model must be offered by the kernel | run time | [`ContainerError::Unsupported`] (`CHECK_EXTENSION` first) |
-//! | IOVA and size aligned to the smallest IOMMU page | run time | [`DmaError::Unaligned`] |
-//! | mappings inside the usable IOVA ranges | run time | [`DmaError::OutsideRanges`] |
+//! | IOVA and size aligned to the smallest IOMMU page (`EINVAL`) | run time | [`DmaError::Unaligned`] (the kernel's refusal, explained from `GET_INFO`) |
+//! | mappings inside the usable IOVA ranges (`EINVAL`) | run time | [`DmaError::OutsideRanges`] (the kernel's refusal, explained from `GET_INFO`) |
 //! | no overlapping mappings (`EEXIST`) | run time | [`DmaError::Ioctl`] with the kernel's errno |
 //! | region and IRQ indexes exist | run time | [`DeviceError::NoSuchRegion`], [`DeviceError::NoSuchIrq`] |
 //! | region accesses in bounds and aligned | run time | [`DeviceError::OutOfBounds`] |
