@@ -460,7 +460,9 @@ impl<M: DmaModel> Container<M> {
         else {
             return error;
         };
-        if size == 0 || iova.checked_add(size).is_none() {
+        // The last byte must not wrap past the top of the IOVA space (a
+        // range may end exactly there).
+        if size == 0 || iova.checked_add(size - 1).is_none() {
             return DmaError::BadRange { iova, size };
         }
         // Without the IOMMU's geometry there is nothing to add to EINVAL.

@@ -742,6 +742,19 @@ fn map_errors_name_their_values_with_the_kernels_errno() {
         c.map(&buf, 0xfee0_0000, DmaAccess::ReadWrite),
         Err(DmaError::OutsideRanges { .. })
     ));
+    // Ending at the very top of the IOVA space (`iova + size` is 2^64): not
+    // a wrap, but outside the ranges (found by the api_sequence fuzzer, an
+    // overflow in the simulator's range arithmetic).
+    let top = 0u64.wrapping_sub(8192);
+    assert!(matches!(
+        c.map(&buf, top, DmaAccess::ReadWrite),
+        Err(DmaError::OutsideRanges { iova, size: 8192 }) if iova == top
+    ));
+    assert!(matches!(
+        c.map(&buf, top + 4096, DmaAccess::ReadWrite),
+        Err(DmaError::BadRange { size: 8192, .. })
+    ));
+    assert!(c.unmap_raw(top, 8192).is_ok_and(|n| n == 0));
     let raw_errno = |vaddr: usize, size: u64, iova: u64| {
         // SAFETY: every call below is refused by the kernel (asserted), so
         // the device never gains access to the memory.

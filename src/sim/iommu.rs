@@ -80,11 +80,14 @@ impl Type1 {
             .next_back()
             .map(|(_, m)| *m)
             .filter(|m| {
-                let end = m.iova + m.size;
+                // Inclusive ends: a range may end at the top of the IOVA
+                // space, where `iova + size` wraps to 0 (the kernel's u64
+                // arithmetic wraps the same way).
+                let last = m.iova + (m.size - 1);
                 if size == 0 {
-                    iova > m.iova && iova < end
+                    iova > m.iova && iova <= last
                 } else {
-                    iova < end && iova + size > m.iova
+                    iova <= last && iova + (size - 1) >= m.iova
                 }
             })
             .or_else(|| {
@@ -109,7 +112,7 @@ impl Type1 {
             .range(..=iova)
             .next_back()
             .map(|(_, m)| *m)
-            .filter(|m| iova < m.iova + m.size)
+            .filter(|m| iova <= m.iova + (m.size - 1))
     }
 
     /// `VFIO_IOMMU_GET_INFO`.
@@ -228,7 +231,7 @@ impl Type1 {
         if self.avail == 0 {
             return Err(Errno::ENOSPC);
         }
-        if !Self::iova_valid(iova, iova + size - 1) {
+        if !Self::iova_valid(iova, iova + (size - 1)) {
             return Err(Errno::EINVAL);
         }
         if !mapped(vaddr, size) {
@@ -288,7 +291,7 @@ impl Type1 {
             }
             if self
                 .find(last, 0)
-                .is_some_and(|m| m.iova + m.size != last.wrapping_add(1))
+                .is_some_and(|m| m.iova + (m.size - 1) != last)
             {
                 return Err(Errno::EINVAL);
             }
@@ -297,7 +300,7 @@ impl Type1 {
         let hits: Vec<Mapping> = self
             .dma
             .values()
-            .filter(|m| m.iova <= last && m.iova + m.size > iova)
+            .filter(|m| m.iova <= last && m.iova + (m.size - 1) >= iova)
             .copied()
             .collect();
         for m in hits {

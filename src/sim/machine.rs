@@ -1398,7 +1398,7 @@ impl State {
                 done += len;
                 continue;
             };
-            let len = left.min(m.iova + m.size - iova);
+            let len = left.min(m.size - (iova - m.iova));
             if !(if req.to_ram { m.write } else { m.read }) {
                 faults.push((iova, len, DmaFaultReason::NotPermitted));
                 done += len;

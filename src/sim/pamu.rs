@@ -341,7 +341,7 @@ impl Pamu {
         let hits: Vec<Mapping> = self
             .dma
             .values()
-            .filter(|m| m.iova >= iova && m.iova + m.size - 1 <= last)
+            .filter(|m| m.iova >= iova && m.iova + (m.size - 1) <= last)
             .copied()
             .collect();
         let mut unmapped = 0;
@@ -365,7 +365,7 @@ impl Pamu {
             .range(..=iova)
             .next_back()
             .map(|(_, m)| *m)
-            .filter(|m| iova < m.iova + m.size)
+            .filter(|m| iova <= m.iova + (m.size - 1))
     }
 
     /// Whether MSI bank `index`'s doorbell is mapped in some window (what
