@@ -21,4 +21,5 @@ mod edu;
 mod raw;
 mod sanity;
 mod scenarios;
+mod seeds;
 mod typed;
