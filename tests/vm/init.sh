@@ -109,6 +109,36 @@ devices=${devices# }
 groups=${groups# }
 [ -n "$devices" ] || { log "ERROR: no edu device (1234:11e8) found"; setup_ok=0; }
 
+# A group that is not viable: a pci-testdev (1b36:0005, bound to vfio-pci
+# here) and a virtio-rng (left to virtio-pci) are functions 0 and 1 of one
+# slot behind one root port, so they share one IOMMU group.
+nonviable=""
+for d in /sys/bus/pci/devices/*; do
+    [ -f "$d/vendor" ] || continue
+    [ "$(cat "$d/vendor")" = 0x1b36 ] || continue
+    [ "$(cat "$d/device")" = 0x0005 ] || continue
+    bdf=${d##*/}
+    mate=${bdf%.*}.1
+    if [ -e "$d/driver" ]; then
+        echo "$bdf" > "$d/driver/unbind"
+    fi
+    echo vfio-pci > "$d/driver_override"
+    echo "$bdf" > /sys/bus/pci/drivers_probe
+    drv=""; mdrv=""; g=""; mg=""
+    [ -e "$d/driver" ] && drv=$(basename "$(readlink "$d/driver")")
+    m=/sys/bus/pci/devices/$mate
+    [ -e "$m/driver" ] && mdrv=$(basename "$(readlink "$m/driver")")
+    [ -e "$d/iommu_group" ] && g=$(basename "$(readlink "$d/iommu_group")")
+    [ -e "$m/iommu_group" ] && mg=$(basename "$(readlink "$m/iommu_group")")
+    log "pci-testdev $bdf driver=${drv:-none} group=${g:-none}; $mate driver=${mdrv:-none} group=${mg:-none}"
+    if [ "$drv" != vfio-pci ] || [ -z "$mdrv" ]; then
+        log "ERROR: the non-viable group is not set up"
+        setup_ok=0
+    fi
+    nonviable="$bdf $mate"
+done
+[ -n "$nonviable" ] || { log "ERROR: no pci-testdev (1b36:0005) found"; setup_ok=0; }
+
 log "/dev/vfio:"
 ls -l /dev/vfio 2>&1
 if [ -d /dev/vfio/devices ]; then
@@ -121,10 +151,12 @@ fi
 export TVFIO_CONFIG TVFIO_IOMMU
 export TVFIO_DEVICES="$devices"
 export TVFIO_GROUPS="$groups"
+export TVFIO_NONVIABLE="$nonviable"
 log "TVFIO_CONFIG=$TVFIO_CONFIG"
 log "TVFIO_IOMMU=$TVFIO_IOMMU"
 log "TVFIO_DEVICES=$TVFIO_DEVICES"
 log "TVFIO_GROUPS=$TVFIO_GROUPS"
+log "TVFIO_NONVIABLE=$TVFIO_NONVIABLE"
 
 # Keep kernel messages off the console while the tests run (they would break
 # up libtest's "test NAME ... ok" lines); they are printed after the tests.

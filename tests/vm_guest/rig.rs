@@ -7,6 +7,9 @@
 //!   to vfio-pci, e.g. `0000:01:00.0 0000:02:00.0`;
 //! - `TVFIO_GROUPS`: the matching group node names under `/dev/vfio`, in the
 //!   same order, e.g. `5 6` or `noiommu-0 noiommu-1`.
+//! - `TVFIO_NONVIABLE`: two PCI addresses, functions 0 and 1 of one slot and
+//!   so of one IOMMU group: a `pci-testdev` bound to vfio-pci and a
+//!   `virtio-rng` bound to virtio-pci, which makes the group not viable.
 //!
 //! The helpers panic with a clear message when a variable is missing: these
 //! tests only make sense inside the guest.
@@ -71,6 +74,21 @@ pub fn devices() -> Vec<String> {
 /// `TVFIO_GROUPS`: group node names, in the order of [`devices`].
 pub fn groups() -> Vec<String> {
     list("TVFIO_GROUPS")
+}
+
+/// `TVFIO_NONVIABLE`: (the function bound to vfio-pci, its slot mate bound
+/// to a kernel driver).
+pub fn non_viable() -> (String, String) {
+    match &list("TVFIO_NONVIABLE")[..] {
+        [vfio, mate] => (vfio.clone(), mate.clone()),
+        other => panic!("TVFIO_NONVIABLE: want two PCI addresses, got {other:?}"),
+    }
+}
+
+/// The name of the driver `bdf` is bound to, if any.
+pub fn driver_of(bdf: &str) -> Option<String> {
+    let link = std::fs::read_link(sysfs_device(bdf).join("driver")).ok()?;
+    Some(link.file_name()?.to_string_lossy().into_owned())
 }
 
 /// `/dev/vfio/<name>` for a group node name from [`groups`].

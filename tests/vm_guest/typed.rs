@@ -488,6 +488,100 @@ pub mod common {
 pub mod iommu {
     use super::*;
 
+    /// Binds (`bind`) or unbinds `bdf` and the driver `driver` through sysfs.
+    fn sysfs_driver(driver: &str, bdf: &str, bind: bool) {
+        let op = if bind { "bind" } else { "unbind" };
+        let path = format!("/sys/bus/pci/drivers/{driver}/{op}");
+        std::fs::write(&path, bdf).unwrap_or_else(|e| panic!("{path} <- {bdf}: {e}"));
+    }
+
+    #[test]
+    #[ignore = "needs a VFIO guest: run tests/vm/run"]
+    fn typed_non_viable_group_is_refused_then_usable_once_its_mate_is_unbound() {
+        let (vfio_dev, mate) = rig::non_viable();
+        let mate_driver = rig::driver_of(&mate).expect("the slot mate has a driver");
+        assert_eq!(rig::driver_of(&vfio_dev).as_deref(), Some("vfio-pci"));
+
+        // A missing device: no sysfs node, a typed error naming the path.
+        match Group::for_pci_device("0000:7f:1f.7") {
+            Err(GroupError::Sysfs { path, error }) => {
+                assert!(path.ends_with("0000:7f:1f.7/iommu_group"), "{path:?}");
+                assert_eq!(error.kind(), std::io::ErrorKind::NotFound);
+            }
+            other => panic!("expected Sysfs, got {other:?}"),
+        }
+
+        let group = Group::for_pci_device(&vfio_dev).expect("the group node opens");
+        let id = group.id();
+        let status = group.status().unwrap();
+        assert!(!status.viable && !status.container_set, "{status:?}");
+
+        // The kernel's answer to attaching it, through the raw layer: EPERM.
+        let container = Container::open().unwrap();
+        let cfd = std::os::fd::AsRawFd::as_raw_fd(&container.as_fd());
+        // SAFETY: a pointer to a live int holding the container fd.
+        let raw = unsafe {
+            typed_vfio::sys::ioctl::vfio_group_set_container(
+                typed_vfio::sys::GroupFd::new(group.as_fd()),
+                &cfd,
+            )
+        };
+        assert_eq!(
+            raw.err(),
+            Some(typed_vfio::Errno::EPERM),
+            "raw SET_CONTAINER"
+        );
+
+        // The typed attach refuses it by name and hands both back, usable.
+        let err = container.attach(group).unwrap_err();
+        assert!(
+            matches!(err.error, GroupError::NotViable { group } if group == id),
+            "{}",
+            err.error
+        );
+        assert!(err.container.groups().is_empty());
+        assert!(err.container.supports::<Type1v2>().unwrap());
+        assert!(!err.group.status().unwrap().viable);
+
+        // Unbinding the mate's driver makes the group viable: the same
+        // objects attach now. The mate is in the group but not bound to
+        // vfio-pci: opening it is a typed NoDevice with the kernel's ENODEV.
+        sysfs_driver(&mate_driver, &mate, false);
+        assert!(err.group.status().unwrap().viable);
+        {
+            let c = err.container.attach(err.group).expect("attach once viable");
+            fn check<M: typed_vfio::IommuModel>(
+                c: Container<typed_vfio::Attached>,
+                vfio_dev: &str,
+                mate: &str,
+            ) {
+                let c = set_model::<M>(c);
+                match c.open_device(mate) {
+                    Err(GroupError::NoDevice { name, errno, .. }) => {
+                        assert_eq!(name, mate);
+                        assert_eq!(errno, typed_vfio::Errno::ENODEV);
+                    }
+                    other => panic!("expected NoDevice for the unbound mate, got {other:?}"),
+                }
+                let dev = c
+                    .open_device(vfio_dev)
+                    .expect("the vfio-pci function opens");
+                assert!(dev.info().num_regions > 0, "{:?}", dev.info());
+            }
+            match rig::iommu() {
+                IommuKind::Type1 => check::<Type1>(c, &vfio_dev, &mate),
+                _ => check::<Type1v2>(c, &vfio_dev, &mate),
+            }
+        }
+        sysfs_driver(&mate_driver, &mate, true);
+        assert_eq!(rig::driver_of(&mate), Some(mate_driver));
+        let group = Group::for_pci_device(&vfio_dev).unwrap();
+        assert!(
+            !group.status().unwrap().viable,
+            "not viable again after the rebind"
+        );
+    }
+
     #[test]
     #[ignore = "needs a VFIO guest: run tests/vm/run"]
     fn typed_iommu_info_has_ranges_with_the_msi_hole_and_dma_avail() {
