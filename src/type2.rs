@@ -509,6 +509,9 @@ pub struct Type2TransitionError<G: Type2Stage> {
 pub(crate) struct Occupancy {
     /// `banks[i]`: the IOVA bank `i` is mapped at.
     banks: Vec<Option<u64>>,
+    /// `banks` has the platform's bank count (false while the read of
+    /// `GET_MSI_BANK_COUNT` has not succeeded: `banks` is then empty).
+    banks_known: bool,
     /// Window index → holder.
     windows: Vec<(u64, WindowHolder)>,
 }
@@ -605,7 +608,9 @@ fn attr_name(attribute: u32) -> &'static str {
 impl Container<Attached> {
     /// Selects the PAMU IOMMU (`VFIO_CHECK_EXTENSION` of the OpenIL id 7,
     /// then the SDK id 2; `VFIO_SET_IOMMU` with the one offered), then reads
-    /// the window maximum (`GET_ATTR(WINDOWS)`) and the MSI bank count.
+    /// the window maximum (`GET_ATTR(WINDOWS)`) and the MSI bank count (if
+    /// that read fails, the first [`map_msi_bank`](Container::map_msi_bank)
+    /// reads it again; until then MSI is refused).
     /// `platform` proves the ids mean PAMU here, not sPAPR. On failure the
     /// container comes back unchanged.
     #[doc(alias = "VFIO_SET_IOMMU")]
@@ -654,14 +659,17 @@ impl Container<Attached> {
             .map(|(w, _)| w as u32)
             .unwrap_or(MAX_WINDOWS)
             .min(MAX_WINDOWS);
-        let banks = container.msi_bank_count().unwrap_or(0);
+        // If this read fails the count stays unknown (MSI refused) and is
+        // read again by the first `map_msi_bank`, which reports a failure.
+        let banks = container.msi_bank_count().ok();
         container.inner.type2 = Type2State {
             id,
             aperture: None,
             windows: 0,
             max_windows: max,
             occupancy: Arc::new(Mutex::new(Occupancy {
-                banks: vec![None; banks as usize],
+                banks: vec![None; banks.unwrap_or(0) as usize],
+                banks_known: banks.is_some(),
                 windows: Vec::new(),
             })),
         };
@@ -1056,11 +1064,19 @@ impl Container<Type2<Ready>> {
     /// (`VFIO_IOMMU_PAMU_MAP_MSI_BANK` with read and write), before MSI is
     /// enabled on any device. The index, the window and the bank are checked
     /// first and the mapping is recorded by the crate (the SDK kernel
-    /// reports no error).
+    /// reports no error). If the bank count could not be read when the
+    /// IOMMU was set, it is read first (`GET_MSI_BANK_COUNT`; its failure is
+    /// this call's error).
     #[doc(alias = "VFIO_IOMMU_PAMU_MAP_MSI_BANK")]
     pub fn map_msi_bank(&self, index: u32, iova: u64) -> Result<MsiBankMapping<'_>, Type2Error> {
         let a = self.aperture();
         let occupancy = &*self.inner.type2.occupancy;
+        if !lock(occupancy).banks_known {
+            let count = self.msi_bank_count()?;
+            let mut occ = lock(occupancy);
+            occ.banks = vec![None; count as usize];
+            occ.banks_known = true;
+        }
         let mut occ = lock(occupancy);
         let count = occ.banks.len() as u32;
         match occ.banks.get(index as usize) {

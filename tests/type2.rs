@@ -470,6 +470,65 @@ fn the_kernel_refuses_msi_when_a_swallowed_bank_map_left_no_doorbell() {
 }
 
 #[test]
+fn a_bank_count_read_failing_in_set_iommu_is_retried_by_the_first_bank_map() {
+    // Found by fuzz/fuzz_targets/pamu_sequence.rs (reproducer in
+    // fuzz/regressions/pamu_sequence/bank-count-read-failing-in-set-iommu):
+    // set_iommu_type2 took a failed GET_MSI_BANK_COUNT for 0 banks, so every
+    // bank map was BankIndex { count: 0 } and MSI was refused for good.
+    for mode in MODES {
+        let sim = sim(mode, 2);
+        let attached = sim
+            .open_container()
+            .unwrap()
+            .attach(sim.open_group(1).unwrap())
+            .unwrap();
+        sim.inject_fault("VFIO_IOMMU_PAMU_GET_MSI_BANK_COUNT", 1, Errno::EIO)
+            .unwrap();
+        let c = attached
+            .set_iommu_type2(sim.pamu_platform().unwrap())
+            .unwrap()
+            .set_geometry(Aperture::new(START, SIZE).unwrap())
+            .unwrap()
+            .set_windows(16)
+            .unwrap();
+        let dev = c.open_device(BDF).unwrap();
+        let e = eventfd();
+        // Unknown count: MSI is refused before any ioctl.
+        assert!(matches!(
+            dev.set_irq_eventfd(PciIrq::Msi as u32, 0, e.as_fd()),
+            Err(DeviceError::MsiBanksUnmapped { mapped: 0, .. })
+        ));
+        // The first bank map reads the count again; its failure is the error.
+        sim.inject_fault("VFIO_IOMMU_PAMU_GET_MSI_BANK_COUNT", 1, Errno::ENOMEM)
+            .unwrap();
+        assert!(matches!(
+            c.map_msi_bank(0, START + 15 * WS),
+            Err(Type2Error::Ioctl {
+                ioctl: "VFIO_IOMMU_PAMU_GET_MSI_BANK_COUNT",
+                errno: Errno::ENOMEM,
+                ..
+            })
+        ));
+        let calls = sim.calls("VFIO_IOMMU_PAMU_GET_MSI_BANK_COUNT");
+        let b0 = c.map_msi_bank(0, START + 15 * WS).unwrap();
+        assert!(matches!(
+            c.map_msi_bank(2, START),
+            Err(Type2Error::BankIndex { index: 2, count: 2 })
+        ));
+        let b1 = c.map_msi_bank(1, START + 14 * WS).unwrap();
+        assert_eq!(
+            sim.calls("VFIO_IOMMU_PAMU_GET_MSI_BANK_COUNT"),
+            calls + 1,
+            "read once, then known"
+        );
+        dev.set_irq_eventfd(PciIrq::Msi as u32, 0, e.as_fd())
+            .unwrap();
+        dev.disable_irq(PciIrq::Msi as u32).unwrap();
+        drop((b0, b1));
+    }
+}
+
+#[test]
 fn edu_dma_goes_through_the_pamu_windows() {
     for mode in MODES {
         let sim = sim(mode, 1);
