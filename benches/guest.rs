@@ -1,9 +1,20 @@
 //! In-guest benchmark, run by the VM rig (`tests/vm/run`) on a real kernel:
-//! 10,000 `MAP_DMA`+`UNMAP_DMA` pairs and 10,000 loopback IRQ triggers
-//! through the typed API, through the raw `sys` calls, and through rust-vmm's
-//! `vfio-ioctls`, in the same guest run. Each measurement is repeated in
-//! interleaved rounds and the median is reported, with the ratios the
-//! project's goals are stated in (typed/raw ≤ 1.03, typed/vfio-ioctls ≤ 1.0).
+//! `MAP_DMA`+`UNMAP_DMA` pairs and loopback IRQ triggers through the typed
+//! API, through the raw `sys` calls, and through rust-vmm's `vfio-ioctls`,
+//! in the same guest run, with the ratios the project's goals are stated in
+//! (typed/raw ≤ 1.03, typed/vfio-ioctls ≤ 1.0).
+//!
+//! The three contenders are live at once and take turns in short batches
+//! ([`BATCH`] operations, a few milliseconds), the order rotating every
+//! cycle: TCG guests run at the speed of a host whose own speed swings by
+//! a factor of two from one second to the next on these shared machines,
+//! and only batches run moments apart see the same host. Typed and raw
+//! share one container and device (the raw calls go to the typed objects'
+//! fds); vfio-ioctls has its own, on the other edu device, and the devices
+//! swap between the two sessions. Each contender does 2 × [`CYCLES`] ×
+//! [`BATCH`] = 20,000 of each operation. Reported: the median batch per
+//! contender, and each ratio both as the ratio of those medians and as the
+//! median of the cycles' own ratios (the paired estimate).
 //!
 //! Outside the guest (no `TVFIO_DEVICES`), it says so and exits non-zero.
 //!
@@ -13,21 +24,26 @@
 //! (`benches/vfio_shim.c`) on a machine without VFIO.
 
 use std::hint::black_box;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use typed_vfio::{Container, DmaAccess, DmaBuffer, Group, GroupId, PciIrq, Type1v2, sys};
+use nix::sys::eventfd::EventFd;
+use typed_vfio::{Container, Device, DmaAccess, DmaBuffer, Group, GroupId, PciIrq, Type1v2, sys};
+use vfio_ioctls::{VfioContainer, VfioDevice};
 
-const N: u32 = 10_000;
+/// Operations per batch.
+const BATCH: u32 = 200;
+/// Batches per contender and operation in each of the two sessions.
+const CYCLES: usize = 50;
 /// Where vfio-ioctls looks for the device (`TVFIO_SYSFS_DEVICES` overrides
 /// it for `benches/icount`).
 const SYSFS_DEVICES: &str = "/sys/bus/pci/devices";
-const ROUNDS: usize = 15;
 const IOVA: u64 = 0x20_0000;
+const MSI: u32 = PciIrq::Msi as u32;
 
-fn ns_per_op(n: u32, f: &mut dyn FnMut()) -> f64 {
+fn ns_per_op(n: u32, mut f: impl FnMut()) -> f64 {
     let start = Instant::now();
     for _ in 0..n {
         f();
@@ -40,10 +56,197 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-struct Contender {
-    name: &'static str,
-    map_unmap: Vec<f64>,
-    trigger: Vec<f64>,
+fn percentile(mut v: Vec<f64>, p: usize) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[(v.len() - 1) * p / 100]
+}
+
+/// The typed API: a type1v2 container, the device with MSI routed to an
+/// eventfd, a one-page buffer.
+struct Typed {
+    dev: Device,
+    c: Container<Type1v2>,
+    buf: DmaBuffer,
+    _efd: EventFd,
+}
+
+impl Typed {
+    fn open(bdf: &str, group: u32) -> Typed {
+        let c = Container::open()
+            .unwrap()
+            .attach(Group::open_id(GroupId::new(group)).unwrap())
+            .unwrap()
+            .set_iommu::<Type1v2>()
+            .unwrap();
+        let dev = c.open_device(bdf).unwrap();
+        let efd = EventFd::new().unwrap();
+        dev.set_irq_eventfd(MSI, 0, efd.as_fd()).unwrap();
+        Typed {
+            dev,
+            c,
+            buf: DmaBuffer::new(4096).unwrap(),
+            _efd: efd,
+        }
+    }
+
+    fn maps(&self, n: u32) -> f64 {
+        ns_per_op(n, || {
+            drop(black_box(
+                self.c.map(&self.buf, IOVA, DmaAccess::ReadWrite).unwrap(),
+            ))
+        })
+    }
+
+    fn triggers(&self, n: u32) -> f64 {
+        ns_per_op(n, || self.dev.trigger_irq(MSI, 0, 1).unwrap())
+    }
+}
+
+impl Drop for Typed {
+    fn drop(&mut self) {
+        self.dev.disable_irq(MSI).unwrap();
+    }
+}
+
+/// The raw `sys` calls, on the typed contender's container and device fds
+/// (the same kernel objects), with a buffer of its own. Arguments are built
+/// per call, as a caller of the raw layer does (and as the typed API and
+/// vfio-ioctls do): only the ioctl plumbing differs.
+struct Raw {
+    buf: DmaBuffer,
+}
+
+impl Raw {
+    fn maps(&self, on: &Typed, n: u32) -> f64 {
+        let cfd = sys::ContainerFd::new(on.c.as_fd());
+        ns_per_op(n, || {
+            let map_arg = sys::vfio_iommu_type1_dma_map {
+                argsz: size_of::<sys::vfio_iommu_type1_dma_map>() as u32,
+                flags: sys::VFIO_DMA_MAP_FLAG_READ | sys::VFIO_DMA_MAP_FLAG_WRITE,
+                vaddr: black_box(self.buf.addr()) as u64,
+                iova: black_box(IOVA),
+                size: 4096,
+            };
+            let mut unmap = sys::vfio_iommu_type1_dma_unmap {
+                argsz: size_of::<sys::vfio_iommu_type1_dma_unmap>() as u32,
+                flags: 0,
+                iova: IOVA,
+                size: 4096,
+                data: Default::default(),
+            };
+            // SAFETY: the buffer outlives the mapping, which is removed
+            // right after; both arguments are complete structs.
+            unsafe {
+                sys::ioctl::vfio_iommu_map_dma(cfd, &map_arg).unwrap();
+                sys::ioctl::vfio_iommu_unmap_dma(cfd, &mut unmap).unwrap();
+            }
+        })
+    }
+
+    fn triggers(&self, on: &Typed, n: u32) -> f64 {
+        let dfd = sys::DeviceFd::new(on.dev.as_fd());
+        ns_per_op(n, || {
+            let trigger = [
+                20u32,
+                sys::VFIO_IRQ_SET_DATA_NONE | sys::VFIO_IRQ_SET_ACTION_TRIGGER,
+                black_box(MSI),
+                black_box(0),
+                1,
+            ];
+            // SAFETY: `trigger` is a complete 20-byte vfio_irq_set header.
+            unsafe { sys::ioctl::vfio_device_set_irqs(dfd, trigger.as_ptr().cast()).unwrap() };
+        })
+    }
+}
+
+/// rust-vmm's vfio-ioctls: its own container and device, MSI enabled.
+struct Vmm {
+    dev: VfioDevice,
+    container: Arc<VfioContainer>,
+    buf: DmaBuffer,
+    _efd: vmm_sys_util::eventfd::EventFd,
+}
+
+impl Vmm {
+    fn open(bdf: &str) -> Vmm {
+        let root = std::env::var("TVFIO_SYSFS_DEVICES").unwrap_or_else(|_| SYSFS_DEVICES.into());
+        let container = Arc::new(VfioContainer::new(None).unwrap());
+        let dev = VfioDevice::new(&Path::new(&root).join(bdf), container.clone(), false).unwrap();
+        let efd = vmm_sys_util::eventfd::EventFd::new(0).unwrap();
+        dev.enable_msi(vec![&efd]).unwrap();
+        Vmm {
+            dev,
+            container,
+            buf: DmaBuffer::new(4096).unwrap(),
+            _efd: efd,
+        }
+    }
+
+    fn maps(&self, n: u32) -> f64 {
+        let addr = self.buf.addr() as *mut u8;
+        ns_per_op(n, || {
+            // SAFETY: the buffer outlives the mapping, which is removed
+            // right after.
+            unsafe { self.container.vfio_dma_map(IOVA, 4096, addr).unwrap() };
+            self.container.vfio_dma_unmap(IOVA, 4096).unwrap();
+        })
+    }
+
+    fn triggers(&self, n: u32) -> f64 {
+        ns_per_op(n, || self.dev.trigger_irq(MSI, 0).unwrap())
+    }
+}
+
+impl Drop for Vmm {
+    fn drop(&mut self) {
+        self.dev.disable_msi().unwrap();
+    }
+}
+
+const NAMES: [&str; 3] = ["typed", "raw", "vfio-ioctls"];
+
+/// Batch results: `[contender][batch]` in ns per operation, and how many
+/// batches per session.
+#[derive(Default)]
+struct Results {
+    map: [Vec<f64>; 3],
+    trigger: [Vec<f64>; 3],
+}
+
+/// One session: typed and raw on `a`, vfio-ioctls on `b`.
+fn session(a: (&str, u32), b: &str, out: &mut Results) {
+    let typed = Typed::open(a.0, a.1);
+    let raw = Raw {
+        buf: DmaBuffer::new(4096).unwrap(),
+    };
+    let vmm = Vmm::open(b);
+    // Warm up: the first calls fault in code and kernel state.
+    let _ = (typed.maps(BATCH), raw.maps(&typed, BATCH), vmm.maps(BATCH));
+    let _ = (typed.triggers(BATCH), raw.triggers(&typed, BATCH));
+    let _ = vmm.triggers(BATCH);
+    for cycle in 0..CYCLES {
+        // Each cycle starts with another contender.
+        for k in 0..3 {
+            let i = (cycle + k) % 3;
+            out.map[i].push(match i {
+                0 => typed.maps(BATCH),
+                1 => raw.maps(&typed, BATCH),
+                _ => vmm.maps(BATCH),
+            });
+        }
+    }
+    for cycle in 0..CYCLES {
+        for k in 0..3 {
+            let i = (cycle + k) % 3;
+            out.trigger[i].push(match i {
+                0 => typed.triggers(BATCH),
+                1 => raw.triggers(&typed, BATCH),
+                _ => vmm.triggers(BATCH),
+            });
+        }
+    }
+    drop(vmm);
+    drop(typed);
 }
 
 fn main() {
@@ -54,17 +257,12 @@ fn main() {
         eprintln!("bench: not in the VFIO guest (TVFIO_DEVICES unset): run tests/vm/run");
         std::process::exit(2);
     };
-    let bdf = devices
+    let devices: Vec<&str> = devices.split_whitespace().collect();
+    let groups: Vec<u32> = groups
         .split_whitespace()
-        .next()
-        .expect("a device")
-        .to_string();
-    let group: u32 = groups
-        .split_whitespace()
-        .next()
-        .expect("a group")
-        .parse()
-        .expect("IOMMU group");
+        .map(|g| g.parse().expect("IOMMU group"))
+        .collect();
+    assert!(!devices.is_empty() && devices.len() == groups.len());
 
     if let Ok(spec) = std::env::var("TVFIO_BENCH_COUNT") {
         let words: Vec<&str> = spec.split_whitespace().collect();
@@ -73,202 +271,66 @@ fn main() {
         };
         let (maps, triggers) = (maps.parse().unwrap(), triggers.parse().unwrap());
         match name {
-            "typed" => drop(typed(&bdf, group, maps, triggers)),
-            "raw" => drop(raw(&bdf, group, maps, triggers)),
-            "vfio-ioctls" => drop(rust_vmm(&bdf, maps, triggers)),
+            "typed" => {
+                let t = Typed::open(devices[0], groups[0]);
+                t.maps(maps);
+                t.triggers(triggers);
+            }
+            "raw" => {
+                let t = Typed::open(devices[0], groups[0]);
+                let r = Raw {
+                    buf: DmaBuffer::new(4096).unwrap(),
+                };
+                r.maps(&t, maps);
+                r.triggers(&t, triggers);
+            }
+            "vfio-ioctls" => {
+                let v = Vmm::open(devices[0]);
+                v.maps(maps);
+                v.triggers(triggers);
+            }
             other => panic!("no contender {other}"),
         }
         return;
     }
 
-    let mut all = [
-        Contender {
-            name: "typed",
-            map_unmap: vec![],
-            trigger: vec![],
-        },
-        Contender {
-            name: "raw",
-            map_unmap: vec![],
-            trigger: vec![],
-        },
-        Contender {
-            name: "vfio-ioctls",
-            map_unmap: vec![],
-            trigger: vec![],
-        },
-    ];
-    for round in 0..ROUNDS {
-        // Each round starts with another contender, so none always runs
-        // right after the same one.
-        for k in 0..all.len() {
-            let c = &mut all[(round + k) % 3];
-            let (m, t) = match c.name {
-                "typed" => typed(&bdf, group, N, N),
-                "raw" => raw(&bdf, group, N, N),
-                _ => rust_vmm(&bdf, N, N),
-            };
-            c.map_unmap.push(m);
-            c.trigger.push(t);
-        }
-        eprintln!("bench: round {} of {ROUNDS} done", round + 1);
-    }
-    let med: Vec<(f64, f64)> = all
-        .iter()
-        .map(|c| (median(c.map_unmap.clone()), median(c.trigger.clone())))
-        .collect();
-    for (c, (m, t)) in all.iter().zip(&med) {
+    assert!(
+        devices.len() >= 2,
+        "bench: needs two edu devices (one for vfio-ioctls)"
+    );
+    let mut r = Results::default();
+    session((devices[0], groups[0]), devices[1], &mut r);
+    eprintln!("bench: session 1 of 2 done");
+    session((devices[1], groups[1]), devices[0], &mut r);
+    eprintln!("bench: session 2 of 2 done");
+
+    let per_op = BATCH as usize * r.map[0].len();
+    println!(
+        "bench {per_op} map+unmap pairs and {per_op} triggers per contender, in batches of {BATCH}"
+    );
+    for (i, name) in NAMES.iter().enumerate() {
         println!(
-            "bench {:<12} map+unmap {m:>9.0} ns/pair   irq trigger {t:>9.0} ns/op",
-            c.name
+            "bench {name:<12} map+unmap {:>9.0} ns/pair   irq trigger {:>9.0} ns/op   \
+             (median batch; 10th-90th percentile {:.0}-{:.0} and {:.0}-{:.0})",
+            median(r.map[i].clone()),
+            median(r.trigger[i].clone()),
+            percentile(r.map[i].clone(), 10),
+            percentile(r.map[i].clone(), 90),
+            percentile(r.trigger[i].clone(), 10),
+            percentile(r.trigger[i].clone(), 90),
         );
     }
-    // Two estimates of each ratio: of the medians, and the median of the
-    // rounds' own ratios (each pairs measurements made moments apart, so a
-    // slow drift of the machine cancels out).
-    let paired = |a: &[f64], b: &[f64]| median(a.iter().zip(b).map(|(x, y)| x / y).collect());
-    for (other, label) in [(1, "raw        "), (2, "vfio-ioctls")] {
-        let goal = if other == 1 { "1.03" } else { "1.0" };
+    let ratios = |v: &[Vec<f64>; 3], other: usize| {
+        let of_medians = median(v[0].clone()) / median(v[other].clone());
+        let paired = median(v[0].iter().zip(&v[other]).map(|(x, y)| x / y).collect());
+        (of_medians, paired)
+    };
+    for (other, goal) in [(1, "1.03"), (2, "1.0")] {
+        let (m, mp) = ratios(&r.map, other);
+        let (t, tp) = ratios(&r.trigger, other);
         println!(
-            "bench ratio typed/{label}  map+unmap {:.3} (paired {:.3})   irq trigger {:.3} (paired {:.3})   (goal <= {goal})",
-            med[0].0 / med[other].0,
-            paired(&all[0].map_unmap, &all[other].map_unmap),
-            med[0].1 / med[other].1,
-            paired(&all[0].trigger, &all[other].trigger),
+            "bench ratio typed/{:<12} map+unmap {m:.3} (paired {mp:.3})   irq trigger {t:.3} (paired {tp:.3})   (goal <= {goal})",
+            NAMES[other]
         );
     }
-}
-
-fn typed(bdf: &str, group: u32, maps: u32, triggers: u32) -> (f64, f64) {
-    let c = Container::open()
-        .unwrap()
-        .attach(Group::open_id(GroupId::new(group)).unwrap())
-        .unwrap()
-        .set_iommu::<Type1v2>()
-        .unwrap();
-    let dev = c.open_device(bdf).unwrap();
-    let buf = DmaBuffer::new(4096).unwrap();
-    drop(c.map(&buf, IOVA, DmaAccess::ReadWrite).unwrap()); // warm the info cache
-    let map = ns_per_op(maps, &mut || {
-        drop(black_box(c.map(&buf, IOVA, DmaAccess::ReadWrite).unwrap()))
-    });
-    let efd = nix::sys::eventfd::EventFd::new().unwrap();
-    dev.set_irq_eventfd(PciIrq::Msi as u32, 0, efd.as_fd())
-        .unwrap();
-    let trig = ns_per_op(triggers, &mut || {
-        dev.trigger_irq(PciIrq::Msi as u32, 0, 1).unwrap()
-    });
-    dev.disable_irq(PciIrq::Msi as u32).unwrap();
-    (map, trig)
-}
-
-fn raw(bdf: &str, group: u32, maps: u32, triggers: u32) -> (f64, f64) {
-    let open = |p: &str| -> OwnedFd {
-        std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(p)
-            .unwrap()
-            .into()
-    };
-    let container = open("/dev/vfio/vfio");
-    let group_fd = open(&format!("/dev/vfio/{group}"));
-    let cfd = sys::ContainerFd::new(container.as_fd());
-    let gfd = sys::GroupFd::new(group_fd.as_fd());
-    let raw_c = container.as_raw_fd();
-    let cstr = std::ffi::CString::new(bdf).unwrap();
-    // SAFETY: each call passes a pointer to a live, correctly sized argument
-    // on the fd class the request belongs to.
-    let dev = unsafe {
-        sys::ioctl::vfio_group_set_container(gfd, &raw_c).unwrap();
-        sys::ioctl::vfio_set_iommu(cfd, sys::VFIO_TYPE1v2_IOMMU as i32).unwrap();
-        OwnedFd::from_raw_fd(sys::ioctl::vfio_group_get_device_fd(gfd, cstr.as_ptr()).unwrap())
-    };
-    let dfd = sys::DeviceFd::new(dev.as_fd());
-    let buf = DmaBuffer::new(4096).unwrap();
-    // Arguments are built per call, as a caller of the raw layer does (and
-    // as the typed API and vfio-ioctls do): only the ioctl plumbing differs.
-    let map = ns_per_op(maps, &mut || {
-        let map_arg = sys::vfio_iommu_type1_dma_map {
-            argsz: size_of::<sys::vfio_iommu_type1_dma_map>() as u32,
-            flags: sys::VFIO_DMA_MAP_FLAG_READ | sys::VFIO_DMA_MAP_FLAG_WRITE,
-            vaddr: black_box(buf.addr()) as u64,
-            iova: black_box(IOVA),
-            size: 4096,
-        };
-        let mut unmap = sys::vfio_iommu_type1_dma_unmap {
-            argsz: size_of::<sys::vfio_iommu_type1_dma_unmap>() as u32,
-            flags: 0,
-            iova: IOVA,
-            size: 4096,
-            data: Default::default(),
-        };
-        // SAFETY: `buf` outlives the mapping, which is removed right after.
-        unsafe {
-            sys::ioctl::vfio_iommu_map_dma(cfd, &map_arg).unwrap();
-            sys::ioctl::vfio_iommu_unmap_dma(cfd, &mut unmap).unwrap();
-        }
-    });
-    let efd = nix::sys::eventfd::EventFd::new().unwrap();
-    let mut set = [0u32; 6];
-    set[..5].copy_from_slice(&[
-        24,
-        sys::VFIO_IRQ_SET_DATA_EVENTFD | sys::VFIO_IRQ_SET_ACTION_TRIGGER,
-        1,
-        0,
-        1,
-    ]);
-    set[5] = efd.as_fd().as_raw_fd() as u32;
-    // SAFETY: `set` is a vfio_irq_set header plus one eventfd (argsz 24).
-    unsafe { sys::ioctl::vfio_device_set_irqs(dfd, set.as_ptr().cast()).unwrap() };
-    let trig = ns_per_op(triggers, &mut || {
-        let trigger = [
-            20u32,
-            sys::VFIO_IRQ_SET_DATA_NONE | sys::VFIO_IRQ_SET_ACTION_TRIGGER,
-            black_box(1),
-            black_box(0),
-            1,
-        ];
-        // SAFETY: `trigger` is a complete 20-byte vfio_irq_set header.
-        unsafe { sys::ioctl::vfio_device_set_irqs(dfd, trigger.as_ptr().cast()).unwrap() };
-    });
-    let disable = [
-        20u32,
-        sys::VFIO_IRQ_SET_DATA_NONE | sys::VFIO_IRQ_SET_ACTION_TRIGGER,
-        1,
-        0,
-        0,
-    ];
-    // SAFETY: as above.
-    unsafe {
-        sys::ioctl::vfio_device_set_irqs(dfd, disable.as_ptr().cast()).unwrap();
-        drop(dev);
-        sys::ioctl::vfio_group_unset_container(gfd).unwrap();
-    }
-    (map, trig)
-}
-
-fn rust_vmm(bdf: &str, maps: u32, triggers: u32) -> (f64, f64) {
-    use vfio_ioctls::{VfioContainer, VfioDevice};
-    let container = Arc::new(VfioContainer::new(None).unwrap());
-    let root = std::env::var("TVFIO_SYSFS_DEVICES").unwrap_or_else(|_| SYSFS_DEVICES.into());
-    let sysfs = Path::new(&root).join(bdf);
-    let dev = VfioDevice::new(&sysfs, container.clone(), false).unwrap();
-    let buf = DmaBuffer::new(4096).unwrap();
-    let map = ns_per_op(maps, &mut || {
-        // SAFETY: `buf` outlives the mapping, which is removed right after.
-        unsafe {
-            container
-                .vfio_dma_map(IOVA, 4096, buf.addr() as *mut u8)
-                .unwrap()
-        };
-        container.vfio_dma_unmap(IOVA, 4096).unwrap();
-    });
-    let efd = vmm_sys_util::eventfd::EventFd::new(0).unwrap();
-    dev.enable_msi(vec![&efd]).unwrap();
-    let trig = ns_per_op(triggers, &mut || {
-        dev.trigger_irq(PciIrq::Msi as u32, 0).unwrap()
-    });
-    dev.disable_msi().unwrap();
-    (map, trig)
 }
