@@ -331,7 +331,6 @@ impl Device {
     /// `VFIO_DEVICE_SET_IRQS` with `action`, vectors from `start`, and
     /// `data` (see [`encode_irq_set`]; no heap allocation when the argument
     /// fits [`IRQ_STACK`]).
-    #[inline]
     fn set_irqs(
         &self,
         index: u32,
@@ -340,13 +339,6 @@ impl Device {
         data: IrqData<'_>,
     ) -> Result<(), DeviceError> {
         self.check_irq_index(index)?;
-        let malformed = |what| DeviceError::Malformed {
-            ioctl: req::VFIO_DEVICE_SET_IRQS.name,
-            what,
-        };
-        if let IrqData::None(count) = data {
-            return self.header_only(index, action, start, count);
-        }
         let total = irq_set_len(data);
         let mut stack = [0u8; IRQ_STACK];
         let mut heap = Vec::new();
@@ -356,7 +348,7 @@ impl Device {
             heap.resize(total, 0);
             &mut heap
         };
-        encode_irq_set(buf, index, action, start, data).map_err(malformed)?;
+        encode_irq_set(buf, index, action, start, data).map_err(malformed_set)?;
         self.issue_set_irqs(index, buf)
     }
 
@@ -372,13 +364,8 @@ impl Device {
         count: u32,
     ) -> Result<(), DeviceError> {
         self.check_irq_index(index)?;
-        let head = abi::IrqSet {
-            argsz: size_of::<abi::IrqSet>() as u32,
-            flags: sys::VFIO_IRQ_SET_DATA_NONE | action,
-            index,
-            start,
-            count,
-        };
+        let head =
+            irq_set_header(index, action, start, IrqData::None(count)).map_err(malformed_set)?;
         self.issue_set_irqs(index, head.as_bytes())
     }
 
@@ -656,6 +643,7 @@ impl IrqData<'_> {
     }
 
     /// Its size in bytes after the header.
+    #[inline]
     pub(crate) fn byte_len(&self) -> usize {
         match self {
             IrqData::None(_) => 0,
@@ -671,10 +659,14 @@ pub(crate) fn irq_set_len(data: IrqData<'_>) -> usize {
     size_of::<abi::IrqSet>() + data.byte_len()
 }
 
-/// Writes the `VFIO_DEVICE_SET_IRQS` argument (`vfio_irq_set` and its data)
-/// into `buf`, which must be [`irq_set_len`] bytes long. `action` is a
-/// `VFIO_IRQ_SET_ACTION_*` flag; the data flag comes from `data`. Fails when
-/// `buf` has the wrong length or the argument is too large for `argsz`.
+/// A `VFIO_DEVICE_SET_IRQS` argument the crate could not encode.
+fn malformed_set(what: &'static str) -> DeviceError {
+    DeviceError::Malformed {
+        ioctl: req::VFIO_DEVICE_SET_IRQS.name,
+        what,
+    }
+}
+
 /// The `vfio_irq_set` header for `data` (its `argsz` covers the data that
 /// follows). Fails when the argument is too large for `argsz`.
 #[inline]
@@ -699,6 +691,10 @@ pub(crate) fn irq_set_header(
     })
 }
 
+/// Writes the `VFIO_DEVICE_SET_IRQS` argument (`vfio_irq_set` and its data)
+/// into `buf`, which must be [`irq_set_len`] bytes long. `action` is a
+/// `VFIO_IRQ_SET_ACTION_*` flag; the data flag comes from `data`. Fails when
+/// `buf` has the wrong length or the argument is too large for `argsz`.
 pub(crate) fn encode_irq_set(
     buf: &mut [u8],
     index: u32,
