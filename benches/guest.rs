@@ -205,12 +205,22 @@ impl Drop for Vmm {
 
 const NAMES: [&str; 3] = ["typed", "raw", "vfio-ioctls"];
 
-/// Batch results: `[contender][batch]` in ns per operation, and how many
-/// batches per session.
+/// Batch results: `[contender][batch]` in ns per operation.
 #[derive(Default)]
 struct Results {
     map: [Vec<f64>; 3],
     trigger: [Vec<f64>; 3],
+}
+
+/// [`CYCLES`] cycles of one batch per contender (`batch(i)` runs contender
+/// `i`'s), each cycle starting with another contender.
+fn turns(out: &mut [Vec<f64>; 3], mut batch: impl FnMut(usize) -> f64) {
+    for cycle in 0..CYCLES {
+        for k in 0..3 {
+            let i = (cycle + k) % 3;
+            out[i].push(batch(i));
+        }
+    }
 }
 
 /// One session: typed and raw on `a`, vfio-ioctls on `b`.
@@ -224,27 +234,16 @@ fn session(a: (&str, u32), b: &str, out: &mut Results) {
     let _ = (typed.maps(BATCH), raw.maps(&typed, BATCH), vmm.maps(BATCH));
     let _ = (typed.triggers(BATCH), raw.triggers(&typed, BATCH));
     let _ = vmm.triggers(BATCH);
-    for cycle in 0..CYCLES {
-        // Each cycle starts with another contender.
-        for k in 0..3 {
-            let i = (cycle + k) % 3;
-            out.map[i].push(match i {
-                0 => typed.maps(BATCH),
-                1 => raw.maps(&typed, BATCH),
-                _ => vmm.maps(BATCH),
-            });
-        }
-    }
-    for cycle in 0..CYCLES {
-        for k in 0..3 {
-            let i = (cycle + k) % 3;
-            out.trigger[i].push(match i {
-                0 => typed.triggers(BATCH),
-                1 => raw.triggers(&typed, BATCH),
-                _ => vmm.triggers(BATCH),
-            });
-        }
-    }
+    turns(&mut out.map, |i| match i {
+        0 => typed.maps(BATCH),
+        1 => raw.maps(&typed, BATCH),
+        _ => vmm.maps(BATCH),
+    });
+    turns(&mut out.trigger, |i| match i {
+        0 => typed.triggers(BATCH),
+        1 => raw.triggers(&typed, BATCH),
+        _ => vmm.triggers(BATCH),
+    });
     drop(vmm);
     drop(typed);
 }
