@@ -77,26 +77,43 @@ if [ -f /lib/modules/load-order ]; then
     done < /lib/modules/load-order
 fi
 
-# --- bind the edu devices to vfio-pci -------------------------------------------
-devices=""
-groups=""
-for d in /sys/bus/pci/devices/*; do
-    [ -f "$d/vendor" ] || continue
-    [ "$(cat "$d/vendor")" = 0x1234 ] || continue
-    [ "$(cat "$d/device")" = 0x11e8 ] || continue
-    bdf=${d##*/}
+# --- bind devices to vfio-pci -------------------------------------------------
+# with_ids VENDOR DEVICE: the PCI addresses of the devices with these ids.
+with_ids() {
+    for d in /sys/bus/pci/devices/*; do
+        [ -f "$d/vendor" ] || continue
+        [ "$(cat "$d/vendor")" = "$1" ] || continue
+        [ "$(cat "$d/device")" = "$2" ] || continue
+        echo "${d##*/}"
+    done
+}
+# bind_vfio BDF: hands the device to vfio-pci (from its driver, if any).
+bind_vfio() {
+    d=/sys/bus/pci/devices/$1
     if [ -e "$d/driver" ]; then
-        echo "$bdf" > "$d/driver/unbind"
+        echo "$1" > "$d/driver/unbind"
     fi
     echo vfio-pci > "$d/driver_override"
-    echo "$bdf" > /sys/bus/pci/drivers_probe
-    drv=""
-    [ -e "$d/driver" ] && drv=$(basename "$(readlink "$d/driver")")
-    grp=""
-    if [ -e "$d/iommu_group" ]; then
-        g=$(basename "$(readlink "$d/iommu_group")")
-        if [ -e "/dev/vfio/noiommu-$g" ]; then grp="noiommu-$g"; else grp="$g"; fi
-    fi
+    echo "$1" > /sys/bus/pci/drivers_probe
+}
+# driver_of BDF, group_of BDF: the name of its driver / IOMMU group, or "".
+driver_of() {
+    d=/sys/bus/pci/devices/$1
+    if [ -e "$d/driver" ]; then basename "$(readlink "$d/driver")"; fi
+}
+group_of() {
+    d=/sys/bus/pci/devices/$1
+    if [ -e "$d/iommu_group" ]; then basename "$(readlink "$d/iommu_group")"; fi
+}
+
+# The edu devices.
+devices=""
+groups=""
+for bdf in $(with_ids 0x1234 0x11e8); do
+    bind_vfio "$bdf"
+    drv=$(driver_of "$bdf")
+    grp=$(group_of "$bdf")
+    if [ -n "$grp" ] && [ -e "/dev/vfio/noiommu-$grp" ]; then grp="noiommu-$grp"; fi
     log "edu $bdf driver=${drv:-none} group=${grp:-none}"
     if [ "$drv" != vfio-pci ] || [ -z "$grp" ]; then
         log "ERROR: could not bind $bdf to vfio-pci"
@@ -113,23 +130,13 @@ groups=${groups# }
 # here) and a virtio-rng (left to virtio-pci) are functions 0 and 1 of one
 # slot behind one root port, so they share one IOMMU group.
 nonviable=""
-for d in /sys/bus/pci/devices/*; do
-    [ -f "$d/vendor" ] || continue
-    [ "$(cat "$d/vendor")" = 0x1b36 ] || continue
-    [ "$(cat "$d/device")" = 0x0005 ] || continue
-    bdf=${d##*/}
+for bdf in $(with_ids 0x1b36 0x0005); do
     mate=${bdf%.*}.1
-    if [ -e "$d/driver" ]; then
-        echo "$bdf" > "$d/driver/unbind"
-    fi
-    echo vfio-pci > "$d/driver_override"
-    echo "$bdf" > /sys/bus/pci/drivers_probe
-    drv=""; mdrv=""; g=""; mg=""
-    [ -e "$d/driver" ] && drv=$(basename "$(readlink "$d/driver")")
-    m=/sys/bus/pci/devices/$mate
-    [ -e "$m/driver" ] && mdrv=$(basename "$(readlink "$m/driver")")
-    [ -e "$d/iommu_group" ] && g=$(basename "$(readlink "$d/iommu_group")")
-    [ -e "$m/iommu_group" ] && mg=$(basename "$(readlink "$m/iommu_group")")
+    bind_vfio "$bdf"
+    drv=$(driver_of "$bdf")
+    mdrv=$(driver_of "$mate")
+    g=$(group_of "$bdf")
+    mg=$(group_of "$mate")
     log "pci-testdev $bdf driver=${drv:-none} group=${g:-none}; $mate driver=${mdrv:-none} group=${mg:-none}"
     if [ "$drv" != vfio-pci ] || [ -z "$mdrv" ]; then
         log "ERROR: the non-viable group is not set up"
