@@ -1267,6 +1267,19 @@ impl World {
         Err(last.unwrap_or(GroupError::BadDeviceName { name: name.into() }))
     }
 
+    /// What enabling (`enable`) or disabling IRQ `index` of kernel device
+    /// `d` through `VFIO_DEVICE_SET_IRQS` gives, and its effect on the model.
+    fn set_irqs_want(&mut self, d: usize, index: u32, enable: bool) -> Result<(), DeviceError> {
+        self.set_irqs_errno(d, index, enable)
+            .map_or(Ok(()), |errno| {
+                Err(DeviceError::IndexedIoctl {
+                    ioctl: SET_IRQS,
+                    index,
+                    errno,
+                })
+            })
+    }
+
     fn set_irqs_errno(&mut self, d: usize, index: u32, enable: bool) -> Option<Errno> {
         if let Some(errno) = self.call(SET_IRQS) {
             return Some(errno);
@@ -1370,20 +1383,9 @@ impl World {
                 };
                 let want = match want {
                     Some(e) => Err(e),
-                    None => match self.set_irqs_errno(d, MSI, true) {
-                        Some(errno) => Err(DeviceError::IndexedIoctl {
-                            ioctl: SET_IRQS,
-                            index: MSI,
-                            errno,
-                        }),
-                        None => Ok(()),
-                    },
+                    None => self.set_irqs_want(d, MSI, true),
                 };
-                let efd = EventFd::from_value_and_flags(
-                    0,
-                    EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK,
-                )
-                .expect("eventfd");
+                let efd = eventfd();
                 let got = self.devices[i].device.set_irq_eventfd(MSI, 0, efd.as_fd());
                 if got.is_ok() {
                     self.msi_efd[d] = Some(efd);
@@ -1396,19 +1398,8 @@ impl World {
                     return true;
                 };
                 let d = self.devices[i].index;
-                let want = match self.set_irqs_errno(d, INTX, true) {
-                    Some(errno) => Err(DeviceError::IndexedIoctl {
-                        ioctl: SET_IRQS,
-                        index: INTX,
-                        errno,
-                    }),
-                    None => Ok(()),
-                };
-                let efd = EventFd::from_value_and_flags(
-                    0,
-                    EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK,
-                )
-                .expect("eventfd");
+                let want = self.set_irqs_want(d, INTX, true);
+                let efd = eventfd();
                 let got = self.devices[i].device.set_irq_eventfd(INTX, 0, efd.as_fd());
                 // The kernel holds its own reference.
                 drop(efd);
@@ -1421,14 +1412,7 @@ impl World {
                 };
                 let d = self.devices[i].index;
                 let index = if msi { MSI } else { INTX };
-                let want = match self.set_irqs_errno(d, index, false) {
-                    Some(errno) => Err(DeviceError::IndexedIoctl {
-                        ioctl: SET_IRQS,
-                        index,
-                        errno,
-                    }),
-                    None => Ok(()),
-                };
+                let want = self.set_irqs_want(d, index, false);
                 let got = self.devices[i].device.disable_irq(index);
                 self.outcome(op, fmt(&got), fmt(&want));
             }
@@ -2462,3 +2446,9 @@ fuzz_target!(
         one(&input);
     }
 );
+
+/// A non-blocking, close-on-exec eventfd.
+fn eventfd() -> EventFd {
+    EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+        .expect("eventfd")
+}
