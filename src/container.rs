@@ -21,6 +21,8 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::sync::OnceLock;
 
+use crate::dma::Orphans;
+
 use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
 use crate::abi::IovaRangeCap;
@@ -137,13 +139,12 @@ pub struct Container<S: ContainerState = Unset> {
 #[derive(Debug)]
 pub(crate) struct Inner {
     // Field order is drop order: groups close before the container fd.
-    pub(crate) groups: Vec<Group>,
+    pub(crate) groups: GroupList,
     pub(crate) fd: OwnedFd,
     pub(crate) kernel: Kernel,
-    /// `VFIO_IOMMU_GET_INFO` as first read after the model was set; a
-    /// refused mapping is explained from it. Reset when the groups are
-    /// released.
-    pub(crate) iommu_info: OnceLock<IommuInfo>,
+    /// Mappings whose guard failed to unmap: their pages are kept until the
+    /// kernel confirms them gone.
+    pub(crate) orphans: Orphans,
     /// The PAMU ("type2") configuration and window bookkeeping; unused by
     /// the other models. Reset when the groups are released.
     pub(crate) type2: crate::type2::Type2State,
@@ -151,13 +152,107 @@ pub(crate) struct Inner {
 
 impl Inner {
     fn detach_all(&mut self) {
-        for group in &self.groups {
+        let mut all_left = true;
+        for group in self.groups.iter() {
             // Errors are ignored: Drop must not fail. EBUSY (open devices)
             // leaves the kernel to detach when the last device fd closes.
-            let _ = self
+            all_left &= self
                 .kernel
-                .ioctl(group.as_fd(), req::VFIO_GROUP_UNSET_CONTAINER, Arg::None);
+                .ioctl(group.as_fd(), req::VFIO_GROUP_UNSET_CONTAINER, Arg::None)
+                .is_ok();
         }
+        // The last group leaving drops every mapping: orphaned pages may go.
+        // Otherwise the kernel may still map them: they stay leaked.
+        if all_left {
+            self.orphans.all_gone();
+        }
+    }
+}
+
+/// The groups of a container: append-only while shared (so a group can be
+/// attached through `&Container` while mapping guards borrow it), emptied
+/// only through `&mut`.
+#[derive(Debug, Default)]
+pub(crate) struct GroupList {
+    head: OnceLock<Box<GroupNode>>,
+}
+
+/// The groups attached to a container, in attach order
+/// ([`Container::groups`]).
+#[derive(Clone, Debug)]
+pub struct Groups<'a> {
+    next: Option<&'a GroupNode>,
+}
+
+impl<'a> Iterator for Groups<'a> {
+    type Item = &'a Group;
+
+    fn next(&mut self) -> Option<&'a Group> {
+        let node = self.next?;
+        self.next = node.next.get().map(|b| &**b);
+        Some(&node.group)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = std::iter::successors(self.next, |n| n.next.get().map(|b| &**b)).count();
+        (n, Some(n))
+    }
+}
+
+impl ExactSizeIterator for Groups<'_> {}
+
+impl Groups<'_> {
+    /// Whether no group is left.
+    pub fn is_empty(&self) -> bool {
+        self.next.is_none()
+    }
+}
+
+#[derive(Debug)]
+struct GroupNode {
+    group: Group,
+    next: OnceLock<Box<GroupNode>>,
+}
+
+impl GroupList {
+    /// Appends `group` (lock-free: a lost race moves on to the next slot).
+    fn push(&self, group: Group) {
+        let mut slot = &self.head;
+        let mut node = Box::new(GroupNode {
+            group,
+            next: OnceLock::new(),
+        });
+        loop {
+            match slot.set(node) {
+                Ok(()) => return,
+                Err(back) => node = back,
+            }
+            if let Some(taken) = slot.get() {
+                slot = &taken.next;
+            }
+        }
+    }
+
+    /// The groups, in the order they were attached.
+    pub(crate) fn iter(&self) -> Groups<'_> {
+        Groups {
+            next: self.head.get().map(|b| &**b),
+        }
+    }
+
+    /// Takes every group out, in order.
+    fn take_all(&mut self) -> Vec<Group> {
+        let mut out = Vec::new();
+        let mut next = self.head.take();
+        while let Some(node) = next {
+            let GroupNode {
+                group,
+                next: mut rest,
+            } = *node;
+            out.push(group);
+            next = rest.take();
+        }
+        out
     }
 }
 
@@ -225,10 +320,10 @@ impl Container<Unset> {
         }
         Ok(Container {
             inner: Inner {
-                groups: Vec::new(),
+                groups: GroupList::default(),
                 fd,
                 kernel,
-                iommu_info: OnceLock::new(),
+                orphans: Orphans::default(),
                 type2: Default::default(),
             },
             _state: PhantomData,
@@ -240,7 +335,7 @@ impl Container<Unset> {
     /// `VFIO_GROUP_GET_STATUS` before the attach, so a failure names the
     /// reason. On failure both the container and the group come back.
     #[doc(alias = "VFIO_GROUP_SET_CONTAINER")]
-    pub fn attach(mut self, group: Group) -> Result<Container<Attached>, AttachError<Unset>> {
+    pub fn attach(self, group: Group) -> Result<Container<Attached>, AttachError<Unset>> {
         match self.attach_group(group) {
             Ok(()) => Ok(self.into_state()),
             Err((group, error)) => Err(AttachError {
@@ -279,8 +374,8 @@ impl<S: ContainerState> Container<S> {
     }
 
     /// The groups attached, in attach order.
-    pub fn groups(&self) -> &[Group] {
-        &self.inner.groups
+    pub fn groups(&self) -> Groups<'_> {
+        self.inner.groups.iter()
     }
 
     /// The attached group with this id.
@@ -305,7 +400,7 @@ impl<S: ContainerState> Container<S> {
         }
     }
 
-    fn attach_group(&mut self, group: Group) -> Result<(), (Group, GroupError)> {
+    fn attach_group(&self, group: Group) -> Result<(), (Group, GroupError)> {
         let id = group.id();
         let status = match group.status() {
             Ok(s) => s,
@@ -343,8 +438,14 @@ impl<S: HasGroups> Container<S> {
     /// Attaches one more group (`VFIO_GROUP_SET_CONTAINER`); with an IOMMU
     /// model set, the kernel checks the group is compatible with it. On
     /// failure the group comes back with the error.
+    ///
+    /// Takes `&self`: the kernel allows attaching while mappings live (it
+    /// replays them into the new group's IOMMU domain), so live
+    /// [`DmaMapping`](crate::DmaMapping) guards do not prevent it. The new
+    /// group's reserved regions may shrink the usable IOVA ranges: a refused
+    /// map is explained from a fresh `VFIO_IOMMU_GET_INFO`.
     #[doc(alias = "VFIO_GROUP_SET_CONTAINER")]
-    pub fn attach_more(&mut self, group: Group) -> Result<(), (Group, GroupError)> {
+    pub fn attach_more(&self, group: Group) -> Result<(), (Group, GroupError)> {
         self.attach_group(group)
     }
 
@@ -361,15 +462,19 @@ impl<S: HasGroups> Container<S> {
     /// the groups that did leave beside it.
     #[doc(alias = "VFIO_GROUP_UNSET_CONTAINER")]
     pub fn release_groups(mut self) -> Result<(Container<Unset>, Vec<Group>), ReleaseError<S>> {
-        let mut released = Vec::with_capacity(self.inner.groups.len());
-        while let Some(group) = self.inner.groups.pop() {
+        let mut stay = self.inner.groups.take_all();
+        let mut released = Vec::with_capacity(stay.len());
+        while let Some(group) = stay.pop() {
             let result =
                 self.inner
                     .kernel
                     .ioctl(group.as_fd(), req::VFIO_GROUP_UNSET_CONTAINER, Arg::None);
             if let Err(errno) = result {
                 let id = group.id();
-                self.inner.groups.push(group);
+                stay.push(group);
+                for group in stay {
+                    self.inner.groups.push(group);
+                }
                 released.reverse();
                 return Err(ReleaseError {
                     container: self,
@@ -384,7 +489,8 @@ impl<S: HasGroups> Container<S> {
             released.push(group);
         }
         released.reverse();
-        self.inner.iommu_info = OnceLock::new();
+        // The last group left: the kernel dropped every mapping.
+        self.inner.orphans.all_gone();
         self.inner.type2 = Default::default();
         Ok((self.into_state(), released))
     }
@@ -584,7 +690,7 @@ impl<S: ContainerState> Container<S> {
     /// `open_device` for any state that has an IOMMU model.
     pub(crate) fn open_device_any(&self, name: &str) -> Result<Device, GroupError> {
         let mut last = None;
-        for group in &self.inner.groups {
+        for group in self.inner.groups.iter() {
             match group.open_device(name) {
                 Ok(device) => return Ok(device),
                 Err(e @ GroupError::NoDevice { .. }) => last = Some(e),
@@ -640,15 +746,6 @@ impl<M: DmaModel> Container<M> {
             ioctl,
             what: "argsz grew between calls",
         })
-    }
-
-    /// [`iommu_info`](Self::iommu_info), read once and kept.
-    pub(crate) fn cached_iommu_info(&self) -> Result<&IommuInfo, ContainerError> {
-        if let Some(info) = self.inner.iommu_info.get() {
-            return Ok(info);
-        }
-        let info = self.iommu_info()?;
-        Ok(self.inner.iommu_info.get_or_init(|| info))
     }
 }
 

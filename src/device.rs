@@ -458,14 +458,25 @@ impl Device {
     }
 
     /// Masks vectors `start..start + count` (`DATA_NONE | ACTION_MASK`).
+    ///
+    /// vfio-pci masks only an IRQ it has enabled, that is one with an eventfd
+    /// trigger set ([`set_irq_eventfd`](Self::set_irq_eventfd)); before that
+    /// (or after [`disable_irq`](Self::disable_irq)) it answers `EINVAL`,
+    /// reported as [`DeviceError::IrqNotEnabled`]. MSI and MSI-X vectors
+    /// cannot be masked through VFIO at all.
     pub fn mask_irq(&self, index: u32, start: u32, count: u32) -> Result<(), DeviceError> {
         self.header_only(index, sys::VFIO_IRQ_SET_ACTION_MASK, start, count)
+            .map_err(|e| not_enabled(e, "mask"))
     }
 
     /// Unmasks vectors `start..start + count` (`DATA_NONE | ACTION_UNMASK`):
     /// after servicing an automasked INTx, or no second interrupt comes.
+    ///
+    /// As for [`mask_irq`](Self::mask_irq), the IRQ must be enabled with an
+    /// eventfd trigger first; otherwise [`DeviceError::IrqNotEnabled`].
     pub fn unmask_irq(&self, index: u32, start: u32, count: u32) -> Result<(), DeviceError> {
         self.header_only(index, sys::VFIO_IRQ_SET_ACTION_UNMASK, start, count)
+            .map_err(|e| not_enabled(e, "unmask"))
     }
 
     fn bool_action(
@@ -657,6 +668,24 @@ impl IrqData<'_> {
 #[inline]
 pub(crate) fn irq_set_len(data: IrqData<'_>) -> usize {
     size_of::<abi::IrqSet>() + data.byte_len()
+}
+
+/// `EINVAL` from a mask or unmask: the kernel has not enabled the IRQ (no
+/// eventfd trigger set), the one case vfio-pci answers so for these actions.
+fn not_enabled(error: DeviceError, action: &'static str) -> DeviceError {
+    match error {
+        DeviceError::IndexedIoctl {
+            ioctl,
+            index,
+            errno: crate::Errno::EINVAL,
+        } => DeviceError::IrqNotEnabled {
+            ioctl,
+            index,
+            action,
+            errno: crate::Errno::EINVAL,
+        },
+        other => other,
+    }
 }
 
 /// A `VFIO_DEVICE_SET_IRQS` argument the crate could not encode.

@@ -1,21 +1,41 @@
 //! DMA: owned buffers the device may access, mapping guards, and the raw
 //! mapping escape hatch.
 //!
-//! A [`DmaBuffer`] is anonymous, page-aligned memory whose contents are
-//! reached only by copies and volatile accessors: the device may write it at
-//! any moment, so the crate never hands out `&T` or `&mut [u8]` into it.
-//! [`Container::map`] maps it and returns a [`DmaMapping`] guard that borrows
-//! both the container and the buffer and unmaps on drop, so neither can go
-//! away while the device can reach the memory. Should a guard be leaked
-//! (`mem::forget`), the buffer notices it is still mapped and, when dropped,
-//! leaks its pages instead of returning them to the system: the device can
-//! never write memory that was reused.
+//! A [`DmaBuffer`] is anonymous, page-aligned memory that a device may read
+//! or write at any moment, so the crate never hands out `&T` or `&mut [u8]`
+//! into it: every access, the program's and (on the [simulated
+//! kernel](crate::sim)) the device's, is a byte-sized atomic access. Atomic
+//! accesses never race with each other, so a buffer may be shared between
+//! threads (`DmaBuffer: Sync`) and a device may write it while a thread reads
+//! it, without undefined behaviour. What two threads or a thread and a device
+//! see of each other's writes is then the device's protocol (doorbells,
+//! phase bits), not the language's.
+//!
+//! [`Container::map`] maps a buffer and returns a [`DmaMapping`] guard that
+//! borrows both the container and the buffer and unmaps on drop, so neither
+//! can go away while the device can reach the memory. The pages are freed
+//! only once no mapping of them can remain in any IOMMU:
+//!
+//! - a guard whose unmap succeeded releases its hold at once;
+//! - a guard whose unmap failed in `Drop` leaves a record with its container
+//!   (an *orphan*); the container frees those pages when the kernel confirms
+//!   the range gone (a successful [`Container::unmap_all`], an
+//!   [`unmap_raw`](Container::unmap_raw) that provably removed it, the last
+//!   group leaving the container: [`release_groups`](Container::release_groups)
+//!   or the container's own teardown);
+//! - a leaked guard (`mem::forget`) leaves no record: its pages are leaked
+//!   for good, since nothing can prove the device lost access.
+//!
+//! [`DmaMapping::unmap`] reports a failed unmap, and
+//! [`DmaMapping::try_unmap`] hands the guard back with it, so a caller can
+//! see the failure and retry.
 
-use std::cell::Cell;
 use std::marker::PhantomData;
 use std::num::NonZeroUsize;
 use std::os::fd::BorrowedFd;
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use nix::errno::Errno;
 use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous, munmap};
@@ -57,12 +77,137 @@ pub fn page_size() -> usize {
         .unwrap_or(4096)
 }
 
+/// The pages of a [`DmaBuffer`]: an anonymous mapping and the number of
+/// IOMMU mappings that may still reach it. Shared (`Arc`) between the buffer
+/// and the orphan records of containers whose unmap of it failed, so the
+/// pages outlive the buffer while a mapping may remain.
+#[derive(Debug)]
+pub(crate) struct Pages {
+    ptr: NonNull<u8>,
+    len: usize,
+    /// IOMMU mappings that may still reach these pages. Non-zero when the
+    /// last holder goes means a mapping was leaked: the pages are leaked too.
+    mapped: AtomicUsize,
+}
+
+// SAFETY: `Pages` owns its anonymous mapping. Every access to the memory
+// goes through `byte`, as an atomic access (no data race whatever the
+// threads), and the count is atomic; the pointer itself is never written
+// after construction.
+unsafe impl Send for Pages {}
+// SAFETY: as for Send: shared access is atomic accesses only.
+unsafe impl Sync for Pages {}
+
+impl Pages {
+    /// The byte at `i`, as an atomic (the only way the crate reaches DMA
+    /// memory). `None` past the end.
+    #[inline(always)]
+    fn byte(&self, i: usize) -> Option<&AtomicU8> {
+        if i >= self.len {
+            return None;
+        }
+        let p = self.ptr.as_ptr().wrapping_add(i);
+        // SAFETY: `i < len`, so `p` is inside the live anonymous mapping this
+        // `Pages` owns, which stays mapped while `&self` lives (it is unmapped
+        // only by `Drop`); `AtomicU8` has alignment 1; every access the crate
+        // makes to this memory is atomic (this function is the only way in),
+        // and the simulated device's are too (`sim::os`), so no non-atomic
+        // access can race with this one.
+        Some(unsafe { AtomicU8::from_ptr(p) })
+    }
+
+    fn hold(&self) {
+        self.mapped.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn release(&self) {
+        self.mapped.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Drop for Pages {
+    fn drop(&mut self) {
+        if *self.mapped.get_mut() != 0 {
+            // A mapping may remain (a leaked guard, or an unmap the kernel
+            // never confirmed): the device may still reach these pages, so
+            // they must never be reused. Leak them.
+            return;
+        }
+        // SAFETY: `ptr`/`len` are exactly the mapping `DmaBuffer::with_flags`
+        // made, owned by this `Pages` alone (the last `Arc` is going); no
+        // IOMMU mapping can reach it (count zero) and no reference into it
+        // outlives `&self`.
+        let _ = unsafe { munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+/// One mapping whose unmap failed: the pages stay held until the kernel
+/// confirms the range gone.
+#[derive(Debug)]
+struct Orphan {
+    iova: u64,
+    size: u64,
+    pages: Arc<Pages>,
+}
+
+/// A container's (or IOAS's) orphaned mappings.
+#[derive(Debug, Default)]
+pub(crate) struct Orphans(Mutex<Vec<Orphan>>);
+
+impl Orphans {
+    fn list(&self) -> std::sync::MutexGuard<'_, Vec<Orphan>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records a mapping whose unmap failed (its pages stay held).
+    pub(crate) fn adopt(&self, iova: u64, size: u64, pages: Arc<Pages>) {
+        self.list().push(Orphan { iova, size, pages });
+    }
+
+    /// The kernel confirmed that every mapping is gone: release them all.
+    pub(crate) fn all_gone(&self) {
+        for orphan in self.list().drain(..) {
+            orphan.pages.release();
+        }
+    }
+
+    /// The kernel confirmed that every mapping lying inside
+    /// `iova..iova + size` is gone; `exact` asks for the orphan's range to be
+    /// that range exactly.
+    pub(crate) fn range_gone(&self, iova: u64, size: u64, exact: bool) {
+        let Some(last) = size.checked_sub(1).and_then(|s| iova.checked_add(s)) else {
+            return;
+        };
+        self.list().retain(|o| {
+            let inside = if exact {
+                o.iova == iova && o.size == size
+            } else {
+                o.size > 0
+                    && o.iova >= iova
+                    && o.iova.checked_add(o.size - 1).is_some_and(|l| l <= last)
+            };
+            if inside {
+                o.pages.release();
+            }
+            !inside
+        });
+    }
+
+    /// How many mappings are orphaned.
+    pub(crate) fn count(&self) -> usize {
+        self.list().len()
+    }
+}
+
 /// Owned, page-aligned, zero-initialised memory for DMA.
 ///
 /// Reached only through copies ([`read`](Self::read), [`write`](Self::write))
-/// and volatile scalar accessors. Not `Sync`: concurrent accesses from two
-/// threads would race with each other (the device's accesses are what the
-/// volatile discipline is for).
+/// and scalar accessors, all made of byte-sized atomic accesses, so a device
+/// (or another thread) writing the buffer meanwhile is no data race. A
+/// multi-byte value is read or written one byte at a time: use the device's
+/// protocol (a phase bit, a doorbell) to know when a structure is complete.
+/// The `_le`/`_be` accessors give device-defined structures an explicit byte
+/// order; the plain ones use the host's.
 ///
 /// ```
 /// use typed_vfio::DmaBuffer;
@@ -76,58 +221,68 @@ pub fn page_size() -> usize {
 /// buffer.read(0, &mut back)?;
 /// assert_eq!(&back, b"to the device");
 /// assert_eq!(buffer.read_u32(16)?, 0xdead_beef);
+/// buffer.write_u32_le(20, 0x0102_0304)?;
+/// assert_eq!(buffer.read_u8(20)?, 0x04);
 /// assert!(buffer.read_u32(buffer.len()).is_err());
 /// # Ok(())
 /// # }
 /// ```
 #[derive(Debug)]
 pub struct DmaBuffer {
-    pub(crate) ptr: NonNull<u8>,
-    pub(crate) len: usize,
-    /// Live mappings of this buffer. Non-zero at drop means a guard leaked:
-    /// the pages are then leaked too.
-    pub(crate) mapped: Cell<usize>,
+    pub(crate) pages: Arc<Pages>,
 }
 
-// SAFETY: DmaBuffer exclusively owns its mapping; moving it to another thread
-// moves that ownership. It is not Sync (Cell), so no two threads access it at
-// once.
-unsafe impl Send for DmaBuffer {}
-
 macro_rules! dma_scalar {
-    ($($read:ident / $write:ident: $t:ty;)*) => {$(
-        #[doc = concat!("Volatile read of a `", stringify!($t), "` at `offset` (naturally aligned).")]
+    ($($t:ty: $read:ident / $write:ident, $read_le:ident / $write_le:ident, $read_be:ident / $write_be:ident;)*) => {$(
+        #[doc = concat!("Reads a host-order `", stringify!($t), "` at `offset` (naturally aligned), byte by byte.")]
+        #[inline]
         pub fn $read(&self, offset: usize) -> Result<$t, DmaError> {
-            let p = self.at(offset, size_of::<$t>(), size_of::<$t>())?;
-            // SAFETY: `at` proved `offset..offset + size_of::<T>()` is inside
-            // the live mapping and aligned for T; any bits are a valid integer.
-            Ok(unsafe { p.cast::<$t>().as_ptr().read_volatile() })
+            self.scalar::<{ size_of::<$t>() }>(offset).map(<$t>::from_ne_bytes)
         }
-        #[doc = concat!("Volatile write of a `", stringify!($t), "` at `offset` (naturally aligned).")]
+        #[doc = concat!("Writes a host-order `", stringify!($t), "` at `offset` (naturally aligned), byte by byte.")]
+        #[inline]
         pub fn $write(&self, offset: usize, value: $t) -> Result<(), DmaError> {
-            let p = self.at(offset, size_of::<$t>(), size_of::<$t>())?;
-            // SAFETY: as for the read; the mapping is writable.
-            unsafe { p.cast::<$t>().as_ptr().write_volatile(value) };
-            Ok(())
+            self.put_scalar(offset, value.to_ne_bytes())
+        }
+        #[doc = concat!("Reads a little-endian `", stringify!($t), "` at `offset` (naturally aligned), whatever the host's byte order.")]
+        #[inline]
+        pub fn $read_le(&self, offset: usize) -> Result<$t, DmaError> {
+            self.scalar::<{ size_of::<$t>() }>(offset).map(<$t>::from_le_bytes)
+        }
+        #[doc = concat!("Writes a little-endian `", stringify!($t), "` at `offset` (naturally aligned), whatever the host's byte order.")]
+        #[inline]
+        pub fn $write_le(&self, offset: usize, value: $t) -> Result<(), DmaError> {
+            self.put_scalar(offset, value.to_le_bytes())
+        }
+        #[doc = concat!("Reads a big-endian `", stringify!($t), "` at `offset` (naturally aligned), whatever the host's byte order.")]
+        #[inline]
+        pub fn $read_be(&self, offset: usize) -> Result<$t, DmaError> {
+            self.scalar::<{ size_of::<$t>() }>(offset).map(<$t>::from_be_bytes)
+        }
+        #[doc = concat!("Writes a big-endian `", stringify!($t), "` at `offset` (naturally aligned), whatever the host's byte order.")]
+        #[inline]
+        pub fn $write_be(&self, offset: usize, value: $t) -> Result<(), DmaError> {
+            self.put_scalar(offset, value.to_be_bytes())
         }
     )*};
 }
 
 impl DmaBuffer {
-    /// Allocates `len` bytes rounded up to whole pages, zeroed
-    /// (anonymous private `mmap`, populated).
+    /// Allocates `len` bytes rounded up to whole pages (at least one page:
+    /// `new(0)` is one page), zeroed (anonymous private `mmap`, populated).
     pub fn new(len: usize) -> Result<DmaBuffer, DmaError> {
         Self::with_flags(len, page_size(), MapFlags::empty())
     }
 
-    /// `len` rounded up to a multiple of `page`, mapped with `extra` flags
-    /// too (`MAP_HUGETLB` and a size, for huge pages).
+    /// `len` (at least 1) rounded up to a multiple of `page`, mapped with
+    /// `extra` flags too (`MAP_HUGETLB` and a size, for huge pages).
     pub(crate) fn with_flags(
         len: usize,
         page: usize,
         extra: MapFlags,
     ) -> Result<DmaBuffer, DmaError> {
         let rounded = len
+            .max(1)
             .checked_next_multiple_of(page)
             .and_then(NonZeroUsize::new)
             .ok_or(DmaError::Alloc {
@@ -152,15 +307,18 @@ impl DmaBuffer {
         }
         .map_err(|errno| DmaError::Alloc { len, errno })?;
         Ok(DmaBuffer {
-            ptr: ptr.cast(),
-            len: rounded.get(),
-            mapped: Cell::new(0),
+            pages: Arc::new(Pages {
+                ptr: ptr.cast(),
+                len: rounded.get(),
+                mapped: AtomicUsize::new(0),
+            }),
         })
     }
 
     /// Length in bytes (whole pages).
+    #[inline]
     pub fn len(&self) -> usize {
-        self.len
+        self.pages.len
     }
 
     /// Always false: a buffer has at least one page.
@@ -170,66 +328,120 @@ impl DmaBuffer {
 
     /// The buffer's address in this process (what `MAP_DMA` is given).
     pub fn addr(&self) -> usize {
-        self.ptr.as_ptr() as usize
+        self.pages.ptr.as_ptr() as usize
     }
 
-    /// Whether a mapping guard of this buffer is alive (or was leaked).
+    /// The start of the memory, for the kernel (never dereferenced here).
+    #[inline]
+    pub(crate) fn as_mut_ptr(&self) -> *mut u8 {
+        self.pages.ptr.as_ptr()
+    }
+
+    /// Whether a mapping of this buffer may remain: a guard is alive, was
+    /// leaked, or failed to unmap and the kernel has not yet confirmed the
+    /// range gone.
     pub fn is_mapped(&self) -> bool {
-        self.mapped.get() != 0
+        self.pages.mapped.load(Ordering::Acquire) != 0
     }
 
-    fn at(&self, offset: usize, len: usize, align: usize) -> Result<NonNull<u8>, DmaError> {
+    /// Counts one more IOMMU mapping of the pages.
+    #[inline]
+    pub(crate) fn hold(&self) {
+        self.pages.hold();
+    }
+
+    /// One IOMMU mapping of the pages is confirmed gone.
+    #[inline]
+    pub(crate) fn release(&self) {
+        self.pages.release();
+    }
+
+    fn check(&self, offset: usize, len: usize, align: usize) -> Result<(), DmaError> {
         match offset.checked_add(len) {
-            Some(end) if end <= self.len && offset.is_multiple_of(align) => {
-                // SAFETY: `offset + len <= self.len`: inside the mapping.
-                Ok(unsafe { self.ptr.add(offset) })
-            }
+            Some(end) if end <= self.pages.len && offset.is_multiple_of(align) => Ok(()),
             _ => Err(DmaError::OutOfBounds {
                 offset: offset as u64,
                 len: len as u64,
-                size: self.len as u64,
+                size: self.pages.len as u64,
             }),
         }
     }
 
-    /// Copies `buf.len()` bytes out of the buffer from `offset` (volatile,
-    /// byte by byte: the device may be writing).
-    pub fn read(&self, offset: usize, buf: &mut [u8]) -> Result<(), DmaError> {
-        let p = self.at(offset, buf.len(), 1)?;
-        for (i, b) in buf.iter_mut().enumerate() {
-            let byte = p.as_ptr().wrapping_add(i);
-            // SAFETY: `at` proved `offset..offset + buf.len()` is in bounds,
-            // and `i < buf.len()`, so `byte` is inside the live mapping.
-            *b = unsafe { byte.read_volatile() };
-        }
+    #[inline]
+    fn scalar<const N: usize>(&self, offset: usize) -> Result<[u8; N], DmaError> {
+        self.check(offset, N, N)?;
+        let mut out = [0u8; N];
+        self.load(offset, &mut out);
+        Ok(out)
+    }
+
+    #[inline]
+    fn put_scalar<const N: usize>(&self, offset: usize, bytes: [u8; N]) -> Result<(), DmaError> {
+        self.check(offset, N, N)?;
+        self.store(offset, &bytes);
         Ok(())
     }
 
-    /// Copies `buf` into the buffer at `offset` (volatile, byte by byte).
-    pub fn write(&self, offset: usize, buf: &[u8]) -> Result<(), DmaError> {
-        let p = self.at(offset, buf.len(), 1)?;
-        for (i, &b) in buf.iter().enumerate() {
-            let byte = p.as_ptr().wrapping_add(i);
-            // SAFETY: as in `read`.
-            unsafe { byte.write_volatile(b) };
+    /// Atomic byte loads of `out.len()` bytes from `offset` (checked).
+    #[inline]
+    fn load(&self, offset: usize, out: &mut [u8]) {
+        for (i, b) in out.iter_mut().enumerate() {
+            if let Some(cell) = self.pages.byte(offset.wrapping_add(i)) {
+                *b = cell.load(Ordering::Relaxed);
+            }
         }
+    }
+
+    /// Atomic byte stores of `data` at `offset` (checked).
+    #[inline]
+    fn store(&self, offset: usize, data: &[u8]) {
+        for (i, &b) in data.iter().enumerate() {
+            if let Some(cell) = self.pages.byte(offset.wrapping_add(i)) {
+                cell.store(b, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Copies `buf.len()` bytes out of the buffer from `offset` (byte-sized
+    /// atomic loads: the device may be writing).
+    pub fn read(&self, offset: usize, buf: &mut [u8]) -> Result<(), DmaError> {
+        self.check(offset, buf.len(), 1)?;
+        self.load(offset, buf);
+        Ok(())
+    }
+
+    /// Copies `buf` into the buffer at `offset` (byte-sized atomic stores).
+    pub fn write(&self, offset: usize, buf: &[u8]) -> Result<(), DmaError> {
+        self.check(offset, buf.len(), 1)?;
+        self.store(offset, buf);
         Ok(())
     }
 
     /// Sets every byte to `value`.
     pub fn fill(&self, value: u8) {
-        for i in 0..self.len {
-            let byte = self.ptr.as_ptr().wrapping_add(i);
-            // SAFETY: `i < self.len`: inside the mapping.
-            unsafe { byte.write_volatile(value) };
+        for i in 0..self.pages.len {
+            if let Some(cell) = self.pages.byte(i) {
+                cell.store(value, Ordering::Relaxed);
+            }
         }
     }
 
     dma_scalar! {
-        read_u8 / write_u8: u8;
-        read_u16 / write_u16: u16;
-        read_u32 / write_u32: u32;
-        read_u64 / write_u64: u64;
+        u16: read_u16 / write_u16, read_u16_le / write_u16_le, read_u16_be / write_u16_be;
+        u32: read_u32 / write_u32, read_u32_le / write_u32_le, read_u32_be / write_u32_be;
+        u64: read_u64 / write_u64, read_u64_le / write_u64_le, read_u64_be / write_u64_be;
+    }
+
+    /// Reads the byte at `offset`.
+    #[inline]
+    pub fn read_u8(&self, offset: usize) -> Result<u8, DmaError> {
+        self.scalar::<1>(offset).map(|[b]| b)
+    }
+
+    /// Writes the byte at `offset`.
+    #[inline]
+    pub fn write_u8(&self, offset: usize, value: u8) -> Result<(), DmaError> {
+        self.put_scalar(offset, [value])
     }
 
     /// The physical address of each page, for no-IOMMU DMA (the device sees
@@ -239,11 +451,11 @@ impl DmaBuffer {
     pub fn physical_pages(&self) -> std::io::Result<Vec<u64>> {
         use std::io::{Read, Seek, SeekFrom};
         // SAFETY: locking pages of our own live mapping changes no memory.
-        unsafe { nix::sys::mman::mlock(self.ptr.cast(), self.len) }?;
+        unsafe { nix::sys::mman::mlock(self.pages.ptr.cast(), self.pages.len) }?;
         let page = page_size();
         let mut map = std::fs::File::open("/proc/self/pagemap")?;
-        let mut out = Vec::with_capacity(self.len / page);
-        for i in 0..self.len / page {
+        let mut out = Vec::with_capacity(self.pages.len / page);
+        for i in 0..self.pages.len / page {
             let vpn = (self.addr() + i * page) / page;
             map.seek(SeekFrom::Start(vpn as u64 * 8))?;
             let mut entry = [0u8; 8];
@@ -256,30 +468,38 @@ impl DmaBuffer {
                     "pagemap gives no frame number (page not present, or no CAP_SYS_ADMIN)",
                 ));
             }
-            out.push(pfn * page as u64);
+            out.push(pfn.checked_mul(page as u64).ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "pagemap frame number overflows",
+                )
+            })?);
         }
         Ok(out)
     }
 }
 
-impl Drop for DmaBuffer {
-    fn drop(&mut self) {
-        if self.mapped.get() != 0 {
-            // A mapping guard was leaked: the device may still reach these
-            // pages, so they must never be reused. Leak them.
-            return;
-        }
-        // SAFETY: `ptr`/`len` are exactly the mapping `new` made and this
-        // buffer owns; no mapping guard refers to it (count is zero) and no
-        // reference into it exists (the API hands out none).
-        let _ = unsafe { munmap(self.ptr.cast(), self.len) };
-    }
+/// A failed unmap: the guard, handed back (still holding its buffer; drop
+/// it to try once more, or call `unmap` again), and the kernel's error.
+#[derive(Debug, thiserror::Error)]
+#[error("unmapping failed (the guard is handed back): {error}")]
+pub struct UnmapError<G: std::fmt::Debug, E: std::error::Error + 'static = DmaError> {
+    /// The guard, still live: the mapping may remain in the IOMMU.
+    pub mapping: G,
+    /// Why.
+    #[source]
+    pub error: E,
 }
 
 /// A live DMA mapping of a [`DmaBuffer`]; unmaps on drop
 /// (`VFIO_IOMMU_UNMAP_DMA`). Borrows the container (so its groups cannot
 /// leave and it cannot be reconfigured or dropped) and the buffer (so it
 /// cannot be freed).
+///
+/// If the unmap in `Drop` fails, the container keeps a record of the range
+/// and the buffer's pages stay allocated until the kernel confirms the range
+/// gone; [`unmap`](Self::unmap) reports the failure, and
+/// [`try_unmap`](Self::try_unmap) also hands the guard back for a retry.
 ///
 /// A DMA round trip with the [simulated](crate::sim) edu device:
 ///
@@ -307,7 +527,7 @@ impl Drop for DmaBuffer {
 /// buffer.read(0x800, &mut back)?;
 /// assert_eq!(&back, b"round trip");
 /// assert!(buffer.is_mapped());
-/// drop(mapping); // VFIO_IOMMU_UNMAP_DMA
+/// mapping.unmap()?; // VFIO_IOMMU_UNMAP_DMA, reporting the kernel's answer
 /// assert!(!buffer.is_mapped());
 /// # Ok(())
 /// # }
@@ -317,13 +537,14 @@ impl Drop for DmaBuffer {
 pub struct DmaMapping<'a> {
     fd: BorrowedFd<'a>,
     kernel: &'a Kernel,
+    orphans: &'a Orphans,
     buffer: &'a DmaBuffer,
     iova: u64,
     size: u64,
     _container: PhantomData<&'a ()>,
 }
 
-impl DmaMapping<'_> {
+impl<'a> DmaMapping<'a> {
     /// The IOVA the device uses.
     pub fn iova(&self) -> u64 {
         self.iova
@@ -334,16 +555,48 @@ impl DmaMapping<'_> {
         self.size
     }
 
-    /// Unmaps now, reporting the kernel's answer.
+    /// Unmaps now (`VFIO_IOMMU_UNMAP_DMA`), reporting the kernel's answer. On
+    /// failure the range may still be mapped: the container keeps the
+    /// buffer's pages (the buffer stays [`is_mapped`](DmaBuffer::is_mapped))
+    /// until the kernel confirms the range gone, as when `Drop` fails. To
+    /// retry instead, use [`try_unmap`](Self::try_unmap).
+    #[doc(alias = "VFIO_IOMMU_UNMAP_DMA")]
     pub fn unmap(self) -> Result<(), DmaError> {
         let this = std::mem::ManuallyDrop::new(self);
-        this.do_unmap()
+        this.do_unmap().inspect_err(|_| this.orphan())
+    }
+
+    /// Unmaps now (`VFIO_IOMMU_UNMAP_DMA`); on failure the guard comes back
+    /// inside the error, still holding the buffer, to retry (`try_unmap`
+    /// again) or to drop (which tries once more and, if that fails too,
+    /// leaves the pages with the container until the kernel confirms the
+    /// range gone).
+    #[doc(alias = "VFIO_IOMMU_UNMAP_DMA")]
+    pub fn try_unmap(self) -> Result<(), UnmapError<DmaMapping<'a>>> {
+        match self.do_unmap() {
+            Ok(()) => {
+                std::mem::forget(self);
+                Ok(())
+            }
+            Err(error) => Err(UnmapError {
+                mapping: self,
+                error,
+            }),
+        }
+    }
+
+    /// The unmap failed: the container keeps the pages until the kernel
+    /// confirms the range gone.
+    #[cold]
+    fn orphan(&self) {
+        self.orphans
+            .adopt(self.iova, self.size, self.buffer.pages.clone());
     }
 
     #[inline]
     fn do_unmap(&self) -> Result<(), DmaError> {
-        unmap_range(self.kernel, self.fd, self.iova, self.size).map(drop)?;
-        self.buffer.mapped.set(self.buffer.mapped.get() - 1);
+        unmap_range(self.kernel, self.fd, self.iova, self.size)?;
+        self.buffer.release();
         Ok(())
     }
 }
@@ -351,9 +604,11 @@ impl DmaMapping<'_> {
 impl Drop for DmaMapping<'_> {
     #[inline]
     fn drop(&mut self) {
-        // On failure the buffer stays marked mapped and leaks its pages when
-        // dropped; Drop itself must not fail.
-        let _ = self.do_unmap();
+        // Drop must not fail: on failure the container keeps the pages until
+        // the kernel confirms the range gone.
+        if self.do_unmap().is_err() {
+            self.orphan();
+        }
     }
 }
 
@@ -425,8 +680,15 @@ pub(crate) unsafe fn issue_map_dma(
         })
 }
 
+/// `VFIO_IOMMU_UNMAP_DMA` of `iova..iova + size` (no flags) on the container
+/// `fd`; the bytes the kernel says it unmapped.
 #[inline]
-fn unmap_range(kernel: &Kernel, fd: BorrowedFd<'_>, iova: u64, size: u64) -> Result<u64, DmaError> {
+pub(crate) fn unmap_range(
+    kernel: &Kernel,
+    fd: BorrowedFd<'_>,
+    iova: u64,
+    size: u64,
+) -> Result<u64, DmaError> {
     let mut arg = unmap_dma_arg(iova, size, 0);
     kernel
         .ioctl(
@@ -446,10 +708,11 @@ fn unmap_range(kernel: &Kernel, fd: BorrowedFd<'_>, iova: u64, size: u64) -> Res
 impl<M: DmaModel> Container<M> {
     /// Why the kernel refused to map `iova..iova + size` with `errno`: the
     /// typed error for a range that is empty or wraps, unaligned to the
-    /// IOMMU's smallest page, or outside its usable IOVA ranges (read once
-    /// per container from `VFIO_IOMMU_GET_INFO`); otherwise the ioctl error
-    /// as it came. Only ever called on the failure path: the kernel checks
-    /// all of this itself, so a mapping that succeeds pays nothing for it.
+    /// IOMMU's smallest page, or outside its usable IOVA ranges (read afresh
+    /// from `VFIO_IOMMU_GET_INFO`: a group attached since may have shrunk
+    /// the ranges); otherwise the ioctl error as it came. Only ever called on
+    /// the failure path: the kernel checks all of this itself, so a mapping
+    /// that succeeds pays nothing for it.
     #[cold]
     #[inline(never)]
     fn explain_map_failure(&self, iova: u64, size: u64, error: DmaError) -> DmaError {
@@ -466,7 +729,7 @@ impl<M: DmaModel> Container<M> {
             return DmaError::BadRange { iova, size };
         }
         // Without the IOMMU's geometry there is nothing to add to EINVAL.
-        let Ok(info) = self.cached_iommu_info() else {
+        let Ok(info) = self.iommu_info() else {
             return error;
         };
         // A power of two (the lowest set bit of the page-size bitmap, or 1).
@@ -488,8 +751,7 @@ impl<M: DmaModel> Container<M> {
     /// error says why: [`DmaError::Unaligned`] (not aligned to the IOMMU's
     /// smallest page), [`DmaError::OutsideRanges`] (not inside one usable
     /// IOVA range) or [`DmaError::BadRange`] (wraps), from the IOMMU's
-    /// geometry (`VFIO_IOMMU_GET_INFO`, read once per container, and only
-    /// when a mapping fails).
+    /// geometry (`VFIO_IOMMU_GET_INFO`, read when a mapping fails).
     #[doc(alias = "VFIO_IOMMU_MAP_DMA")]
     #[inline]
     pub fn map<'a>(
@@ -498,21 +760,26 @@ impl<M: DmaModel> Container<M> {
         iova: u64,
         access: DmaAccess,
     ) -> Result<DmaMapping<'a>, DmaError> {
-        let size = buffer.len as u64;
+        let size = buffer.len() as u64;
+        // Counted before the call: the device may reach the pages from the
+        // moment the kernel maps them.
+        buffer.hold();
         // SAFETY: the device may access `buffer` until the mapping is
         // removed. The guard returned borrows the buffer, so it stays
         // allocated while the guard lives; the guard unmaps on drop, and if
-        // it is leaked or its unmap fails, the buffer's `mapped` count stays
-        // non-zero and its Drop leaks the pages instead of freeing them. The
-        // device never gets a `&`/`&mut` view, only volatile accesses.
-        let mapped = unsafe { self.map_raw(buffer.ptr.as_ptr(), size, iova, access) };
+        // it is leaked or its unmap fails, the pages' mapping count stays
+        // non-zero and they are leaked (or kept by the container's orphan
+        // record) instead of freed. The memory is only ever reached through
+        // atomic accesses, by the crate and by the simulated device alike.
+        let mapped = unsafe { self.map_raw(buffer.as_mut_ptr(), size, iova, access) };
         if let Err(error) = mapped {
+            buffer.release();
             return Err(self.explain_map_failure(iova, size, error));
         }
-        buffer.mapped.set(buffer.mapped.get() + 1);
         Ok(DmaMapping {
             fd: self.as_fd(),
             kernel: &self.inner.kernel,
+            orphans: &self.inner.orphans,
             buffer,
             iova,
             size,
@@ -531,7 +798,11 @@ impl<M: DmaModel> Container<M> {
     /// write access, writing) at any time, until this range is unmapped from
     /// the IOMMU (by `unmap_raw`, `unmap_all`, or the container losing its
     /// last group). In particular no Rust reference may rely on the memory
-    /// not changing, and it must not be freed or reused while mapped.
+    /// not changing, it must not be freed or reused while mapped, and on the
+    /// [simulated kernel](crate::sim) — whose device accesses are byte-sized
+    /// atomic accesses made on whichever thread started the DMA — the
+    /// program's own accesses to it must not be non-atomic accesses that
+    /// could run at the same time.
     #[doc(alias = "VFIO_IOMMU_MAP_DMA")]
     #[inline]
     pub unsafe fn map_raw(
@@ -549,15 +820,28 @@ impl<M: DmaModel> Container<M> {
     /// Unmaps `iova..iova + size` (`VFIO_IOMMU_UNMAP_DMA`), returning the
     /// bytes the kernel unmapped. Removing device access is always memory
     /// safe; unmapping a range a [`DmaMapping`] owns makes that guard's own
-    /// unmap fail later (its buffer then leaks its pages).
+    /// unmap fail later.
+    ///
+    /// A range whose guard failed to unmap is confirmed gone, and its pages
+    /// freed, when this call succeeds and provably removed it: on type1v2
+    /// every mapping inside the range goes (the kernel refuses a range that
+    /// splits one); on type1 (v1), whose unmap may stop early, only an unmap
+    /// of exactly the orphaned range that reports at least its size.
     #[doc(alias = "VFIO_IOMMU_UNMAP_DMA")]
     pub fn unmap_raw(&self, iova: u64, size: u64) -> Result<u64, DmaError> {
-        unmap_range(&self.inner.kernel, self.as_fd(), iova, size)
+        let unmapped = unmap_range(&self.inner.kernel, self.as_fd(), iova, size)?;
+        if M::ID == sys::VFIO_TYPE1v2_IOMMU {
+            self.inner.orphans.range_gone(iova, size, false);
+        } else if unmapped >= size {
+            self.inner.orphans.range_gone(iova, size, true);
+        }
+        Ok(unmapped)
     }
 
     /// Unmaps everything (`VFIO_IOMMU_UNMAP_DMA` with
     /// `VFIO_DMA_UNMAP_FLAG_ALL`; needs the `VFIO_UNMAP_ALL` extension).
-    /// Takes `&mut self`: no mapping guard can be alive.
+    /// Takes `&mut self`: no mapping guard can be alive. On success the
+    /// pages of every guard whose unmap had failed are freed.
     pub fn unmap_all(&mut self) -> Result<u64, DmaError> {
         let mut arg = unmap_dma_arg(0, 0, sys::VFIO_DMA_UNMAP_FLAG_ALL);
         self.inner
@@ -573,6 +857,13 @@ impl<M: DmaModel> Container<M> {
                 size: 0,
                 errno,
             })?;
+        self.inner.orphans.all_gone();
         Ok(unmapped_size(arg.as_bytes()))
+    }
+
+    /// How many mappings made through guards failed to unmap and are not yet
+    /// confirmed gone (their buffers' pages are kept until they are).
+    pub fn orphaned_mappings(&self) -> usize {
+        self.inner.orphans.count()
     }
 }

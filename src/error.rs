@@ -10,7 +10,7 @@ pub use nix::errno::Errno;
 use thiserror::Error;
 
 /// Opening or configuring a container.
-#[derive(Debug, Error)]
+#[derive(Debug, Error, PartialEq, Eq)]
 pub enum ContainerError {
     /// `open(2)` of the container node failed.
     #[error("open {path}: {errno}")]
@@ -58,7 +58,7 @@ pub enum ContainerError {
 }
 
 /// Opening a group, querying it, or attaching it.
-#[derive(Debug, Error)]
+#[derive(Debug, Error, PartialEq, Eq)]
 pub enum GroupError {
     /// `open(2)` of the group node failed.
     #[error("open {path}: {errno}")]
@@ -69,12 +69,15 @@ pub enum GroupError {
         errno: Errno,
     },
     /// Reading sysfs to find a device's group failed.
-    #[error("{path}: {error}")]
+    #[error("{path}: {kind}{}", errno.map(|e| format!(" ({e})")).unwrap_or_default())]
     Sysfs {
         /// The sysfs path read.
         path: PathBuf,
-        /// The I/O error.
-        error: std::io::Error,
+        /// What went wrong (`NotFound`: no such device or no IOMMU group;
+        /// `InvalidData`: the link does not name a group number).
+        kind: std::io::ErrorKind,
+        /// The errno, when the failure came from a system call.
+        errno: Option<Errno>,
     },
     /// A group ioctl failed.
     #[error("{ioctl} failed on group {group}: {errno}")]
@@ -120,8 +123,25 @@ pub enum GroupError {
 }
 
 /// Device queries, region access, interrupts and resets.
-#[derive(Debug, Error)]
+#[derive(Debug, Error, PartialEq, Eq)]
 pub enum DeviceError {
+    /// Masking or unmasking an IRQ the kernel has not enabled: vfio-pci masks
+    /// and unmasks only while the IRQ has an eventfd trigger
+    /// ([`Device::set_irq_eventfd`](crate::Device::set_irq_eventfd)), and
+    /// answers `EINVAL` otherwise.
+    #[error(
+        "{ioctl} ({action}) of IRQ {index} failed: {errno}: the IRQ is not enabled; set an eventfd trigger first"
+    )]
+    IrqNotEnabled {
+        /// The request.
+        ioctl: &'static str,
+        /// The IRQ index.
+        index: u32,
+        /// `"mask"` or `"unmask"`.
+        action: &'static str,
+        /// The kernel's errno (`EINVAL`).
+        errno: Errno,
+    },
     /// A device ioctl failed.
     #[error("{ioctl} failed: {errno}")]
     Ioctl {
@@ -239,7 +259,7 @@ pub enum DeviceError {
 }
 
 /// DMA mapping and IOMMU queries.
-#[derive(Debug, Error)]
+#[derive(Debug, Error, PartialEq, Eq)]
 pub enum DmaError {
     /// A DMA ioctl failed.
     #[error("{ioctl} iova {iova:#x} size {size:#x}: {errno}")]

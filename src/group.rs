@@ -132,7 +132,8 @@ impl Group {
             .join("iommu_group");
         let target = std::fs::read_link(&link).map_err(|error| GroupError::Sysfs {
             path: link.clone(),
-            error,
+            kind: error.kind(),
+            errno: error.raw_os_error().map(crate::Errno::from_raw),
         })?;
         let number = target
             .file_name()
@@ -140,10 +141,8 @@ impl Group {
             .and_then(|n| n.parse::<u32>().ok())
             .ok_or_else(|| GroupError::Sysfs {
                 path: link.clone(),
-                error: std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    "iommu_group is not a number",
-                ),
+                kind: std::io::ErrorKind::InvalidData,
+                errno: None,
             })?;
         let plain = GroupId::new(number);
         if plain.path().exists() {

@@ -46,17 +46,17 @@
 //! | kernel rule | enforced | by |
 //! | --- | --- | --- |
 //! | `SET_IOMMU` needs a group attached (else `EINVAL`) | compile time | `set_iommu` exists only on `Container<Attached>` (`set_iommu_without_group`) |
-//! | `SET_IOMMU` once (else `EBUSY`) | compile time | no `set_iommu` on `Container<M>` (`set_iommu_twice`); models are the kernel's (`set_iommu_not_a_model`, `sealed_container_state`, `sealed_iommu_model`) |
+//! | `SET_IOMMU` once (else `EINVAL`: the container has a driver already) | compile time | no `set_iommu` on `Container<M>` (`set_iommu_twice`); models are the kernel's (`set_iommu_not_a_model`, `sealed_container_state`, `sealed_iommu_model`) |
 //! | device fds only after `SET_IOMMU` | compile time | `open_device` only on `Container<M: IommuModel>` (`open_device_before_set_iommu`) |
 //! | DMA map/unmap and `IOMMU_GET_INFO` need a type1 model | compile time | only on `Container<M: DmaModel>` (`dma_map_on_unset`, `dma_map_on_attached`, `iommu_info_on_unset`) |
 //! | no DMA mapping in no-IOMMU mode | compile time | `NoIommu` is not a `DmaModel` (`dma_map_on_noiommu`, `noiommu_dma_model`) |
 //! | mapped memory must stay valid while mapped | compile time | [`DmaMapping`] borrows the [`DmaBuffer`] (`drop_buffer_while_mapped`, `mapping_outlives_buffer_return`, `mapping_outlives_buffer_scope`) |
 //! | the last group leaving drops every mapping | compile time | `release_groups(self)` while a guard borrows the container (`release_groups_while_mapped`, `map_after_release_groups`) |
-//! | closing the container drops every mapping | compile time | the guard borrows the container (`drop_container_while_mapped`, `mapping_outlives_container`) |
+//! | mappings live until the last group leaves (closing the container fd alone ends none while a group holds it); the container's teardown detaches its groups, which ends them | compile time | the guard borrows the container, so the container cannot be dropped (and its groups cannot leave) under it (`drop_container_while_mapped`, `mapping_outlives_container`); the kernel's behaviour: `raw::iommu::mappings_outlive_the_container_fd_and_end_when_the_last_group_leaves` in the guest |
 //! | unmap-all removes mappings guards rely on | compile time | `unmap_all(&mut self)` (`unmap_all_while_mapped`) |
 //! | requests belong to one fd class (numbers are reused across classes) | compile time | separate types; `sys` takes [`sys::ContainerFd`]/[`sys::GroupFd`]/[`sys::DeviceFd`] (`container_reset`, `group_reset`, `device_map`, `device_set_iommu`, `device_group_status`, `attach_device_as_group`, `region_reset`, `region_set_irq_eventfd`) |
 //! | a BAR mmap must not outlive its device | compile time | [`MappedRegion`] borrows the [`Device`] (`mapped_region_outlives_device`) |
-//! | two host threads must not race on DMA memory | compile time | [`DmaBuffer`] is `Send` but not `Sync` (`dma_buffer_shared_across_threads`) |
+//! | DMA memory is written by the device at any time (no data race with the program's accesses) | by construction | every access to a [`DmaBuffer`], the program's and the simulated device's, is a byte-sized atomic access, so the buffer is `Sync` (`pass/buffer_threads`; `tests/dma_race.rs` under Miri and ThreadSanitizer) |
 //! | no `&`/`&mut` view of memory a device writes | compile time | [`DmaBuffer`] offers copies and volatile accessors only (`dma_buffer_as_mut_slice`, `dma_buffer_as_slice`, `dma_buffer_deref`, `dma_buffer_index`, `dma_buffer_as_ref`, `dma_buffer_coerce_slice`) |
 //! | a group must be viable to attach (`EPERM`) | run time | [`GroupError::NotViable`], checked with `GET_STATUS` before the attach |
 //! | a group is in one container at a time (`EINVAL`) | run time | [`GroupError::AlreadyAttached`], checked before the attach |
@@ -64,12 +64,14 @@
 //! | IOVA and size aligned to the smallest IOMMU page (`EINVAL`) | run time | [`DmaError::Unaligned`] (the kernel's refusal, explained from `GET_INFO`) |
 //! | mappings inside the usable IOVA ranges (`EINVAL`) | run time | [`DmaError::OutsideRanges`] (the kernel's refusal, explained from `GET_INFO`) |
 //! | no overlapping mappings (`EEXIST`) | run time | [`DmaError::Ioctl`] with the kernel's errno |
+//! | a failed unmap leaves the range mapped | run time | [`DmaMapping::unmap`] reports it and [`DmaMapping::try_unmap`] hands the guard back in an [`UnmapError`]; a failed unmap or `Drop` leaves the pages with the container until the kernel confirms the range gone ([`Container::unmap_all`], [`Container::unmap_raw`], the last group leaving; [`Container::orphaned_mappings`]) |
+//! | INTx mask/unmask only while the IRQ has an eventfd trigger (`EINVAL`) | run time | [`DeviceError::IrqNotEnabled`] |
 //! | region and IRQ indexes exist | run time | [`DeviceError::NoSuchRegion`], [`DeviceError::NoSuchIrq`] |
 //! | region accesses in bounds and aligned | run time | [`DeviceError::OutOfBounds`] |
 //! | only permitted region accesses (read/write/mmap flags) | run time | [`DeviceError::NotPermitted`] |
 //! | a device name must exist in the group | run time | [`GroupError::NoDevice`] with the kernel's errno |
 //! | hot reset needs every affected group's fd | run time | [`DeviceError::Ioctl`] with the kernel's errno |
-//! | PAMU ("type2") rules: request codes only on PAMU containers, windows after geometry, mappings after windows, no reconfiguration under a mapping, MSI banks before MSI | compile time and run time | see the [type2 chapter's table](type2#rules-and-where-they-are-enforced) (`msi_bank_before_set_iommu`, `msi_bank_on_type1v2`, `pamu_attr_on_type1`, `windows_before_geometry`, `pamu_dma_before_windows`, `pamu_geometry_while_mapped`, `pamu_windows_while_bank_mapped`, `pamu_map_plain_buffer`, `pamu_stash_before_windows`, `pamu_iommu_info`; [`Type2Error`], [`DeviceError::MsiBanksUnmapped`]) |
+//! | PAMU ("type2") rules: request codes only on PAMU containers, windows after geometry, mappings after windows, no reconfiguration under a mapping, MSI banks before MSI | compile time and run time | see the [type2 chapter's table](type2#rules-and-where-they-are-enforced) (`msi_bank_before_set_iommu`, `msi_bank_on_type1v2`, `pamu_attr_on_type1`, `windows_before_geometry`, `pamu_dma_before_windows`, `pamu_geometry_while_mapped`, `pamu_windows_while_bank_mapped`, `pamu_map_plain_buffer`, `pamu_stash_before_windows`, `pamu_iommu_info`, `pamu_assume_present_without_unsafe`; [`Type2Error`], [`DeviceError::MsiBanksUnmapped`]) |
 //! | automasked INTx must be unmasked after servicing | documented | [`Device::unmask_irq`]; the kernel cannot be told otherwise |
 //! | closing an eventfd does not disarm its trigger | documented | [`Device::disable_irq`] is explicit |
 //! | device fds close before their group leaves (`EBUSY`) | run time | [`ReleaseError`] hands the container back in its state with the groups that stayed; the container's `Drop` ignores `EBUSY` (the kernel detaches when the devices close) |
@@ -88,8 +90,12 @@
 //! - bytes the kernel returns are parsed with zerocopy, bounds-checked, and
 //!   capability chains are walked forward only (no cycles, bounded);
 //! - DMA can only reach a [`DmaBuffer`] while a [`DmaMapping`] guard borrows
-//!   it; if a guard is leaked or its unmap fails, the buffer leaks its pages
-//!   instead of freeing them, so a device can never write reused memory;
+//!   it; if a guard is leaked its pages are leaked, and if its unmap fails
+//!   they are kept until the kernel confirms the range gone, so a device can
+//!   never write reused memory;
+//! - every access to DMA memory is a byte-sized atomic access (the crate's
+//!   accessors and the simulated device alike), so a device writing while a
+//!   thread reads is no data race;
 //! - no reference into DMA memory or MMIO is ever handed out: accesses are
 //!   copies or volatile, bounds- and alignment-checked;
 //! - `Drop` never panics and tears down in order (mapping guards, then groups
@@ -167,11 +173,11 @@ pub mod sim;
 pub mod type2;
 
 pub use container::{
-    AttachError, Attached, CONTAINER_PATH, Container, ContainerState, DmaModel, HasGroups,
+    AttachError, Attached, CONTAINER_PATH, Container, ContainerState, DmaModel, Groups, HasGroups,
     IommuInfo, IommuModel, IovaRange, NoIommu, ReleaseError, SetIommuError, Type1, Type1v2, Unset,
 };
 pub use device::{Device, DeviceInfo, FeatureSupport, HotResetDevice, IrqInfo, PciIrq};
-pub use dma::{DmaAccess, DmaBuffer, DmaMapping, page_size};
+pub use dma::{DmaAccess, DmaBuffer, DmaMapping, UnmapError, page_size};
 pub use error::{ContainerError, DeviceError, DmaError, Errno, GroupError};
 pub use group::{Group, GroupId, GroupStatus};
 pub use region::{MappedRegion, Region, RegionInfo, SparseArea};

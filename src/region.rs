@@ -319,9 +319,19 @@ impl<'d> Region<'d> {
             _device: std::marker::PhantomData,
         };
         for area in areas.iter().filter(|a| a.size > 0) {
+            // Both offsets are the kernel's: their sum is checked (a wrap
+            // would map another region, BAR0 at file offset 0).
+            let at = self
+                .info
+                .offset
+                .checked_add(area.offset)
+                .ok_or(DeviceError::Malformed {
+                    ioctl: req::VFIO_DEVICE_GET_REGION_INFO.name,
+                    what: "region offset + sparse area offset overflows",
+                })?;
             let ptr = crate::mmio::map(
                 self.device.as_fd(),
-                self.info.offset + area.offset,
+                at,
                 area.size,
                 self.info.readable(),
                 self.info.writable(),

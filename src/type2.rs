@@ -44,20 +44,29 @@
 //! is read back with `GET_ATTR` and compared ([`Type2Error::NotApplied`]),
 //! and the MSI-bank mappings are tracked by the crate.
 //!
+//! A read-back proves nothing when the value asked for is the one the kernel
+//! reports already: the default aperture [0, 2^36 - 1] is reported before
+//! any geometry is configured, and the window count reads as the maximum
+//! after every geometry. So in that case the crate first sets another valid
+//! value and reads it back, then the one asked for: a swallowed failure of
+//! either is seen. (Two more ioctls, only in that case.)
+//!
 //! ## Rules and where they are enforced
 //!
 //! | kernel rule (shared/type2.md) | enforced | by |
 //! | --- | --- | --- |
 //! | PAMU requests only on a PAMU container (the numbers mean other things to sPAPR/type1) | compile time | the five requests are only issued from `Container<Type2<_>>` (`pamu_attr_on_type1`, `msi_bank_on_type1v2`, `msi_bank_before_set_iommu`) |
-//! | `SET_IOMMU(2 or 7)` only on a PAMU platform (the ids are sPAPR's too) | run time | [`PamuPlatform`] token: [`PamuPlatform::detect`] (device tree `compatible = "fsl,pamu"`) or the explicit [`PamuPlatform::assume_present`]; [`Type2Error::NoPamuNode`] |
+//! | `SET_IOMMU(2 or 7)` only on a PAMU platform (the ids are sPAPR's too) | run time | [`PamuPlatform`] token: [`PamuPlatform::detect`] (device tree `compatible = "fsl,pamu"`) or the explicit `unsafe` [`PamuPlatform::assume_present`] (its `# Safety` contract); [`Type2Error::NoPamuNode`] |
 //! | windows only after geometry (`EINVAL`) | compile time | `set_windows` only on `Type2<HasGeometry>`/`Type2<Ready>` (`windows_before_geometry`) |
 //! | `MAP_DMA` / `MAP_MSI_BANK` only once windows are configured | compile time | `map`, `map_msi_bank` only on `Type2<Ready>` (`pamu_dma_before_windows`) |
-//! | no geometry/window change while enabled (`EBUSY`) or with MSI windows | compile time | `set_geometry`/`set_windows` take `self`, guards borrow it (`pamu_geometry_while_mapped`, `pamu_windows_while_bank_mapped`) |
+//! | no geometry/window change while enabled (`EBUSY`) or with MSI windows | compile time + run time | `set_geometry`/`set_windows` take `self`, guards borrow it (`pamu_geometry_while_mapped`, `pamu_windows_while_bank_mapped`); a guard leaked with `mem::forget`, or whose unmap failed, still holds its window: [`Type2Error::MappingsAlive`] |
 //! | stash only once windows are configured | compile time | `set_stash` only on `Type2<Ready>` (`pamu_stash_before_windows`) |
 //! | aperture size a power of two ≥ 4 KiB (`EINVAL`) | run time | [`Type2Error::ApertureSize`] |
 //! | aperture start aligned to its size (`EINVAL`) | run time | [`Type2Error::ApertureUnaligned`] |
 //! | window count a power of two, 1 ≤ n ≤ the maximum read back (`EINVAL`) | run time | [`Type2Error::WindowCount`] |
-//! | a `SET_ATTR` the SDK kernel swallowed | run time | read back: [`Type2Error::NotApplied`] |
+//! | a `SET_ATTR` the SDK kernel swallowed | run time | read back: [`Type2Error::NotApplied`]; when the value asked for is the one already reported (the default aperture, the window maximum), another valid value is set and read back first, so a swallowed failure cannot pass for success ([`Type2Error::Unverifiable`] where no other value exists) |
+//! | a bank count no configuration can serve (more banks than windows) | run time | [`Type2Error::BankCount`]; no allocation is sized by the count before the check |
+//! | a swallowed `MAP_MSI_BANK` failure | not detectable | the SDK kernel has no read-back for banks: the crate's record is all there is (the kernel then refuses MSI with `EINVAL`) |
 //! | MSI bank index < `GET_MSI_BANK_COUNT` (`ENODEV`) | run time | [`Type2Error::BankIndex`] |
 //! | one window per bank; bank mapped once | run time | [`Type2Error::WindowBusy`], [`Type2Error::BankMapped`] |
 //! | DMA iova window-aligned, whole windows, inside the aperture | run time | [`Type2Error::WindowUnaligned`], [`Type2Error::PartialWindows`], [`Type2Error::OutsideAperture`] |
@@ -133,7 +142,7 @@ use crate::container::{
     Attached, Container, ContainerState, HasGroups, SetIommuError, sealed::Sealed,
 };
 use crate::device::Device;
-use crate::dma::{DmaAccess, DmaBuffer, unmap_dma_arg};
+use crate::dma::{DmaAccess, DmaBuffer, Orphans, UnmapError, unmap_dma_arg};
 use crate::error::{ContainerError, DeviceError, DmaError, Errno, GroupError};
 use crate::kernel::{Arg, Kernel, req};
 use crate::sys;
@@ -257,10 +266,20 @@ impl PamuPlatform {
 
     /// The explicit opt-in: the caller states that this kernel is a
     /// Freescale/NXP SDK kernel on a QorIQ SoC with the PAMU driver (for
-    /// systems without a device tree in `/proc` or `/sys`). On an IBM POWER
-    /// host the same ids select sPAPR, and the PAMU requests would reach the
-    /// sPAPR driver under other meanings: only use this when you know.
-    pub fn assume_present() -> PamuPlatform {
+    /// systems without a device tree in `/proc` or `/sys`).
+    ///
+    /// # Safety
+    ///
+    /// The kernel's IOMMU ids 2 and 7 must select the Freescale PAMU driver
+    /// on this machine. On an IBM POWER host the same ids select the sPAPR
+    /// TCE IOMMU, and the PAMU request numbers are sPAPR's there
+    /// (`VFIO_IOMMU_ENABLE`, `VFIO_IOMMU_DISABLE`,
+    /// `VFIO_IOMMU_SPAPR_REGISTER_MEMORY`, ...): `GET_MSI_BANK_COUNT`, issued
+    /// with no argument, would reach `SPAPR_REGISTER_MEMORY`, which reads a
+    /// user pointer from its argument, and `MAP_MSI_BANK`'s bytes would be
+    /// read as another structure. Prefer [`detect`](Self::detect), which
+    /// proves the PAMU from the device tree.
+    pub unsafe fn assume_present() -> PamuPlatform {
         PamuPlatform { _private: () }
     }
 }
@@ -355,7 +374,7 @@ impl fmt::Display for WindowHolder {
 /// and errno; rule violations carry the values, and are raised before any
 /// ioctl, so they are the same whether the kernel would have reported or
 /// swallowed them.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Type2Error {
     /// A PAMU ioctl failed.
     #[error("{ioctl} ({what} {value:#x}) failed: {errno}")]
@@ -490,6 +509,36 @@ pub enum Type2Error {
     HugePageSize {
         /// The size given.
         size: u64,
+    },
+    /// The geometry or the windows cannot change while the crate knows of a
+    /// mapping that may still be in the kernel: a guard was leaked
+    /// (`mem::forget`) or its unmap failed. The kernel refuses the change for
+    /// DMA (`EBUSY`) and would silently discard an MSI bank's window.
+    #[error("cannot reconfigure the PAMU: window {window} is still held by {holder}")]
+    MappingsAlive {
+        /// The first window still held.
+        window: u64,
+        /// What holds it.
+        holder: WindowHolder,
+    },
+    /// `GET_MSI_BANK_COUNT` answered a count no configuration can serve
+    /// (more banks than the PAMU has windows).
+    #[error("GET_MSI_BANK_COUNT answered {count} banks, more than the {max} windows")]
+    BankCount {
+        /// The count the kernel answered.
+        count: u32,
+        /// The window maximum.
+        max: u32,
+    },
+    /// The value asked for is what the kernel already reports, and no other
+    /// valid value exists to prove that a `SET_ATTR` is applied (the SDK
+    /// kernel answers 0 whatever happened).
+    #[error(
+        "VFIO_IOMMU_PAMU_SET_ATTR({attribute}) cannot be verified: the value is already reported and no other value can be tried"
+    )]
+    Unverifiable {
+        /// `"GEOMETRY"`, `"WINDOWS"` or `"PAMU_STASH"`.
+        attribute: &'static str,
     },
 }
 
@@ -659,8 +708,11 @@ impl Container<Attached> {
             .map(|(w, _)| w as u32)
             .unwrap_or(MAX_WINDOWS)
             .min(MAX_WINDOWS);
-        // If this read fails the count stays unknown (MSI refused) and is
-        // read again by the first `map_msi_bank`, which reports a failure.
+        container.inner.type2.max_windows = max;
+        // If this read fails, or answers a count no configuration can serve,
+        // the count stays unknown (MSI refused) and is read again by the
+        // first `map_msi_bank`, which reports the failure. No allocation is
+        // sized by it before it is checked.
         let banks = container.msi_bank_count().ok();
         container.inner.type2 = Type2State {
             id,
@@ -697,6 +749,26 @@ impl<G: Type2Stage> Container<Type2<G>> {
                 errno,
             })?;
         Ok(attr_values(&a, attribute))
+    }
+
+    /// Sets `v` so that success is proved: the SDK kernel answers 0 even when
+    /// it did not apply a value, and when `v` is what `GET_ATTR` reports
+    /// already, reading it back would prove nothing. Then `probe` (another
+    /// valid value) is set and verified first, and `v` after it. With no
+    /// probe possible the call fails ([`Type2Error::Unverifiable`]).
+    fn set_attr_proved(
+        &self,
+        attribute: u32,
+        v: (u64, u64),
+        probe: Option<(u64, u64)>,
+    ) -> Result<(), Type2Error> {
+        if self.get_attr(attribute).ok() == Some(v) {
+            let probe = probe.filter(|p| *p != v).ok_or(Type2Error::Unverifiable {
+                attribute: attr_name(attribute),
+            })?;
+            self.set_attr(attribute, probe)?;
+        }
+        self.set_attr(attribute, v)
     }
 
     /// `SET_ATTR`, then `GET_ATTR` and compare: the SDK kernel returns 0
@@ -747,22 +819,33 @@ impl<G: Type2Stage> Container<Type2<G>> {
 
     /// How many MSI banks the platform has
     /// (`VFIO_IOMMU_PAMU_GET_MSI_BANK_COUNT`'s return value): keep that many
-    /// windows free for them.
+    /// windows free for them. A count larger than the window maximum can
+    /// never be served: [`Type2Error::BankCount`].
     #[doc(alias = "VFIO_IOMMU_PAMU_GET_MSI_BANK_COUNT")]
     pub fn msi_bank_count(&self) -> Result<u32, Type2Error> {
-        self.kernel()
+        let n = self
+            .kernel()
             .ioctl(
                 self.as_fd(),
                 req::VFIO_IOMMU_PAMU_GET_MSI_BANK_COUNT,
                 Arg::None,
             )
-            .map(|n| n.max(0) as u32)
             .map_err(|errno| Type2Error::Ioctl {
                 ioctl: req::VFIO_IOMMU_PAMU_GET_MSI_BANK_COUNT.name,
                 what: "none",
                 value: 0,
                 errno,
-            })
+            })?;
+        // A successful ioctl returns a non-negative value.
+        let count = u32::try_from(n).unwrap_or(0);
+        let max = match self.inner.type2.max_windows {
+            0 => MAX_WINDOWS,
+            m => m.min(MAX_WINDOWS),
+        };
+        if count > max {
+            return Err(Type2Error::BankCount { count, max });
+        }
+        Ok(count)
     }
 
     /// Opens a device by name from the attached groups
@@ -776,12 +859,32 @@ impl<G: Type2Stage> Container<Type2<G>> {
         Ok(device)
     }
 
+    /// Refuses a reconfiguration while the crate knows of a window that may
+    /// still be mapped in the kernel (a leaked guard, a failed unmap).
+    fn check_unmapped(&self) -> Result<(), Type2Error> {
+        let occ = lock(&self.inner.type2.occupancy);
+        match occ.windows.iter().min_by_key(|(w, _)| *w) {
+            Some(&(window, holder)) => Err(Type2Error::MappingsAlive { window, holder }),
+            None => Ok(()),
+        }
+    }
+
     fn configure_geometry(
         self,
         aperture: Aperture,
     ) -> Result<Container<Type2<HasGeometry>>, Type2TransitionError<G>> {
         let v = (aperture.start(), aperture.end());
-        if let Err(error) = self.set_attr(sys::VFIO_ATTR_GEOMETRY, v) {
+        // Another valid aperture, to prove the kernel applies sets when `v`
+        // is what it reports already (the default [0, 2^36 - 1]).
+        let probe = if v == (0, PAGE_4K - 1) {
+            (0, 2 * PAGE_4K - 1)
+        } else {
+            (0, PAGE_4K - 1)
+        };
+        let result = self
+            .check_unmapped()
+            .and_then(|()| self.set_attr_proved(sys::VFIO_ATTR_GEOMETRY, v, Some(probe)));
+        if let Err(error) = result {
             return Err(Type2TransitionError {
                 container: self,
                 error,
@@ -790,7 +893,6 @@ impl<G: Type2Stage> Container<Type2<G>> {
         let mut c: Container<Type2<HasGeometry>> = self.into_state();
         c.inner.type2.aperture = Some(aperture);
         c.inner.type2.windows = 0;
-        lock(&c.inner.type2.occupancy).windows.clear();
         Ok(c)
     }
 }
@@ -831,10 +933,20 @@ impl<G: Type2Stage> Container<Type2<G>> {
         windows: u32,
     ) -> Result<Container<Type2<Ready>>, Type2TransitionError<G>> {
         let max = self.inner.type2.max_windows;
+        // Another valid count, to prove the kernel applies sets when
+        // `windows` is what it reports already (the maximum, after a
+        // geometry).
+        let probe = match windows {
+            1 if max >= 2 => Some((2, 0)),
+            1 => None,
+            _ => Some((1, 0)),
+        };
         let checked = if !windows.is_power_of_two() || windows > max {
             Err(Type2Error::WindowCount { windows, max })
         } else {
-            self.set_attr(sys::VFIO_ATTR_WINDOWS, (u64::from(windows), 0))
+            self.check_unmapped().and_then(|()| {
+                self.set_attr_proved(sys::VFIO_ATTR_WINDOWS, (u64::from(windows), 0), probe)
+            })
         };
         if let Err(error) = checked {
             return Err(Type2TransitionError {
@@ -844,13 +956,19 @@ impl<G: Type2Stage> Container<Type2<G>> {
         }
         let mut c: Container<Type2<Ready>> = self.into_state();
         c.inner.type2.windows = windows;
-        lock(&c.inner.type2.occupancy).windows.clear();
         Ok(c)
     }
 }
 
 /// A live MSI-bank mapping; unmaps on drop
 /// (`VFIO_IOMMU_PAMU_UNMAP_MSI_BANK`). Borrows the container.
+///
+/// If the kernel reports the unmap failed, the crate keeps the bank and its
+/// window recorded as mapped (the doorbell may still be reachable), so the
+/// geometry and windows cannot be changed ([`Type2Error::MappingsAlive`])
+/// until the groups are released; [`try_unmap`](Self::try_unmap) hands the
+/// guard back for a retry instead. (The SDK kernel answers 0 whatever
+/// happened: there the record always goes.)
 #[derive(Debug)]
 #[must_use = "dropping the guard unmaps the MSI bank at once"]
 pub struct MsiBankMapping<'a> {
@@ -862,7 +980,7 @@ pub struct MsiBankMapping<'a> {
     window: u64,
 }
 
-impl MsiBankMapping<'_> {
+impl<'a> MsiBankMapping<'a> {
     /// The bank.
     pub fn index(&self) -> u32 {
         self.index
@@ -877,10 +995,28 @@ impl MsiBankMapping<'_> {
     }
 
     /// Unmaps now, reporting the kernel's answer (the SDK kernel answers 0
-    /// whatever happened).
+    /// whatever happened). On failure the bank and its window stay recorded
+    /// as mapped; [`try_unmap`](Self::try_unmap) hands the guard back to
+    /// retry.
+    #[doc(alias = "VFIO_IOMMU_PAMU_UNMAP_MSI_BANK")]
     pub fn unmap(self) -> Result<(), Type2Error> {
         let this = std::mem::ManuallyDrop::new(self);
         this.do_unmap()
+    }
+
+    /// Unmaps now; on failure the guard comes back in the error.
+    #[doc(alias = "VFIO_IOMMU_PAMU_UNMAP_MSI_BANK")]
+    pub fn try_unmap(self) -> Result<(), UnmapError<MsiBankMapping<'a>, Type2Error>> {
+        match self.do_unmap() {
+            Ok(()) => {
+                std::mem::forget(self);
+                Ok(())
+            }
+            Err(error) => Err(UnmapError {
+                mapping: self,
+                error,
+            }),
+        }
     }
 
     fn do_unmap(&self) -> Result<(), Type2Error> {
@@ -889,8 +1025,7 @@ impl MsiBankMapping<'_> {
             flags: 0,
             iova: self.iova,
         };
-        let r = self
-            .kernel
+        self.kernel
             .ioctl(
                 self.fd,
                 req::VFIO_IOMMU_PAMU_UNMAP_MSI_BANK,
@@ -901,15 +1036,15 @@ impl MsiBankMapping<'_> {
                 what: "iova",
                 value: self.iova,
                 errno,
-            });
-        // An MSI doorbell window unmapped or not, the crate's record goes:
-        // the kernel forgets it at the latest when the container closes.
+            })?;
+        // Only an unmap the kernel reported done clears the record: on doubt
+        // the window stays held (the release of the groups clears it).
         let mut occ = lock(self.occupancy);
         if let Some(slot) = occ.banks.get_mut(self.index as usize) {
             *slot = None;
         }
         occ.windows.retain(|(w, _)| *w != self.window);
-        r.map(drop)
+        Ok(())
     }
 }
 
@@ -921,19 +1056,25 @@ impl Drop for MsiBankMapping<'_> {
 
 /// A live PAMU DMA mapping of a [`ContiguousBuffer`]; unmaps on drop
 /// (`VFIO_IOMMU_UNMAP_DMA`). Borrows the container and the buffer.
+///
+/// If the unmap in `Drop` fails, its windows stay recorded as held and the
+/// container keeps the buffer's pages until the groups are released (the
+/// kernel then drops every mapping); [`try_unmap`](Self::try_unmap) hands the
+/// guard back for a retry instead.
 #[derive(Debug)]
 #[must_use = "dropping the guard unmaps the buffer at once"]
 pub struct PamuMapping<'a> {
     fd: BorrowedFd<'a>,
     kernel: &'a Kernel,
     occupancy: &'a Mutex<Occupancy>,
+    orphans: &'a Orphans,
     buffer: &'a DmaBuffer,
     iova: u64,
     size: u64,
     windows: std::ops::Range<u64>,
 }
 
-impl PamuMapping<'_> {
+impl<'a> PamuMapping<'a> {
     /// The IOVA the device uses.
     pub fn iova(&self) -> u64 {
         self.iova
@@ -947,10 +1088,35 @@ impl PamuMapping<'_> {
         self.windows.clone()
     }
 
-    /// Unmaps now, reporting the kernel's answer.
+    /// Unmaps now, reporting the kernel's answer. On failure the windows stay
+    /// held and the container keeps the buffer's pages until the groups are
+    /// released; [`try_unmap`](Self::try_unmap) hands the guard back to
+    /// retry.
+    #[doc(alias = "VFIO_IOMMU_UNMAP_DMA")]
     pub fn unmap(self) -> Result<(), Type2Error> {
         let this = std::mem::ManuallyDrop::new(self);
-        this.do_unmap()
+        this.do_unmap().inspect_err(|_| this.orphan())
+    }
+
+    /// Unmaps now; on failure the guard comes back in the error.
+    #[doc(alias = "VFIO_IOMMU_UNMAP_DMA")]
+    pub fn try_unmap(self) -> Result<(), UnmapError<PamuMapping<'a>, Type2Error>> {
+        match self.do_unmap() {
+            Ok(()) => {
+                std::mem::forget(self);
+                Ok(())
+            }
+            Err(error) => Err(UnmapError {
+                mapping: self,
+                error,
+            }),
+        }
+    }
+
+    #[cold]
+    fn orphan(&self) {
+        self.orphans
+            .adopt(self.iova, self.size, self.buffer.pages.clone());
     }
 
     fn do_unmap(&self) -> Result<(), Type2Error> {
@@ -970,15 +1136,18 @@ impl PamuMapping<'_> {
         lock(self.occupancy)
             .windows
             .retain(|(w, _)| !self.windows.contains(w));
-        self.buffer.mapped.set(self.buffer.mapped.get() - 1);
+        self.buffer.release();
         Ok(())
     }
 }
 
 impl Drop for PamuMapping<'_> {
     fn drop(&mut self) {
-        // On failure the buffer stays marked mapped and leaks its pages.
-        let _ = self.do_unmap();
+        // Drop must not fail: on failure the windows stay held and the
+        // container keeps the pages until the groups leave.
+        if self.do_unmap().is_err() {
+            self.orphan();
+        }
     }
 }
 
@@ -1036,9 +1205,15 @@ impl Container<Type2<Ready>> {
     /// Sets the stash target (`SET_ATTR(PAMU_STASH)`, read back): where the
     /// PAMU stashes DMA data.
     pub fn set_stash(&mut self, cpu: u32, cache: StashCache) -> Result<(), Type2Error> {
-        self.set_attr(
+        let other = if cache == StashCache::L1 {
+            StashCache::L2
+        } else {
+            StashCache::L1
+        };
+        self.set_attr_proved(
             sys::VFIO_ATTR_PAMU_STASH,
             (u64::from(cpu), cache as u32 as u64),
+            Some((u64::from(cpu), other as u32 as u64)),
         )
     }
 
@@ -1138,7 +1313,7 @@ impl Container<Type2<Ready>> {
     ) -> Result<PamuMapping<'a>, Type2Error> {
         let a = self.aperture();
         let ws = self.window_size();
-        let size = buffer.buffer.len as u64;
+        let size = buffer.buffer.len() as u64;
         if !a.contains(iova, size) {
             return Err(Type2Error::OutsideAperture {
                 iova,
@@ -1173,29 +1348,35 @@ impl Container<Type2<Ready>> {
         let occupancy = &*self.inner.type2.occupancy;
         let mut occ = lock(occupancy);
         self.check_windows_free(&occ, iova, windows.clone())?;
+        buffer.buffer.hold();
         // SAFETY: the memory named is `buffer`'s whole live mapping, which
         // the device may access until unmapped: the guard returned borrows
         // the buffer (it stays allocated), unmaps on drop, and if leaked or
-        // if its unmap fails the buffer's `mapped` count stays non-zero so
-        // its Drop leaks the pages; the API hands out no reference into it.
-        unsafe {
+        // if its unmap fails the pages' mapping count stays non-zero so they
+        // are leaked (or kept by the container's orphan record); the API
+        // hands out no reference into it, only atomic accesses.
+        let mapped = unsafe {
             crate::dma::issue_map_dma(
                 &self.inner.kernel,
                 self.as_fd(),
-                buffer.buffer.ptr.as_ptr(),
+                buffer.buffer.as_mut_ptr(),
                 size,
                 iova,
                 access,
             )
-        }?;
+        };
+        if let Err(error) = mapped {
+            buffer.buffer.release();
+            return Err(error.into());
+        }
         for w in windows.clone() {
             occ.windows.push((w, WindowHolder::Dma { iova }));
         }
-        buffer.buffer.mapped.set(buffer.buffer.mapped.get() + 1);
         Ok(PamuMapping {
             fd: self.as_fd(),
             kernel: &self.inner.kernel,
             occupancy,
+            orphans: &self.inner.orphans,
             buffer: &buffer.buffer,
             iova,
             size,
@@ -1264,7 +1445,7 @@ impl ContiguousBuffer {
 
     /// Length in bytes (whole chunks).
     pub fn len(&self) -> usize {
-        self.buffer.len
+        self.buffer.len()
     }
 
     /// Always false.
@@ -1330,7 +1511,7 @@ pub fn plan(
         return Err(PlanError::EmptyRequest { index });
     }
     let max = max_windows.min(MAX_WINDOWS);
-    let needed_min = dma_sizes.len() as u64 + u64::from(bank_count);
+    let needed_min = (dma_sizes.len() as u64).saturating_add(u64::from(bank_count));
     if needed_min > u64::from(max) || max == 0 {
         return Err(PlanError::TooManyWindows {
             needed: needed_min,
@@ -1340,8 +1521,13 @@ pub fn plan(
     let mut best: Option<(u64, u64, u64)> = None; // (aperture, window size, windows)
     for shift in 12..64u32 {
         let ws = 1u64 << shift;
-        let needed = dma_sizes.iter().map(|s| s.div_ceil(ws)).sum::<u64>() + u64::from(bank_count);
-        let n = needed.max(1).next_power_of_two();
+        // Windows needed at this size; a sum past `max` cannot fit anyway.
+        let needed = dma_sizes.iter().try_fold(u64::from(bank_count), |acc, s| {
+            acc.checked_add(s.div_ceil(ws))
+        });
+        let Some(n) = needed.and_then(|n| n.max(1).checked_next_power_of_two()) else {
+            continue;
+        };
         if n > u64::from(max) {
             continue;
         }
@@ -1353,19 +1539,34 @@ pub fn plan(
         }
     }
     let (size, ws, n) = best.ok_or(PlanError::NoRoom { base })?;
+    let no_room = PlanError::NoRoom { base };
     let start = base
         .checked_next_multiple_of(size)
         .filter(|s| s.checked_add(size - 1).is_some())
-        .ok_or(PlanError::NoRoom { base })?;
-    let aperture = Aperture::new(start, size).map_err(|_| PlanError::NoRoom { base })?;
-    let mut next = start;
+        .ok_or(no_room.clone())?;
+    let aperture = Aperture::new(start, size).map_err(|_| no_room.clone())?;
+    // Every window lies inside the aperture, whose last byte is at most
+    // 2^64 - 1: offsets from `start` are computed below the aperture size,
+    // so nothing here can wrap even when the aperture ends at 2^64.
+    let mut offset = 0u64;
     let mut dma = Vec::with_capacity(dma_sizes.len());
     for &s in dma_sizes {
-        let rounded = s.div_ceil(ws) * ws;
-        dma.push((next, rounded));
-        next += rounded;
+        let rounded = s
+            .div_ceil(ws)
+            .checked_mul(ws)
+            .filter(|r| offset.checked_add(*r).is_some_and(|end| end <= size))
+            .ok_or(no_room.clone())?;
+        dma.push((start + offset, rounded));
+        offset += rounded;
     }
-    let msi_banks = (0..u64::from(bank_count)).map(|i| next + i * ws).collect();
+    let mut msi_banks = Vec::with_capacity(bank_count as usize);
+    for _ in 0..bank_count {
+        if offset.checked_add(ws).is_none_or(|end| end > size) {
+            return Err(no_room);
+        }
+        msi_banks.push(start + offset);
+        offset += ws;
+    }
     Ok(Type2Plan {
         aperture,
         windows: n as u32,

@@ -61,9 +61,14 @@ fn dma_buffer_rounds_to_pages_and_starts_zeroed() {
     buf.read(0, &mut bytes).unwrap();
     assert!(bytes.iter().all(|&b| b == 0));
     assert!(!buf.is_mapped());
+    // Issue 11: the docs say a buffer has at least one page, and new(0) is
+    // one page (it used to fail with Alloc/EINVAL).
+    let empty = DmaBuffer::new(0).unwrap();
+    assert_eq!(empty.len(), page);
+    assert!(!empty.is_empty());
     assert!(matches!(
-        DmaBuffer::new(0),
-        Err(DmaError::Alloc { len: 0, .. })
+        DmaBuffer::new(usize::MAX),
+        Err(DmaError::Alloc { errno, .. }) if errno == typed_vfio::Errno::EINVAL
     ));
 }
 

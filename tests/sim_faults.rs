@@ -242,9 +242,9 @@ fn group_culprit(e: &GroupError) -> Option<(&'static str, Errno)> {
 
 fn device_culprit(e: &DeviceError) -> Option<(&'static str, Errno)> {
     match *e {
-        DeviceError::Ioctl { ioctl, errno } | DeviceError::IndexedIoctl { ioctl, errno, .. } => {
-            Some((ioctl, errno))
-        }
+        DeviceError::Ioctl { ioctl, errno }
+        | DeviceError::IndexedIoctl { ioctl, errno, .. }
+        | DeviceError::IrqNotEnabled { ioctl, errno, .. } => Some((ioctl, errno)),
         DeviceError::Io { syscall, errno, .. } => Some((syscall, errno)),
         _ => None,
     }

@@ -212,14 +212,17 @@ impl Faults {
     fn call(&mut self, name: &str) -> bool {
         let mut fired = false;
         self.pending.retain_mut(|(n, countdown)| {
-            if *n != name || fired {
+            if *n != name {
                 return true;
             }
-            *countdown -= 1;
-            if *countdown == 0 {
+            *countdown = countdown.saturating_sub(1);
+            if *countdown == 0 && !fired {
                 fired = true;
                 false
             } else {
+                if *countdown == 0 {
+                    *countdown = 1;
+                }
                 true
             }
         });
@@ -435,7 +438,8 @@ fn map<'a, M: DmaModel>(
 }
 
 /// Unmaps one guard (by `unmap` or by drop); a failed unmap leaves its range
-/// mapped, which the model then keeps.
+/// mapped (the container keeps the pages as an orphan), which the model then
+/// keeps.
 fn unmap_guard(w: &mut World, guard: DmaMapping<'_>, explicit: bool) {
     w.faults.sync(&w.sim);
     let range = (guard.iova(), guard.size());

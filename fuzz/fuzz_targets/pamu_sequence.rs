@@ -302,8 +302,9 @@ const MSI: u32 = 1;
 // ---- the model: injected faults ------------------------------------------------------
 
 /// Calls per request and the pending injected faults, counted as the
-/// simulator counts them (every pending fault of a request counts a call of
-/// it, up to the one that fires; a call fires at most one).
+/// simulator counts them (every pending fault of a request counts every call
+/// of it; a call fires at most one, the earliest injected, and the others due
+/// then stay due for the next call).
 #[derive(Default)]
 struct Calls {
     counts: BTreeMap<&'static str, u64>,
@@ -315,14 +316,17 @@ impl Calls {
         *self.counts.entry(name).or_insert(0) += 1;
         let mut fired = None;
         self.pending.retain_mut(|(n, countdown, errno)| {
-            if *n != name || fired.is_some() {
+            if *n != name {
                 return true;
             }
-            *countdown -= 1;
-            if *countdown == 0 {
+            *countdown = countdown.saturating_sub(1);
+            if *countdown == 0 && fired.is_none() {
                 fired = Some(*errno);
                 false
             } else {
+                if *countdown == 0 {
+                    *countdown = 1;
+                }
                 true
             }
         });
@@ -769,6 +773,9 @@ struct World {
     /// The crate's container in the kernel, and its groups in attach order.
     cur: Option<usize>,
     cgroups: Vec<usize>,
+    /// Pool buffers of guards whose unmap failed: the container keeps their
+    /// pages until the last group leaves it.
+    orphans: Vec<usize>,
     t2: Option<T2>,
     /// Free group handles and their index.
     groups: Vec<(Group, usize)>,
@@ -896,7 +903,35 @@ impl World {
         Ok(())
     }
 
-    fn m_bank_count(&mut self) -> Result<u32, Type2Error> {
+    /// `SET_ATTR` proved: when `v` is what `GET_ATTR` reports already, the
+    /// crate sets and verifies `probe` first (or cannot verify at all).
+    fn m_set_attr_proved(
+        &mut self,
+        attribute: u32,
+        v: (u64, u64),
+        probe: Option<(u64, u64)>,
+    ) -> Result<(), Type2Error> {
+        if self.m_get_attr(attribute).ok() == Some(v) {
+            let probe = probe.filter(|p| *p != v).ok_or(Type2Error::Unverifiable {
+                attribute: ATTR_NAMES[attribute as usize],
+            })?;
+            self.m_set_attr(attribute, probe)?;
+        }
+        self.m_set_attr(attribute, v)
+    }
+
+    /// The crate refuses to reconfigure while it records a held window.
+    fn m_check_unmapped(&self) -> Result<(), Type2Error> {
+        let occ = self.t2().occ.clone();
+        let o = occ.borrow();
+        match o.windows.iter().min_by_key(|(w, _)| *w) {
+            Some(&(window, holder)) => Err(Type2Error::MappingsAlive { window, holder }),
+            None => Ok(()),
+        }
+    }
+
+    /// `GET_MSI_BANK_COUNT`, checked against the window maximum `max`.
+    fn m_bank_count_max(&mut self, max: u32) -> Result<u32, Type2Error> {
         match self.call(BANK_COUNT) {
             Some(errno) => Err(Type2Error::Ioctl {
                 ioctl: BANK_COUNT,
@@ -904,8 +939,17 @@ impl World {
                 value: 0,
                 errno,
             }),
+            None if self.banks > max => Err(Type2Error::BankCount {
+                count: self.banks,
+                max,
+            }),
             None => Ok(self.banks),
         }
+    }
+
+    fn m_bank_count(&mut self) -> Result<u32, Type2Error> {
+        let max = self.t2().max;
+        self.m_bank_count_max(max)
     }
 
     fn m_set_iommu(&mut self) -> Result<(), ContainerError> {
@@ -945,10 +989,10 @@ impl World {
             Some(_) => HW_WINDOWS,
             None => self.kpamu().windows.min(HW_WINDOWS),
         };
-        let banks = match self.call(BANK_COUNT) {
-            Some(_) => None,
-            None => Some(vec![None; self.banks as usize]),
-        };
+        let banks = self
+            .m_bank_count_max(max)
+            .ok()
+            .map(|n| vec![None; n as usize]);
         self.t2 = Some(T2 {
             id,
             max,
@@ -963,11 +1007,13 @@ impl World {
     }
 
     fn m_set_geometry(&mut self, start: u64, size: u64) -> Result<(), Type2Error> {
-        self.m_set_attr(GEOMETRY, (start, start + (size - 1)))?;
+        self.m_check_unmapped()?;
+        let v = (start, start + (size - 1));
+        let probe = if v == (0, 4095) { (0, 8191) } else { (0, 4095) };
+        self.m_set_attr_proved(GEOMETRY, v, Some(probe))?;
         let t2 = self.t2.as_mut().expect("type2");
         t2.aperture = Some((start, size));
         t2.windows = 0;
-        t2.occ.borrow_mut().windows.clear();
         Ok(())
     }
 
@@ -976,10 +1022,15 @@ impl World {
         if !n.is_power_of_two() || n > max {
             return Err(Type2Error::WindowCount { windows: n, max });
         }
-        self.m_set_attr(WINDOWS_ATTR, (u64::from(n), 0))?;
+        self.m_check_unmapped()?;
+        let probe = match n {
+            1 if max >= 2 => Some((2, 0)),
+            1 => None,
+            _ => Some((1, 0)),
+        };
+        self.m_set_attr_proved(WINDOWS_ATTR, (u64::from(n), 0), probe)?;
         let t2 = self.t2.as_mut().expect("type2");
         t2.windows = n;
-        t2.occ.borrow_mut().windows.clear();
         Ok(())
     }
 
@@ -1047,18 +1098,11 @@ impl World {
             Some(errno) => Err(errno),
             None => self.kpamu().unmap_bank(g.iova),
         };
-        // The crate forgets the bank whatever the kernel said.
-        {
-            let occ = self.t2().occ.clone();
-            let mut o = occ.borrow_mut();
-            if let Some(slot) = o.banks.as_mut().and_then(|b| b.get_mut(g.index as usize)) {
-                *slot = None;
-            }
-            o.windows.retain(|(w, _)| *w != g.window);
-        }
         if let Err(errno) = r {
             self.quirk();
             if self.strict() {
+                // A reported failure: the crate keeps the bank recorded (its
+                // doorbell may still be mapped).
                 return Err(Type2Error::Ioctl {
                     ioctl: UNMAP_BANK,
                     what: "iova",
@@ -1067,6 +1111,14 @@ impl World {
                 });
             }
         }
+        // Reported done (the SDK kernel reports every unmap done): the crate
+        // forgets the bank.
+        let occ = self.t2().occ.clone();
+        let mut o = occ.borrow_mut();
+        if let Some(slot) = o.banks.as_mut().and_then(|b| b.get_mut(g.index as usize)) {
+            *slot = None;
+        }
+        o.windows.retain(|(w, _)| *w != g.window);
         Ok(())
     }
 
@@ -1149,7 +1201,9 @@ impl World {
 
     fn m_unmap_dma(&mut self, g: &DModel) -> Result<(), Type2Error> {
         if let Some(errno) = self.call(UNMAP_DMA) {
-            // The windows stay recorded, the buffer stays marked mapped.
+            // The windows stay recorded, the buffer stays marked mapped and
+            // the container keeps its pages (an orphan).
+            self.orphans.push(g.buffer);
             return Err(Type2Error::Dma(DmaError::Ioctl {
                 ioctl: UNMAP_DMA,
                 iova: g.iova,
@@ -1218,6 +1272,8 @@ impl World {
         released.reverse();
         if result.is_ok() {
             self.t2 = None;
+            // The last group left: every mapping is gone, orphans freed.
+            self.release_orphans();
         }
         (result, released)
     }
@@ -1227,16 +1283,32 @@ impl World {
     fn m_drop_container(&mut self) {
         let Some(c) = self.cur.take() else { return };
         let groups = std::mem::take(&mut self.cgroups);
+        let mut all_left = true;
         for &g in &groups {
             if self.call(UNSET_CONTAINER).is_none() && self.k.groups[g].device_files == 0 {
                 self.k.detach(g);
+            } else {
+                all_left = false;
             }
+        }
+        if all_left {
+            self.release_orphans();
+        } else {
+            // The kernel may still map them: the pages stay leaked.
+            self.orphans.clear();
         }
         for &g in &groups {
             self.k.close_group(g);
         }
         self.k.close_container(c);
         self.t2 = None;
+    }
+
+    fn release_orphans(&mut self) {
+        for b in std::mem::take(&mut self.orphans) {
+            let p = &pool()[b];
+            p.mapped.set(p.mapped.get() - 1);
+        }
     }
 
     fn m_open_device(&mut self, name_index: usize) -> Result<usize, GroupError> {
@@ -1859,11 +1931,7 @@ fn release<S: typed_vfio::HasGroups>(
             );
             let stayed: Vec<GroupId> = w.cgroups.iter().map(|&g| group_id(g)).collect();
             assert_eq!(
-                e.container
-                    .groups()
-                    .iter()
-                    .map(Group::id)
-                    .collect::<Vec<_>>(),
+                e.container.groups().map(Group::id).collect::<Vec<_>>(),
                 stayed
             );
             w.groups.extend(e.released.into_iter().zip(released));
@@ -1948,7 +2016,9 @@ fn step(cont: Cont, w: &mut World, op: Op) -> Cont {
                     assert!(want.is_ok(), "a PAMU node on x86");
                     got.ok()
                 }
-                Token::AssumePresent => Some(PamuPlatform::assume_present()),
+                // SAFETY: the simulated kernel is no POWER host: its ids 2
+                // and 7 reach the simulated PAMU or nothing.
+                Token::AssumePresent => Some(unsafe { PamuPlatform::assume_present() }),
                 Token::Host => match PamuPlatform::detect() {
                     Ok(p) => Some(p),
                     Err(e) => {
@@ -2010,7 +2080,12 @@ fn step(cont: Cont, w: &mut World, op: Op) -> Cont {
                 Cache::L2 => (StashCache::L2, 2),
                 Cache::L3 => (StashCache::L3, 3),
             };
-            let want = w.m_set_attr(STASH, (u64::from(cpu), level));
+            let other = if level == 1 { 2 } else { 1 };
+            let want = w.m_set_attr_proved(
+                STASH,
+                (u64::from(cpu), level),
+                Some((u64::from(cpu), other)),
+            );
             let got = c.set_stash(u32::from(cpu), sc);
             w.outcome(op, fmt(&got), fmt(&want));
             Cont::Ready(c)
@@ -2105,6 +2180,7 @@ fn run(input: &Input, mode: PamuMode) -> (Vec<String>, Option<usize>) {
         k: Kern::default(),
         cur: None,
         cgroups: Vec::new(),
+        orphans: Vec::new(),
         t2: None,
         groups: Vec::new(),
         devices: Vec::new(),

@@ -38,6 +38,31 @@ pub(crate) struct Type1 {
     pub(crate) v2: bool,
     pub(crate) dma: BTreeMap<u64, Mapping>,
     pub(crate) avail: u32,
+    /// The usable IOVA ranges (inclusive): [`IOVA_RANGES`] less the reserved
+    /// regions of the attached groups (`vfio_iommu_resv_exclude`).
+    ranges: Vec<(u64, u64)>,
+}
+
+/// `ranges` less `resv` (inclusive ranges on both sides).
+fn exclude(ranges: &[(u64, u64)], resv: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let mut out = ranges.to_vec();
+    for &(rs, re) in resv {
+        let mut next = Vec::with_capacity(out.len() + 1);
+        for (s, e) in out {
+            if re < s || rs > e {
+                next.push((s, e));
+                continue;
+            }
+            if rs > s {
+                next.push((s, rs - 1));
+            }
+            if re < e {
+                next.push((re + 1, e));
+            }
+        }
+        out = next;
+    }
+    out
 }
 
 fn word(bytes: &[u8], at: usize) -> Result<u32, Errno> {
@@ -69,7 +94,30 @@ impl Type1 {
             v2,
             dma: BTreeMap::new(),
             avail: limit,
+            ranges: IOVA_RANGES.to_vec(),
         }
+    }
+
+    /// A group with reserved regions `resv` joins (`vfio_iommu_type1_attach_group`):
+    /// `EINVAL` if a mapping overlaps one of them (`vfio_iommu_resv_conflict`)
+    /// or nothing usable would be left; else the usable ranges shrink.
+    pub(crate) fn attach_reserved(&mut self, resv: &[(u64, u64)]) -> Result<(), Errno> {
+        let conflict = self.dma.values().any(|m| {
+            let last = m.iova + (m.size - 1);
+            resv.iter().any(|&(s, e)| m.iova <= e && last >= s)
+        });
+        let left = exclude(&self.ranges, resv);
+        if conflict || left.is_empty() {
+            return Err(Errno::EINVAL);
+        }
+        self.ranges = left;
+        Ok(())
+    }
+
+    /// A group left: the usable ranges are recomputed from those of the
+    /// groups that stay (`vfio_iommu_resv_refresh`).
+    pub(crate) fn refresh_reserved(&mut self, resv: &[(u64, u64)]) {
+        self.ranges = exclude(&IOVA_RANGES, resv);
     }
 
     /// `vfio_find_dma`: the mapping overlapping `iova..iova + size` (size 0:
@@ -102,8 +150,8 @@ impl Type1 {
             })
     }
 
-    fn iova_valid(iova: u64, last: u64) -> bool {
-        IOVA_RANGES.iter().any(|&(s, e)| iova >= s && last <= e)
+    fn iova_valid(&self, iova: u64, last: u64) -> bool {
+        self.ranges.iter().any(|&(s, e)| iova >= s && last <= e)
     }
 
     /// The mapping that translates `iova`, if any.
@@ -148,10 +196,10 @@ impl Type1 {
             sys::VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL,
             &self.avail.to_ne_bytes(),
         );
-        let mut ranges = Vec::with_capacity(8 + 16 * IOVA_RANGES.len());
-        ranges.extend_from_slice(&(IOVA_RANGES.len() as u32).to_ne_bytes());
+        let mut ranges = Vec::with_capacity(8 + 16 * self.ranges.len());
+        ranges.extend_from_slice(&(self.ranges.len() as u32).to_ne_bytes());
         ranges.extend_from_slice(&0u32.to_ne_bytes());
-        for (s, e) in IOVA_RANGES {
+        for &(s, e) in &self.ranges {
             ranges.extend_from_slice(&s.to_ne_bytes());
             ranges.extend_from_slice(&e.to_ne_bytes());
         }
@@ -231,7 +279,7 @@ impl Type1 {
         if self.avail == 0 {
             return Err(Errno::ENOSPC);
         }
-        if !Self::iova_valid(iova, iova + (size - 1)) {
+        if !self.iova_valid(iova, iova + (size - 1)) {
             return Err(Errno::EINVAL);
         }
         if !mapped(vaddr, size) {

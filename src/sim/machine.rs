@@ -128,6 +128,9 @@ struct GroupObj {
     container: Option<usize>,
     /// Open device files (the kernel's `container_users - 1`).
     device_files: usize,
+    /// The group's reserved IOVA regions (inclusive), beside the x86 MSI
+    /// window every group has.
+    reserved: Vec<(u64, u64)>,
 }
 
 #[derive(Debug)]
@@ -231,6 +234,7 @@ impl Machine {
                 closing: false,
                 container: None,
                 device_files: 0,
+                reserved: g.reserved.clone(),
             });
         }
         Machine {
@@ -390,18 +394,27 @@ enum Rw<'a> {
 
 impl State {
     /// Counts a call of `name` and fires an injected fault due now.
+    ///
+    /// Every pending fault of `name` counts every call of it, the failed ones
+    /// included, so faults injected for the 1st and the 2nd call fail the
+    /// first two calls. When several are due at one call, the earliest
+    /// injected fires and the others stay due (they fail the next calls).
     fn count(&mut self, name: &'static str) -> Result<(), Errno> {
         *self.calls.entry(name).or_insert(0) += 1;
         let mut fired = None;
         self.faults.retain_mut(|f| {
-            if f.name != name || fired.is_some() {
+            if f.name != name {
                 return true;
             }
-            f.countdown -= 1;
-            if f.countdown == 0 {
+            f.countdown = f.countdown.saturating_sub(1);
+            if f.countdown == 0 && fired.is_none() {
                 fired = Some(f.errno);
                 false
             } else {
+                if f.countdown == 0 {
+                    // Due at the same call as one that fired: due next call.
+                    f.countdown = 1;
+                }
                 true
             }
         });
@@ -463,17 +476,39 @@ impl State {
     }
 
     /// Every live mapping of every container.
-    pub(crate) fn mappings(&self) -> Vec<super::iommu::Mapping> {
-        self.containers
-            .iter()
-            .flatten()
-            .filter_map(|c| match &c.driver {
-                Some(Driver::Type1(t)) => Some(t.mappings().copied().collect::<Vec<_>>()),
-                Some(Driver::Pamu(p)) => Some(p.mappings().copied().collect::<Vec<_>>()),
-                _ => None,
-            })
-            .flatten()
-            .collect()
+    pub(crate) fn mappings(&self) -> Vec<super::SimMapping> {
+        let dma = |m: &super::iommu::Mapping| super::SimMapping {
+            iova: m.iova,
+            size: m.size,
+            vaddr: m.vaddr,
+            device_reads: m.read,
+            device_writes: m.write,
+            msi_bank: None,
+        };
+        let mut out = Vec::new();
+        for c in self.containers.iter().flatten() {
+            match &c.driver {
+                Some(Driver::Type1(t)) => out.extend(t.mappings().map(dma)),
+                Some(Driver::Pamu(p)) => {
+                    let mut all: Vec<_> = p.mappings().map(dma).collect();
+                    all.extend(
+                        p.msi_mappings()
+                            .map(|(index, iova, size)| super::SimMapping {
+                                iova,
+                                size,
+                                vaddr: 0,
+                                device_reads: true,
+                                device_writes: true,
+                                msi_bank: Some(index),
+                            }),
+                    );
+                    all.sort_by_key(|m| m.iova);
+                    out.extend(all);
+                }
+                _ => {}
+            }
+        }
+        out
     }
 
     /// Whether an injected error of `name` on this object is swallowed (the
@@ -589,6 +624,13 @@ impl State {
             cont.groups.retain(|&x| x != g);
             if cont.groups.is_empty() {
                 cont.driver = None;
+            } else if let Some(Driver::Type1(t)) = &mut cont.driver {
+                let resv: Vec<(u64, u64)> = cont
+                    .groups
+                    .iter()
+                    .flat_map(|&x| self.groups[x].reserved.iter().copied())
+                    .collect();
+                t.refresh_reserved(&resv);
             }
         }
         self.settle_container(c);
@@ -677,6 +719,8 @@ impl State {
                 let id = int_arg(arg);
                 let noiommu_mode = self.noiommu_mode;
                 let pamu = self.pamu;
+                let groups: Vec<Vec<(u64, u64)>> =
+                    self.groups.iter().map(|g| g.reserved.clone()).collect();
                 let cont = self.container(c)?;
                 if cont.groups.is_empty() || cont.driver.is_some() {
                     return Err(Errno::EINVAL);
@@ -703,7 +747,11 @@ impl State {
                         || id == u64::from(sys::VFIO_TYPE1v2_IOMMU)
                     {
                         let v2 = id == u64::from(sys::VFIO_TYPE1v2_IOMMU);
-                        cont.driver = Some(Driver::Type1(Type1::new(v2, limit)));
+                        let mut t = Type1::new(v2, limit);
+                        for &x in &cont.groups {
+                            t.attach_reserved(&groups[x])?;
+                        }
+                        cont.driver = Some(Driver::Type1(t));
                         ret = Ok(0);
                     }
                     // VFIO_TYPE1_NESTING_IOMMU: the Intel IOMMU cannot nest
@@ -801,6 +849,7 @@ impl State {
                     return Err(Errno::EBADFD);
                 };
                 let (noiommu, viable) = (self.groups[g].noiommu, self.groups[g].viable);
+                let reserved = self.groups[g].reserved.clone();
                 let cont = self.container(c)?;
                 if !cont.groups.is_empty() && cont.noiommu != noiommu {
                     return Err(Errno::EPERM);
@@ -809,6 +858,10 @@ impl State {
                     // iommu_group_claim_dma_owner: a driver other than vfio
                     // owns a device of the group.
                     return Err(Errno::EPERM);
+                }
+                if let Some(Driver::Type1(t)) = &mut cont.driver {
+                    // The model is set: the group joins its IOMMU domain now.
+                    t.attach_reserved(&reserved)?;
                 }
                 cont.noiommu = noiommu;
                 cont.groups.push(g);

@@ -147,6 +147,7 @@ pub struct SimGroup {
     noiommu: bool,
     viable: bool,
     devices: Vec<SimDevice>,
+    reserved: Vec<(u64, u64)>,
 }
 
 impl SimGroup {
@@ -157,6 +158,7 @@ impl SimGroup {
             noiommu: false,
             viable: true,
             devices: Vec::new(),
+            reserved: Vec::new(),
         }
     }
 
@@ -174,6 +176,16 @@ impl SimGroup {
     /// (`EPERM`).
     pub fn viable(mut self, viable: bool) -> Self {
         self.viable = viable;
+        self
+    }
+
+    /// Adds a reserved IOVA region `start..=end` (inclusive, as sysfs
+    /// `reserved_regions` lists them): when the group joins a type1
+    /// container, the usable IOVA ranges lose it, and the join fails with
+    /// `EINVAL` if a mapping already overlaps it (as on a real IOMMU, e.g.
+    /// an SMMU's MSI window). Every group also has the x86 MSI window.
+    pub fn reserved(mut self, start: u64, end: u64) -> Self {
+        self.reserved.push((start.min(end), start.max(end)));
         self
     }
 
@@ -340,6 +352,10 @@ pub struct SimMapping {
     pub device_reads: bool,
     /// The device may write it.
     pub device_writes: bool,
+    /// `Some(bank)` for a PAMU MSI-bank mapping: `iova..iova + size` is the
+    /// window holding the bank's doorbell page, `vaddr` is 0 (the doorbell is
+    /// no process memory). `None` for DMA mappings.
+    pub msi_bank: Option<u32>,
 }
 
 /// A simulated VFIO kernel. Cheap to clone (a handle).
@@ -461,7 +477,8 @@ impl Simulator {
                 path: PathBuf::from("/sys/bus/pci/devices")
                     .join(address)
                     .join("iommu_group"),
-                error: std::io::Error::from(std::io::ErrorKind::NotFound),
+                kind: std::io::ErrorKind::NotFound,
+                errno: Some(Errno::ENOENT),
             }),
         }
     }
@@ -470,7 +487,10 @@ impl Simulator {
     /// with `errno`, before the simulated kernel acts on it. `request` is a
     /// request's C name (`"VFIO_SET_IOMMU"`, `"VFIO_IOMMU_MAP_DMA"`, ...) or
     /// `"open"`, `"pread"`, `"pwrite"`. Faults stack: several may be
-    /// pending for one request.
+    /// pending for one request, each counting every call of it from now
+    /// (failed calls included), so faults for the 1st and the 2nd call fail
+    /// the next two calls; two faults for the same call fail it and the one
+    /// after it.
     pub fn inject_fault(&self, request: &str, nth: u64, errno: Errno) -> Result<(), SimError> {
         let name = machine::known_request(request)
             .ok_or_else(|| SimError::UnknownRequest(request.to_owned()))?;
@@ -559,19 +579,9 @@ impl Simulator {
     }
 
     /// Every live IOMMU mapping, of every container, in IOVA order per
-    /// container.
+    /// container: DMA mappings and, on a PAMU, the MSI-bank windows
+    /// ([`SimMapping::msi_bank`]).
     pub fn mappings(&self) -> Vec<SimMapping> {
-        self.machine
-            .lock()
-            .mappings()
-            .into_iter()
-            .map(|m| SimMapping {
-                iova: m.iova,
-                size: m.size,
-                vaddr: m.vaddr,
-                device_reads: m.read,
-                device_writes: m.write,
-            })
-            .collect()
+        self.machine.lock().mappings()
     }
 }

@@ -14,6 +14,7 @@
 
 use std::ffi::c_int;
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use nix::errno::Errno;
 
@@ -144,39 +145,49 @@ pub(crate) fn is_mapped(addr: u64, len: u64, page: u64) -> bool {
     true
 }
 
-/// Copies process memory at `addr` into `out`, byte by byte, volatile.
+/// Copies process memory at `addr` into `out` with byte-sized atomic loads:
+/// the device's side of DMA. The program's own accesses to DMA memory are
+/// byte-sized atomic accesses too ([`DmaBuffer`](crate::DmaBuffer)), so a
+/// simulated device writing on one thread while the buffer's owner reads on
+/// another is no data race.
 ///
 /// # Safety
 ///
 /// `addr..addr + out.len()` must be memory of this process that is valid
-/// for reads for the whole call: the simulator calls this only for ranges
-/// inside a live IOMMU mapping, whose creator promised exactly that when it
-/// issued `VFIO_IOMMU_MAP_DMA` (see `Kernel::ioctl_unchecked`). The address
+/// for reads for the whole call, and that no non-atomic access races with:
+/// the simulator calls this only for ranges inside a live IOMMU mapping,
+/// whose creator promised exactly that when it issued `VFIO_IOMMU_MAP_DMA`
+/// (see `Kernel::ioctl_unchecked` and `Container::map_raw`). The address
 /// must carry exposed provenance (mapped addresses come from `as` casts of
 /// pointers, which expose it).
 pub(crate) unsafe fn read_process(addr: u64, out: &mut [u8]) {
-    let base = std::ptr::with_exposed_provenance::<u8>(addr as usize);
+    let base = std::ptr::with_exposed_provenance_mut::<u8>(addr as usize);
     for (i, b) in out.iter_mut().enumerate() {
         // SAFETY: `i < out.len()`, so `base + i` is inside the range the
-        // caller guarantees readable.
-        *b = unsafe { base.wrapping_add(i).read_volatile() };
+        // caller guarantees valid and free of racing non-atomic accesses;
+        // `AtomicU8` has alignment 1.
+        let cell = unsafe { AtomicU8::from_ptr(base.wrapping_add(i)) };
+        *b = cell.load(Ordering::Relaxed);
     }
 }
 
-/// Copies `data` into process memory at `addr`, byte by byte, volatile.
+/// Copies `data` into process memory at `addr` with byte-sized atomic
+/// stores (the device writing by DMA).
 ///
 /// # Safety
 ///
 /// `addr..addr + data.len()` must be memory of this process that is valid
-/// for writes and that no Rust reference relies on for the whole call: the
-/// simulator calls this only for ranges inside a live IOMMU mapping with
-/// device-write access, whose creator promised that when it issued
-/// `VFIO_IOMMU_MAP_DMA`. Provenance as for [`read_process`].
+/// for writes, that no Rust reference relies on, and that no non-atomic
+/// access races with, for the whole call: the simulator calls this only for
+/// ranges inside a live IOMMU mapping with device-write access, whose creator
+/// promised that when it issued `VFIO_IOMMU_MAP_DMA`. Provenance as for
+/// [`read_process`].
 pub(crate) unsafe fn write_process(addr: u64, data: &[u8]) {
     let base = std::ptr::with_exposed_provenance_mut::<u8>(addr as usize);
     for (i, &b) in data.iter().enumerate() {
         // SAFETY: `i < data.len()`, so `base + i` is inside the range the
-        // caller guarantees writable.
-        unsafe { base.wrapping_add(i).write_volatile(b) };
+        // caller guarantees writable and free of racing non-atomic accesses.
+        let cell = unsafe { AtomicU8::from_ptr(base.wrapping_add(i)) };
+        cell.store(b, Ordering::Relaxed);
     }
 }

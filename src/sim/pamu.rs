@@ -381,6 +381,16 @@ impl Pamu {
         self.dma.values()
     }
 
+    /// Every MSI-bank mapping: (bank, first IOVA of its window, window
+    /// size), in window order.
+    pub(crate) fn msi_mappings(&self) -> impl Iterator<Item = (u32, u64, u64)> + '_ {
+        let ws = self.window_size();
+        self.slots.iter().filter_map(move |(w, s)| match s {
+            Window::Msi { index, .. } => Some((*index, self.start + w * ws, ws)),
+            Window::Dma(_) => None,
+        })
+    }
+
     /// Whether the domain is enabled (a DMA mapping exists).
     pub(crate) fn enabled(&self) -> bool {
         self.enabled

@@ -284,7 +284,7 @@ fn set_iommu<M: IommuModel>(step: &str, c: Container<Attached>) -> Result<Contai
     c.set_iommu::<M>().map_err(|e| {
         let usable = container_answers(&e.container)
             && e.container.groups().len() == groups
-            && e.container.groups().iter().all(|g| group_answers(g, true));
+            && e.container.groups().all(|g| group_answers(g, true));
         transition(step, e.error, usable)
     })
 }
@@ -300,7 +300,7 @@ fn release<S: HasGroups>(
         let usable = container_answers(&e.container)
             && !e.container.groups().is_empty()
             && e.container.groups().len() + e.released.len() == groups
-            && e.container.groups().iter().all(|g| group_answers(g, true))
+            && e.container.groups().all(|g| group_answers(g, true))
             && e.released.iter().all(|g| group_answers(g, false));
         transition(step, e.error, usable)
     })
@@ -314,7 +314,7 @@ fn attach_more<S: HasGroups>(step: &str, c: &mut Container<S>, g: Group) -> Resu
         let usable = group_answers(&group, false)
             && container_answers(c)
             && c.groups().len() == groups
-            && c.groups().iter().all(|g| group_answers(g, true));
+            && c.groups().all(|g| group_answers(g, true));
         transition(step, error, usable)
     })
 }
@@ -326,9 +326,11 @@ fn errno_name(e: nix::errno::Errno) -> String {
 fn dev<T>(r: Result<T, DeviceError>) -> String {
     match r {
         Ok(_) => "ok".into(),
-        Err(DeviceError::Ioctl { errno, .. } | DeviceError::IndexedIoctl { errno, .. }) => {
-            errno_name(errno)
-        }
+        Err(
+            DeviceError::Ioctl { errno, .. }
+            | DeviceError::IndexedIoctl { errno, .. }
+            | DeviceError::IrqNotEnabled { errno, .. },
+        ) => errno_name(errno),
         Err(e) => format!("typed: {}", variant(&format!("{e:?}"))),
     }
 }
@@ -497,7 +499,12 @@ fn containers_and_groups(env: &dyn Env, r: &mut Record) -> Result<(), Failure> {
     );
     r.note("group.second_open", grp(env.open_group_of(&address)));
     let c = attach("attach the group", c, g)?;
-    let s = c.groups()[0].status().at("status of the attached group")?;
+    let s = c
+        .groups()
+        .next()
+        .unwrap()
+        .status()
+        .at("status of the attached group")?;
     r.note(
         "group.attached",
         format!("viable {} set {}", s.viable, s.container_set),
@@ -507,8 +514,14 @@ fn containers_and_groups(env: &dyn Env, r: &mut Record) -> Result<(), Failure> {
         c.supports::<Type1v2>().at("check type1v2 when attached")?,
     );
     // dup(2) of a real fd (the simulator's objects are real fds too).
-    let dup = c.groups()[0].as_fd().try_clone_to_owned().unwrap();
-    let second = Group::from_fd(dup, c.groups()[0].id());
+    let dup = c
+        .groups()
+        .next()
+        .unwrap()
+        .as_fd()
+        .try_clone_to_owned()
+        .unwrap();
+    let second = Group::from_fd(dup, c.groups().next().unwrap().id());
     let step = "attach the group to a second container";
     match env.open_container().at(step)?.attach(second) {
         Ok(_) => return Err(unexpected(step, "a group joined two containers")),
@@ -714,7 +727,7 @@ fn resets_and_names<M: IommuModel>(env: &dyn Env, r: &mut Record) -> Result<(), 
         format!("{:#x}", bar0.read_u32(0).at("BAR0")?),
     );
     let info = d.pci_hot_reset_info().at("hot reset info")?;
-    let own = c.groups()[0].id().number;
+    let own = c.groups().next().unwrap().id().number;
     r.note(
         "hot_reset.info",
         format!(

@@ -144,21 +144,30 @@ pub mod common {
     }
 
     /// Runs `f` with a container in the configuration's model and the first device.
-    fn with_device(f: impl FnOnce(&Device, &[Group])) {
+    fn with_device(f: impl FnOnce(&Device, &[&Group])) {
         let (bdf, id) = first();
         let c = attached(id);
         match rig::iommu() {
             IommuKind::Type1 => {
                 let c = set_model::<Type1>(c);
-                f(&c.open_device(&bdf).unwrap(), c.groups());
+                f(
+                    &c.open_device(&bdf).unwrap(),
+                    &c.groups().collect::<Vec<_>>(),
+                );
             }
             IommuKind::Type1v2 => {
                 let c = set_model::<Type1v2>(c);
-                f(&c.open_device(&bdf).unwrap(), c.groups());
+                f(
+                    &c.open_device(&bdf).unwrap(),
+                    &c.groups().collect::<Vec<_>>(),
+                );
             }
             IommuKind::NoIommu => {
                 let c = set_model::<NoIommu>(c);
-                f(&c.open_device(&bdf).unwrap(), c.groups());
+                f(
+                    &c.open_device(&bdf).unwrap(),
+                    &c.groups().collect::<Vec<_>>(),
+                );
             }
             other => panic!("{other:?}"),
         }
@@ -192,7 +201,7 @@ pub mod common {
         let status = group.status().unwrap();
         assert!(status.viable && !status.container_set, "{status:?}");
         let c = Container::open().unwrap().attach(group).unwrap();
-        assert!(c.groups()[0].status().unwrap().container_set);
+        assert!(c.groups().next().unwrap().status().unwrap().container_set);
         assert!(model_for_config()(c).is_ok());
     }
 
@@ -333,7 +342,7 @@ pub mod common {
                 !affected.is_empty() && affected.iter().all(|d| d.group_id == own),
                 "{affected:?}"
             );
-            dev.pci_hot_reset(groups).unwrap();
+            dev.pci_hot_reset(groups.iter().copied()).unwrap();
             assert_eq!(bar0.read_u32(IDENT).unwrap(), 0x010000ed);
             // Without any group fd the kernel refuses (group API: EINVAL).
             match dev.pci_hot_reset(&[]) {
@@ -382,7 +391,13 @@ pub mod common {
         let (_, id) = first();
         let c1 = attached(id);
         // A second handle on the same group (as a launcher might pass one).
-        let dup = c1.groups()[0].as_fd().try_clone_to_owned().unwrap();
+        let dup = c1
+            .groups()
+            .next()
+            .unwrap()
+            .as_fd()
+            .try_clone_to_owned()
+            .unwrap();
         let second = Group::from_fd(dup, id);
         let err = Container::open().unwrap().attach(second).unwrap_err();
         assert!(
@@ -504,9 +519,10 @@ pub mod iommu {
 
         // A missing device: no sysfs node, a typed error naming the path.
         match Group::for_pci_device("0000:7f:1f.7") {
-            Err(GroupError::Sysfs { path, error }) => {
+            Err(GroupError::Sysfs { path, kind, errno }) => {
                 assert!(path.ends_with("0000:7f:1f.7/iommu_group"), "{path:?}");
-                assert_eq!(error.kind(), std::io::ErrorKind::NotFound);
+                assert_eq!(kind, std::io::ErrorKind::NotFound);
+                assert_eq!(errno, Some(typed_vfio::Errno::ENOENT));
             }
             other => panic!("expected Sysfs, got {other:?}"),
         }
@@ -729,7 +745,7 @@ pub mod iommu {
             let ids = group_ids();
             let devs = rig::devices();
             assert!(ids.len() >= 2, "need two edu devices");
-            let mut c = attached(ids[0]);
+            let c = attached(ids[0]);
             c.attach_more(Group::open_id(ids[1]).unwrap())
                 .map_err(|(_, e)| e)
                 .unwrap();

@@ -472,3 +472,64 @@ fn iommu_requests_before_set_iommu_fail() {
         Errno::EINVAL,
     );
 }
+
+#[test]
+#[ignore = "needs a VFIO guest: run tests/vm/run"]
+fn mappings_outlive_the_container_fd_and_end_when_the_last_group_leaves() {
+    // The rule table's row: mappings belong to the container object, which
+    // the attached groups keep alive; closing the container fd ends nothing,
+    // the last group leaving ends every mapping (and the IOMMU model).
+    let Vfio {
+        devices,
+        groups,
+        container,
+    } = Vfio::open(1);
+    let d = &devices[0];
+    d.set_bus_master(true);
+    let iova = 0x60_0000;
+    let mem = Mmap::anon(PAGE as usize);
+    expect_ok("MAP_DMA", map_dma(&container, mem.addr(), iova, PAGE));
+    let data = pattern(512, fresh_seed());
+    mem.write_bytes(0, &data);
+    d.dma_to_device(iova, 0, 512);
+    // 1. close the container fd: the group still holds the container, the
+    //    mapping stays, a device→RAM DMA still lands.
+    drop(container);
+    mem.fill(0x5a);
+    d.dma_to_ram(0, iova, 512);
+    assert_eq!(
+        mem.read_bytes(0, 512),
+        data,
+        "DMA through the mapping after the container fd closed"
+    );
+    d.set_bus_master(false);
+    drop(devices);
+    drop(groups);
+    drop(mem);
+
+    // 2. the last group leaves the same container: the kernel drops the
+    //    mapping and the model (SET_IOMMU is accepted again, where a second
+    //    one is EINVAL), and nothing is mapped at the old IOVA any more.
+    let v = Vfio::open(1);
+    let mem = Mmap::anon(PAGE as usize);
+    expect_ok("MAP_DMA", map_dma(&v.container, mem.addr(), iova, PAGE));
+    let Vfio {
+        devices,
+        groups,
+        container,
+    } = v;
+    drop(devices);
+    expect_ok("UNSET_CONTAINER", unset_container(&groups[0]));
+    expect_ok("SET_CONTAINER", set_container(&groups[0], &container));
+    expect_ok(
+        "SET_IOMMU after the last group left",
+        set_iommu(&container, iommu_model()),
+    );
+    assert_eq!(
+        unmap_dma(&container, iova, PAGE),
+        Ok(0),
+        "nothing mapped at the old IOVA once the last group left"
+    );
+    // and the IOVA is free: mapping it again succeeds (no EEXIST)
+    expect_ok("MAP_DMA again", map_dma(&container, mem.addr(), iova, PAGE));
+}
