@@ -6,6 +6,7 @@ use std::marker::PhantomData;
 use std::num::NonZeroUsize;
 use std::os::fd::BorrowedFd;
 use std::ptr::NonNull;
+use std::sync::atomic::{Ordering, fence};
 
 use nix::errno::Errno;
 use nix::sys::mman::{MapFlags, ProtFlags, mmap, munmap};
@@ -95,16 +96,24 @@ macro_rules! scalar {
 }
 scalar!(u8, u16, u32, u64);
 
-/// Volatile read through a slot.
+/// Volatile read through a slot, then an acquire fence: the program's later
+/// accesses to DMA memory (atomic, see `dma`) are not moved before it, so a
+/// status register read first and a completion read after keep their order.
 pub(crate) fn read<T: Scalar>(slot: Slot<'_>) -> T {
     // SAFETY: a Slot is in bounds of a live mapping for `width` bytes and
     // aligned to `width` (see `Area::slot`); T is a plain integer of that
     // width, valid for any bits.
-    unsafe { slot.ptr.cast::<T>().as_ptr().read_volatile() }
+    let value = unsafe { slot.ptr.cast::<T>().as_ptr().read_volatile() };
+    fence(Ordering::Acquire);
+    value
 }
 
-/// Volatile write through a slot.
+/// A release fence, then a volatile write through a slot: the program's
+/// earlier accesses to DMA memory are not moved after it, so a descriptor
+/// written first and a doorbell rung after keep their order. (On x86 both
+/// fences cost nothing but the compiler's ordering.)
 pub(crate) fn write<T: Scalar>(slot: Slot<'_>, value: T) {
+    fence(Ordering::Release);
     // SAFETY: as in `read`. `region` only writes through mappings made with
     // PROT_WRITE (it refuses writes to regions without the WRITE flag).
     unsafe { slot.ptr.cast::<T>().as_ptr().write_volatile(value) }

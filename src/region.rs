@@ -486,6 +486,47 @@ mod tests {
         assert!(!info.msix_mappable);
     }
 
+    /// Issue 11, item 5: the region offset and a sparse area's offset are
+    /// both the kernel's; their sum used to overflow (a debug panic, or in
+    /// release a wrapped offset that mmapped BAR0).
+    #[test]
+    fn mmap_refuses_an_offset_sum_that_overflows() {
+        let sim = crate::sim::Simulator::new();
+        let c = sim
+            .open_container()
+            .unwrap()
+            .attach(sim.open_group(1).unwrap())
+            .unwrap()
+            .set_iommu::<crate::Type1v2>()
+            .unwrap();
+        let device = c.open_device("0000:01:00.0").unwrap();
+        let info = RegionInfo {
+            index: 0,
+            flags: sys::VFIO_REGION_INFO_FLAG_READ
+                | sys::VFIO_REGION_INFO_FLAG_WRITE
+                | sys::VFIO_REGION_INFO_FLAG_MMAP,
+            size: 0x2000,
+            offset: u64::MAX - 0xfff,
+            sparse: Some(vec![SparseArea {
+                offset: 0x1000,
+                size: 0x1000,
+            }]),
+            region_type: None,
+            msix_mappable: false,
+        };
+        let region = Region::new(&device, info);
+        match region.mmap() {
+            Err(e) => assert_eq!(
+                e,
+                DeviceError::Malformed {
+                    ioctl: "VFIO_DEVICE_GET_REGION_INFO",
+                    what: "region offset + sparse area offset overflows",
+                }
+            ),
+            Ok(m) => panic!("mapped a wrapped offset: {m:?}"),
+        }
+    }
+
     #[test]
     fn rejects_areas_outside_the_region_or_beyond_the_bytes() {
         assert!(RegionInfo::parse(&region_bytes(0x2000, &[(0x1000, 0x2000)], 1)).is_err());

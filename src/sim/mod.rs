@@ -45,8 +45,15 @@
 //! - DMA and the factorial unit complete at once (QEMU's edu takes ~100 ms
 //!   of timer time), on the thread that writes the command register: the
 //!   device's writes into a [`DmaBuffer`](crate::DmaBuffer) happen inside
-//!   that `pwrite`, so another thread must not access the buffer meanwhile
-//!   (on hardware that would be a race with the device too).
+//!   that `pwrite`. They are byte-sized atomic stores (its reads atomic
+//!   loads), as every access the crate makes to DMA memory is, so another
+//!   thread reading or writing the buffer meanwhile sees bytes of either
+//!   side but never makes a data race (`tests/dma_race.rs`, under Miri and
+//!   ThreadSanitizer in CI). Memory mapped with the `unsafe`
+//!   [`map_raw`](crate::Container::map_raw) is reached the same way.
+//! - Groups may carry reserved IOVA regions ([`SimGroup::reserved`]), as an
+//!   SMMU's MSI window is one: joining a type1 container removes them from
+//!   the usable ranges, or fails with `EINVAL` when a mapping overlaps one.
 //! - A closed object is released at the simulator's next call, not at
 //!   `close(2)`: until then the simulator still holds its own end of it.
 //! - A DMA outside edu's 4 KiB buffer is recorded as a fault and skipped
