@@ -369,10 +369,9 @@ impl Kernel {
         buf: &mut [u8],
         offset: u64,
     ) -> Result<usize, Errno> {
-        let offset = i64::try_from(offset).map_err(|_| Errno::EINVAL)?;
         match &self.backend {
-            Backend::Host => nix::sys::uio::pread(fd, buf, offset),
-            Backend::Sim(machine) => machine.pread(fd, buf, offset as u64),
+            Backend::Host => crate::sys::file::pread(fd, buf, offset),
+            Backend::Sim(machine) => machine.pread(fd, buf, offset),
         }
     }
 
@@ -383,10 +382,9 @@ impl Kernel {
         buf: &[u8],
         offset: u64,
     ) -> Result<usize, Errno> {
-        let offset = i64::try_from(offset).map_err(|_| Errno::EINVAL)?;
         match &self.backend {
-            Backend::Host => nix::sys::uio::pwrite(fd, buf, offset),
-            Backend::Sim(machine) => machine.pwrite(fd, buf, offset as u64),
+            Backend::Host => crate::sys::file::pwrite(fd, buf, offset),
+            Backend::Sim(machine) => machine.pwrite(fd, buf, offset),
         }
     }
 }

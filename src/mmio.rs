@@ -9,7 +9,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::{Ordering, fence};
 
 use nix::errno::Errno;
-use nix::sys::mman::{MapFlags, ProtFlags, mmap, munmap};
+use nix::sys::mman::munmap;
 
 /// One mapped area: `size` bytes of the region from `offset`, at `ptr`.
 #[derive(Debug)]
@@ -68,22 +68,19 @@ pub(crate) fn map(
     read: bool,
     write: bool,
 ) -> Result<NonNull<u8>, Errno> {
+    // A length the address space cannot hold is refused, never truncated.
     let len = usize::try_from(len)
         .ok()
         .and_then(NonZeroUsize::new)
         .ok_or(Errno::EINVAL)?;
-    let offset = i64::try_from(offset).map_err(|_| Errno::EINVAL)?;
-    let mut prot = ProtFlags::empty();
+    let mut prot = 0;
     if read {
-        prot |= ProtFlags::PROT_READ;
+        prot |= libc::PROT_READ;
     }
     if write {
-        prot |= ProtFlags::PROT_WRITE;
+        prot |= libc::PROT_WRITE;
     }
-    // SAFETY: no address hint and no MAP_FIXED, so the kernel picks a fresh
-    // range and no existing memory of this process is replaced.
-    let ptr = unsafe { mmap(None, len, prot, MapFlags::MAP_SHARED, fd, offset) }?;
-    Ok(ptr.cast())
+    crate::sys::file::mmap_shared(fd, len, prot, offset)
 }
 
 /// A plain integer the MMIO accessors move.

@@ -185,17 +185,17 @@ pub struct Region<'d> {
 
 macro_rules! scalar_access {
     ($($read:ident / $write:ident: $t:ty;)*) => {$(
-        #[doc = concat!("Reads a `", stringify!($t), "` at `offset` (naturally aligned, inside the region).")]
+        #[doc = concat!("Reads a little-endian `", stringify!($t), "` at `offset` (naturally aligned, inside the region): PCI config space and BARs are little-endian whatever the host's byte order.")]
         pub fn $read(&self, offset: u64) -> Result<$t, DeviceError> {
             let mut b = [0u8; size_of::<$t>()];
             self.check_aligned(offset, size_of::<$t>())?;
             self.read(offset, &mut b)?;
-            Ok(<$t>::from_ne_bytes(b))
+            Ok(<$t>::from_le_bytes(b))
         }
-        #[doc = concat!("Writes a `", stringify!($t), "` at `offset` (naturally aligned, inside the region).")]
+        #[doc = concat!("Writes a little-endian `", stringify!($t), "` at `offset` (naturally aligned, inside the region).")]
         pub fn $write(&self, offset: u64, value: $t) -> Result<(), DeviceError> {
             self.check_aligned(offset, size_of::<$t>())?;
-            self.write(offset, &value.to_ne_bytes())
+            self.write(offset, &value.to_le_bytes())
         }
     )*};
 }
@@ -367,17 +367,17 @@ pub struct MappedRegion<'d> {
 
 macro_rules! mmio_access {
     ($($read:ident / $write:ident: $t:ty;)*) => {$(
-        #[doc = concat!("Volatile read of a `", stringify!($t), "` at `offset` within the region.")]
+        #[doc = concat!("Volatile read of a little-endian `", stringify!($t), "` at `offset` within the region (PCI byte order, swapped on a big-endian host).")]
         pub fn $read(&self, offset: u64) -> Result<$t, DeviceError> {
             self.permit(self.readable, "read")?;
             let ptr = self.locate(offset, size_of::<$t>())?;
-            Ok(crate::mmio::read::<$t>(ptr))
+            Ok(<$t>::from_le(crate::mmio::read::<$t>(ptr)))
         }
-        #[doc = concat!("Volatile write of a `", stringify!($t), "` at `offset` within the region.")]
+        #[doc = concat!("Volatile write of a little-endian `", stringify!($t), "` at `offset` within the region (PCI byte order, swapped on a big-endian host).")]
         pub fn $write(&self, offset: u64, value: $t) -> Result<(), DeviceError> {
             self.permit(self.writable, "write")?;
             let ptr = self.locate(offset, size_of::<$t>())?;
-            crate::mmio::write::<$t>(ptr, value);
+            crate::mmio::write::<$t>(ptr, value.to_le());
             Ok(())
         }
     )*};

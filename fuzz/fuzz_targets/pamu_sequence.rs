@@ -1588,13 +1588,35 @@ impl World {
     fn check_kernel(&mut self) {
         let want: Vec<(&str, u64)> = self.calls.counts.iter().map(|(n, c)| (*n, *c)).collect();
         assert_eq!(self.sim.call_counts(), want, "the requests sent");
-        let mut live: Vec<(u64, u64, bool, bool)> = self
-            .sim
-            .mappings()
+        let mappings = self.sim.mappings();
+        let mut live: Vec<(u64, u64, bool, bool)> = mappings
             .iter()
+            .filter(|m| m.msi_bank.is_none())
             .map(|m| (m.iova, m.size, m.device_reads, m.device_writes))
             .collect();
         live.sort_unstable();
+        // MSI-bank mappings: (bank, window start, window size).
+        let mut banks: Vec<(u32, u64, u64)> = mappings
+            .iter()
+            .filter_map(|m| m.msi_bank.map(|b| (b, m.iova, m.size)))
+            .collect();
+        banks.sort_unstable();
+        let mut want_banks: Vec<(u32, u64, u64)> = self
+            .k
+            .conts
+            .iter()
+            .flatten()
+            .filter_map(|c| c.pamu.as_ref())
+            .flat_map(|p| {
+                let ws = p.window_size();
+                p.slots.iter().filter_map(move |(w, s)| match s {
+                    Slot::Bank { index, .. } => Some((*index, p.start + w * ws, ws)),
+                    Slot::Dma(_) => None,
+                })
+            })
+            .collect();
+        want_banks.sort_unstable();
+        assert_eq!(banks, want_banks, "the simulator's MSI-bank mappings");
         let mut want: Vec<(u64, u64, bool, bool)> = self
             .k
             .conts

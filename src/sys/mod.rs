@@ -36,6 +36,7 @@ mod generated {
 pub use generated::*;
 
 mod fd;
+pub(crate) mod file;
 pub mod ioctl;
 mod layout;
 mod requests;
