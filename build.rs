@@ -9,7 +9,14 @@
 //!
 //! `TYPED_VFIO_WRITE_SNAPSHOT=1` with a generating build rewrites the snapshot
 //! (the one command that regenerates it:
-//! `TYPED_VFIO_WRITE_SNAPSHOT=1 TYPED_VFIO_BINDGEN=generate cargo build`).
+//! `TYPED_VFIO_WRITE_SNAPSHOT=1 TYPED_VFIO_BINDGEN=generate cargo build`, with
+//! `--target` for another architecture).
+//!
+//! Generation reads only `headers/`: the target's own `asm/` headers under
+//! `headers/arch/<kernel arch>/` (`-nostdinc`, so the build machine's
+//! `/usr/include` never leaks in), and clang is told the target explicitly
+//! (`--target`), so its macro fallback evaluates `_IO` for the target, not
+//! for the build machine (rust-bindgen #3352).
 
 use std::env;
 use std::fs;
@@ -125,18 +132,56 @@ impl ParseCallbacks for Derives {
     }
 }
 
+/// The kernel's name for the architecture (`headers/arch/<name>`), from
+/// Rust's `target_arch`.
+fn kernel_arch(arch: &str) -> Option<&'static str> {
+    Some(match arch {
+        "x86_64" | "x86" => "x86",
+        "aarch64" => "arm64",
+        "arm" => "arm",
+        "riscv64" => "riscv",
+        "powerpc" | "powerpc64" => "powerpc",
+        "s390x" => "s390",
+        _ => return None,
+    })
+}
+
+/// clang's name for a Rust target triple.
+fn clang_target(target: &str) -> String {
+    match target.strip_prefix("riscv64gc-") {
+        Some(rest) => format!("riscv64-{rest}"),
+        None => target.to_string(),
+    }
+}
+
 fn main() {
     let manifest =
         PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let out =
         PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR")).join("bindings.rs");
     let arch = env::var("CARGO_CFG_TARGET_ARCH").expect("cargo sets CARGO_CFG_TARGET_ARCH");
-    let snapshot = manifest.join(format!("src/sys/bindings_{arch}.rs"));
+    let endian = env::var("CARGO_CFG_TARGET_ENDIAN").unwrap_or_default();
+    let target = env::var("TARGET").expect("cargo sets TARGET");
+    // One snapshot per ABI: powerpc64 comes in both byte orders.
+    let key = if arch == "powerpc64" && endian == "little" {
+        "powerpc64le".to_string()
+    } else {
+        arch.clone()
+    };
+    let snapshot = manifest.join(format!("src/sys/bindings_{key}.rs"));
+    let karch = kernel_arch(&arch);
 
     for input in INPUTS {
         println!("cargo:rerun-if-changed={input}");
     }
-    println!("cargo:rerun-if-changed=src/sys/bindings_{arch}.rs");
+    println!("cargo:rerun-if-changed=headers/arch");
+    println!("cargo:rerun-if-changed=headers/asm-generic");
+    println!("cargo:rerun-if-changed=src/sys/bindings_{key}.rs");
+    println!("cargo:rustc-env=TYPED_VFIO_SNAPSHOT=src/sys/bindings_{key}.rs");
+    println!(
+        "cargo:rustc-env=TYPED_VFIO_KERNEL_ARCH={}",
+        karch.unwrap_or("")
+    );
     for var in [
         "TYPED_VFIO_BINDGEN",
         "TYPED_VFIO_WRITE_SNAPSHOT",
@@ -151,15 +196,21 @@ fn main() {
             if let Err(e) = clang_sys::load() {
                 panic!("TYPED_VFIO_BINDGEN=generate, but libclang cannot be loaded: {e}");
             }
-            generate(&manifest, &out)
+            generate(&manifest, &out, &target, karch)
         }
-        "snapshot" => use_snapshot(&snapshot, &out, &arch, "TYPED_VFIO_BINDGEN=snapshot"),
+        "snapshot" => use_snapshot(&snapshot, &out, &key, "TYPED_VFIO_BINDGEN=snapshot"),
         "auto" => match clang_sys::load() {
-            Ok(()) => generate(&manifest, &out),
+            Ok(()) if karch.is_some() => generate(&manifest, &out, &target, karch),
+            Ok(()) => use_snapshot(
+                &snapshot,
+                &out,
+                &key,
+                &format!("headers/ has no asm headers for target_arch = {arch:?}"),
+            ),
             Err(e) => use_snapshot(
                 &snapshot,
                 &out,
-                &arch,
+                &key,
                 &format!("libclang cannot be loaded ({e})"),
             ),
         },
@@ -184,11 +235,17 @@ fn main() {
     println!("cargo:rustc-env=TYPED_VFIO_BINDINGS_FILE={}", out.display());
 }
 
-fn generate(manifest: &Path, out: &Path) -> &'static str {
+fn generate(manifest: &Path, out: &Path, target: &str, karch: Option<&str>) -> &'static str {
     let headers = manifest.join("headers");
+    let Some(karch) = karch else {
+        panic!("headers/ has no asm headers for {target}: add them to headers/import's targets");
+    };
     let bindings = bindgen::Builder::default()
         .header(headers.join("wrapper.h").to_string_lossy())
+        .clang_arg(format!("--target={}", clang_target(target)))
+        .clang_arg("-nostdinc")
         .clang_arg(format!("-I{}", headers.display()))
+        .clang_arg(format!("-I{}", headers.join("arch").join(karch).display()))
         .clang_macro_fallback()
         .allowlist_item("(vfio|VFIO|iommu|IOMMU|iommufd|IOMMUFD)_.*")
         .generate_comments(false)

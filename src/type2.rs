@@ -605,8 +605,10 @@ impl MsiGate {
 
 /// A `vfio_pamu_attr` as bytes (bindgen's struct holds a union, which
 /// zerocopy cannot view as bytes): argsz @0, flags @4, attribute @8, the
-/// union @16.
+/// union at [`U`] (16; 12 on i386, where a `__u64` is 4-aligned).
 const ATTR_SIZE: usize = size_of::<sys::vfio_pamu_attr>();
+/// The union's offset in `vfio_pamu_attr` on this target.
+const U: usize = sys::layout::PAMU_ATTR_INFO;
 
 fn attr(attribute: u32) -> [u8; ATTR_SIZE] {
     let mut a = [0u8; ATTR_SIZE];
@@ -624,9 +626,9 @@ fn attr_values(bytes: &[u8; ATTR_SIZE], attribute: u32) -> (u64, u64) {
     };
     let dword = |at: usize| u64::read_from_bytes(&bytes[at..at + 8]).unwrap_or(0);
     match attribute {
-        sys::VFIO_ATTR_GEOMETRY => (dword(16), dword(24)),
-        sys::VFIO_ATTR_WINDOWS => (word(16), 0),
-        _ => (word(16), word(20)),
+        sys::VFIO_ATTR_GEOMETRY => (dword(U), dword(U + 8)),
+        sys::VFIO_ATTR_WINDOWS => (word(U), 0),
+        _ => (word(U), word(U + 4)),
     }
 }
 
@@ -634,13 +636,13 @@ fn attr_with(attribute: u32, v: (u64, u64)) -> [u8; ATTR_SIZE] {
     let mut bytes = attr(attribute);
     match attribute {
         sys::VFIO_ATTR_GEOMETRY => {
-            bytes[16..24].copy_from_slice(&v.0.to_ne_bytes());
-            bytes[24..32].copy_from_slice(&v.1.to_ne_bytes());
+            bytes[U..U + 8].copy_from_slice(&v.0.to_ne_bytes());
+            bytes[U + 8..U + 16].copy_from_slice(&v.1.to_ne_bytes());
         }
-        sys::VFIO_ATTR_WINDOWS => bytes[16..20].copy_from_slice(&(v.0 as u32).to_ne_bytes()),
+        sys::VFIO_ATTR_WINDOWS => bytes[U..U + 4].copy_from_slice(&(v.0 as u32).to_ne_bytes()),
         _ => {
-            bytes[16..20].copy_from_slice(&(v.0 as u32).to_ne_bytes());
-            bytes[20..24].copy_from_slice(&(v.1 as u32).to_ne_bytes());
+            bytes[U..U + 4].copy_from_slice(&(v.0 as u32).to_ne_bytes());
+            bytes[U + 4..U + 8].copy_from_slice(&(v.1 as u32).to_ne_bytes());
         }
     }
     bytes
@@ -1268,13 +1270,13 @@ impl Container<Type2<Ready>> {
             });
         };
         self.check_windows_free(&occ, iova, window..window + 1)?;
-        let arg = sys::vfio_pamu_msi_bank_map {
-            argsz: size_of::<sys::vfio_pamu_msi_bank_map>() as u32,
-            flags: sys::VFIO_DMA_MAP_FLAG_READ | sys::VFIO_DMA_MAP_FLAG_WRITE,
-            msi_bank_index: index,
-            __bindgen_padding_0: [0; 4],
-            iova,
-        };
+        // Built field by field from zeroes: the padding (none on i386) is
+        // the target's.
+        let mut arg = <sys::vfio_pamu_msi_bank_map as zerocopy::FromZeros>::new_zeroed();
+        arg.argsz = size_of::<sys::vfio_pamu_msi_bank_map>() as u32;
+        arg.flags = sys::VFIO_DMA_MAP_FLAG_READ | sys::VFIO_DMA_MAP_FLAG_WRITE;
+        arg.msi_bank_index = index;
+        arg.iova = iova;
         self.kernel()
             .ioctl(
                 self.as_fd(),

@@ -102,13 +102,23 @@ fn compare(rust: &[(&str, u64, usize)], c: &BTreeMap<String, CValue>) -> Vec<Mis
 fn run_c_oracle() -> String {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let exe = Path::new(env!("CARGO_TARGET_TMPDIR")).join("abi_oracle");
-    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_string());
+    // Cross runs (`.ci/run`'s foreign-architecture suites) name the target's
+    // C compiler in TYPED_VFIO_ORACLE_CC and how to run its output in
+    // TYPED_VFIO_ORACLE_RUNNER (qemu-user); natively, `CC` or `cc`.
+    let cc = std::env::var("TYPED_VFIO_ORACLE_CC")
+        .or_else(|_| std::env::var("CC"))
+        .unwrap_or_else(|_| "cc".to_string());
+    let headers = manifest.join("headers");
     let status = Command::new(&cc)
         .arg("-std=c11")
         .arg("-Wall")
         .arg("-Werror")
+        // The pinned headers, this target's asm/ first, before the C
+        // library's (whose uapi may be another kernel's).
         .arg("-I")
-        .arg(manifest.join("headers"))
+        .arg(headers.join("arch").join(env!("TYPED_VFIO_KERNEL_ARCH")))
+        .arg("-I")
+        .arg(&headers)
         .arg("-o")
         .arg(&exe)
         .arg(env!("TYPED_VFIO_ABI_ORACLE_C"))
@@ -118,9 +128,17 @@ fn run_c_oracle() -> String {
         status.success(),
         "ABI oracle: `{cc}` failed to compile the oracle program"
     );
-    let out = Command::new(&exe)
-        .output()
-        .expect("ABI oracle: run the C program");
+    let runner = std::env::var("TYPED_VFIO_ORACLE_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    let mut run = match words.next() {
+        Some(program) => {
+            let mut c = Command::new(program);
+            c.args(words).arg(&exe);
+            c
+        }
+        None => Command::new(&exe),
+    };
+    let out = run.output().expect("ABI oracle: run the C program");
     assert!(out.status.success(), "ABI oracle: the C program failed");
     String::from_utf8(out.stdout).expect("ABI oracle: C output is UTF-8")
 }

@@ -29,9 +29,11 @@ pub(crate) struct FdKey {
 #[cfg(not(miri))]
 pub(crate) fn key_of(fd: BorrowedFd<'_>) -> Result<FdKey, Errno> {
     let st = nix::sys::stat::fstat(fd)?;
+    // `st_ino` is 32 bits wide on some 32-bit targets: widened, never cut.
+    #[allow(clippy::useless_conversion)]
     Ok(FdKey {
-        dev: st.st_dev,
-        ino: st.st_ino,
+        dev: u64::from(st.st_dev),
+        ino: u64::from(st.st_ino),
     })
 }
 

@@ -17,6 +17,11 @@ use nix::errno::Errno;
 
 use super::iommu::Mapping;
 use crate::sys;
+use crate::sys::layout::{PAMU_ATTR_INFO as U, PAMU_BANK_IOVA};
+
+/// The sizes the SDK driver checks `argsz` against (`sizeof` of its structs).
+const ATTR_SIZE: usize = size_of::<sys::vfio_pamu_attr>();
+const BANK_MAP_SIZE: usize = size_of::<sys::vfio_pamu_msi_bank_map>();
 
 /// How the simulated PAMU driver reports errors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -122,19 +127,19 @@ impl Pamu {
 
     /// `VFIO_IOMMU_PAMU_GET_ATTR`.
     pub(crate) fn get_attr(&self, arg: &mut [u8]) -> Result<(), Errno> {
-        if (word(arg, 0)? as usize) < 32 {
+        if (word(arg, 0)? as usize) < ATTR_SIZE {
             return Err(Errno::EINVAL);
         }
         match word(arg, 8)? {
             sys::VFIO_ATTR_GEOMETRY => {
-                put(arg, 16, &self.start.to_ne_bytes())?;
-                put(arg, 24, &self.end.to_ne_bytes())
+                put(arg, U, &self.start.to_ne_bytes())?;
+                put(arg, U + 8, &self.end.to_ne_bytes())
             }
-            sys::VFIO_ATTR_WINDOWS => put(arg, 16, &self.windows.to_ne_bytes()),
+            sys::VFIO_ATTR_WINDOWS => put(arg, U, &self.windows.to_ne_bytes()),
             sys::VFIO_ATTR_PAMU_STASH => {
                 let (cpu, cache) = self.stash.ok_or(Errno::EINVAL)?;
-                put(arg, 16, &cpu.to_ne_bytes())?;
-                put(arg, 20, &cache.to_ne_bytes())
+                put(arg, U, &cpu.to_ne_bytes())?;
+                put(arg, U + 4, &cache.to_ne_bytes())
             }
             _ if self.mode == PamuMode::Sdk => Ok(()),
             _ => Err(Errno::EINVAL),
@@ -143,7 +148,7 @@ impl Pamu {
 
     /// `VFIO_IOMMU_PAMU_SET_ATTR` (argsz is checked even in SDK mode).
     pub(crate) fn set_attr(&mut self, arg: &[u8]) -> Result<(), Errno> {
-        if (word(arg, 0)? as usize) < 32 {
+        if (word(arg, 0)? as usize) < ATTR_SIZE {
             return Err(Errno::EINVAL);
         }
         let r = self.set_attr_inner(arg);
@@ -153,7 +158,7 @@ impl Pamu {
     fn set_attr_inner(&mut self, arg: &[u8]) -> Result<(), Errno> {
         match word(arg, 8)? {
             sys::VFIO_ATTR_GEOMETRY => {
-                let (start, end) = (dword(arg, 16)?, dword(arg, 24)?);
+                let (start, end) = (dword(arg, U)?, dword(arg, U + 8)?);
                 if self.enabled {
                     return Err(Errno::EBUSY);
                 }
@@ -173,7 +178,7 @@ impl Pamu {
                 Ok(())
             }
             sys::VFIO_ATTR_WINDOWS => {
-                let n = word(arg, 16)?;
+                let n = word(arg, U)?;
                 if !self.geometry_set {
                     return Err(Errno::EINVAL);
                 }
@@ -189,7 +194,7 @@ impl Pamu {
                 Ok(())
             }
             sys::VFIO_ATTR_PAMU_STASH => {
-                let (cpu, cache) = (word(arg, 16)?, word(arg, 20)?);
+                let (cpu, cache) = (word(arg, U)?, word(arg, U + 4)?);
                 if !self.windows_set {
                     return Err(Errno::EINVAL);
                 }
@@ -210,7 +215,7 @@ impl Pamu {
 
     /// `VFIO_IOMMU_PAMU_MAP_MSI_BANK`.
     pub(crate) fn map_msi_bank(&mut self, arg: &[u8]) -> Result<(), Errno> {
-        if (word(arg, 0)? as usize) < 24 {
+        if (word(arg, 0)? as usize) < BANK_MAP_SIZE {
             return Err(Errno::EINVAL);
         }
         let r = self.map_msi_inner(arg);
@@ -218,7 +223,7 @@ impl Pamu {
     }
 
     fn map_msi_inner(&mut self, arg: &[u8]) -> Result<(), Errno> {
-        let (flags, index, iova) = (word(arg, 4)?, word(arg, 8)?, dword(arg, 16)?);
+        let (flags, index, iova) = (word(arg, 4)?, word(arg, 8)?, dword(arg, PAMU_BANK_IOVA)?);
         let rw = sys::VFIO_DMA_MAP_FLAG_READ | sys::VFIO_DMA_MAP_FLAG_WRITE;
         if flags & rw == 0 || flags & !rw != 0 {
             return Err(Errno::EINVAL);
@@ -403,35 +408,39 @@ mod tests {
     use super::*;
 
     const MODES: [PamuMode; 2] = [PamuMode::Strict, PamuMode::Sdk];
+    /// The argsz of a whole `vfio_pamu_attr` / `vfio_pamu_msi_bank_map` on
+    /// this target (32 / 24; 28 / 20 on i386).
+    const A: u32 = ATTR_SIZE as u32;
+    const B: u32 = BANK_MAP_SIZE as u32;
 
     fn attr(argsz: u32, attribute: u32, a: u64, b: u64) -> Vec<u8> {
-        let mut v = vec![0u8; 32];
+        let mut v = vec![0u8; ATTR_SIZE];
         v[0..4].copy_from_slice(&argsz.to_ne_bytes());
         v[8..12].copy_from_slice(&attribute.to_ne_bytes());
         if attribute == sys::VFIO_ATTR_GEOMETRY {
-            v[16..24].copy_from_slice(&a.to_ne_bytes());
-            v[24..32].copy_from_slice(&b.to_ne_bytes());
+            v[U..U + 8].copy_from_slice(&a.to_ne_bytes());
+            v[U + 8..U + 16].copy_from_slice(&b.to_ne_bytes());
         } else {
-            v[16..20].copy_from_slice(&(a as u32).to_ne_bytes());
-            v[20..24].copy_from_slice(&(b as u32).to_ne_bytes());
+            v[U..U + 4].copy_from_slice(&(a as u32).to_ne_bytes());
+            v[U + 4..U + 8].copy_from_slice(&(b as u32).to_ne_bytes());
         }
         v
     }
 
     fn geometry(start: u64, end: u64) -> Vec<u8> {
-        attr(32, sys::VFIO_ATTR_GEOMETRY, start, end)
+        attr(A, sys::VFIO_ATTR_GEOMETRY, start, end)
     }
 
     fn windows(n: u32) -> Vec<u8> {
-        attr(32, sys::VFIO_ATTR_WINDOWS, u64::from(n), 0)
+        attr(A, sys::VFIO_ATTR_WINDOWS, u64::from(n), 0)
     }
 
     fn bank(argsz: u32, flags: u32, index: u32, iova: u64) -> Vec<u8> {
-        let mut v = vec![0u8; 24];
+        let mut v = vec![0u8; BANK_MAP_SIZE];
         v[0..4].copy_from_slice(&argsz.to_ne_bytes());
         v[4..8].copy_from_slice(&flags.to_ne_bytes());
         v[8..12].copy_from_slice(&index.to_ne_bytes());
-        v[16..24].copy_from_slice(&iova.to_ne_bytes());
+        v[PAMU_BANK_IOVA..PAMU_BANK_IOVA + 8].copy_from_slice(&iova.to_ne_bytes());
         v
     }
 
@@ -483,18 +492,18 @@ mod tests {
     fn defaults_and_argsz_minimums() {
         for mode in MODES {
             let mut p = Pamu::new(mode, 3);
-            let mut g = attr(32, sys::VFIO_ATTR_GEOMETRY, 1, 1);
+            let mut g = attr(A, sys::VFIO_ATTR_GEOMETRY, 1, 1);
             p.get_attr(&mut g).unwrap();
-            assert_eq!(dword(&g, 16).unwrap(), 0);
-            assert_eq!(dword(&g, 24).unwrap(), (1 << 36) - 1);
-            let mut w = attr(32, sys::VFIO_ATTR_WINDOWS, 0, 0);
+            assert_eq!(dword(&g, U).unwrap(), 0);
+            assert_eq!(dword(&g, U + 8).unwrap(), (1 << 36) - 1);
+            let mut w = attr(A, sys::VFIO_ATTR_WINDOWS, 0, 0);
             p.get_attr(&mut w).unwrap();
-            assert_eq!(word(&w, 16).unwrap(), 256);
+            assert_eq!(word(&w, U).unwrap(), 256);
             assert_eq!(p.bank_count(), 3);
             // Below the minimum argsz: EINVAL in both modes.
-            assert_eq!(p.get_attr(&mut attr(31, 0, 0, 0)), Err(Errno::EINVAL));
-            assert_eq!(p.set_attr(&attr(31, 0, 0, 0xfff)), Err(Errno::EINVAL));
-            assert_eq!(p.map_msi_bank(&bank(23, RW, 0, 0)), Err(Errno::EINVAL));
+            assert_eq!(p.get_attr(&mut attr(A - 1, 0, 0, 0)), Err(Errno::EINVAL));
+            assert_eq!(p.set_attr(&attr(A - 1, 0, 0, 0xfff)), Err(Errno::EINVAL));
+            assert_eq!(p.map_msi_bank(&bank(B - 1, RW, 0, 0)), Err(Errno::EINVAL));
             let mut u = unbank(0);
             u[0..4].copy_from_slice(&15u32.to_ne_bytes());
             assert_eq!(p.unmap_msi_bank(&u), Err(Errno::EINVAL));
@@ -511,9 +520,9 @@ mod tests {
     #[test]
     fn get_attr_of_an_unknown_attribute() {
         let p = Pamu::new(PamuMode::Strict, 1);
-        assert_eq!(p.get_attr(&mut attr(32, 9, 5, 6)), Err(Errno::EINVAL));
+        assert_eq!(p.get_attr(&mut attr(A, 9, 5, 6)), Err(Errno::EINVAL));
         let p = Pamu::new(PamuMode::Sdk, 1);
-        let mut a = attr(32, 9, 5, 6);
+        let mut a = attr(A, 9, 5, 6);
         let before = a.clone();
         assert_eq!(p.get_attr(&mut a), Ok(()));
         assert_eq!(a, before, "struct unchanged");
@@ -536,7 +545,7 @@ mod tests {
     fn windows_and_stash_rules() {
         for mode in MODES {
             let mut p = Pamu::new(mode, 1);
-            let stash = attr(32, sys::VFIO_ATTR_PAMU_STASH, 0, 2);
+            let stash = attr(A, sys::VFIO_ATTR_PAMU_STASH, 0, 2);
             swallowed(mode, p.set_attr(&windows(4)), Errno::EINVAL); // before geometry
             assert!(!p.windows_set);
             p.set_attr(&geometry(0, 0xf_ffff)).unwrap();
@@ -561,15 +570,15 @@ mod tests {
     fn msi_bank_rules() {
         for mode in MODES {
             let mut p = configured(mode);
-            swallowed(mode, p.map_msi_bank(&bank(24, 0, 0, 0)), Errno::EINVAL);
-            swallowed(mode, p.map_msi_bank(&bank(24, RW, 2, 0)), Errno::ENODEV);
+            swallowed(mode, p.map_msi_bank(&bank(B, 0, 0, 0)), Errno::EINVAL);
+            swallowed(mode, p.map_msi_bank(&bank(B, RW, 2, 0)), Errno::ENODEV);
             assert!(!p.doorbell_mapped(0));
-            p.map_msi_bank(&bank(24, sys::VFIO_DMA_MAP_FLAG_WRITE, 0, 0xf_0123))
+            p.map_msi_bank(&bank(B, sys::VFIO_DMA_MAP_FLAG_WRITE, 0, 0xf_0123))
                 .unwrap();
             assert!(p.doorbell_mapped(0));
             swallowed(
                 mode,
-                p.map_msi_bank(&bank(24, RW, 1, 0xf_0000)),
+                p.map_msi_bank(&bank(B, RW, 1, 0xf_0000)),
                 Errno::EBUSY,
             );
             // Unmap names the exact iova.
@@ -620,7 +629,7 @@ mod tests {
                 p.map(&dma(32, RW, 0x2_0000, 0x1_0000), ok),
                 Err(Errno::EBUSY)
             );
-            p.map_msi_bank(&bank(24, RW, 0, 0x3_0000)).unwrap();
+            p.map_msi_bank(&bank(B, RW, 0, 0x3_0000)).unwrap();
             assert_eq!(
                 p.map(&dma(32, RW, 0x3_0000, 0x1_0000), ok),
                 Err(Errno::EBUSY)

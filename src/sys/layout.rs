@@ -1,7 +1,10 @@
 //! Absolute sizes and field offsets of every struct the crate encodes or
-//! parses, written down from the kernel ABI (x86_64, ppc64 and ppc32 agree:
-//! natural alignment, `__aligned_u64` members). A break is a compile error
-//! that names the struct and field.
+//! parses, written down from the kernel ABI (natural alignment: every
+//! architecture agrees, except i386, which aligns a plain `__u64` to 4, so
+//! the PAMU structs of our `vfio_type2.h` move there). A break is a compile
+//! error that names the struct and field. The typed layer reads the PAMU
+//! offsets from here ([`PAMU_ATTR_INFO`], [`PAMU_BANK_IOVA`]), never from
+//! literals.
 
 use core::mem::{offset_of, size_of};
 
@@ -49,10 +52,26 @@ layout! {
     vfio_iommu_type1_dma_unmap = 24 { argsz @ 0, flags @ 4, iova @ 8, size @ 16, data @ 24 };
     vfio_pamu_geometry = 16 { aperture_start @ 0, aperture_end @ 8 };
     vfio_pamu_stash = 8 { cpu @ 0, cache @ 4 };
-    vfio_pamu_attr = 32 { argsz @ 0, flags @ 4, attribute @ 8, attr_info @ 16 };
-    vfio_pamu_msi_bank_map = 24 { argsz @ 0, flags @ 4, msi_bank_index @ 8, iova @ 16 };
     vfio_pamu_msi_bank_unmap = 16 { argsz @ 0, flags @ 4, iova @ 8 };
 }
+
+#[cfg(not(target_arch = "x86"))]
+layout! {
+    vfio_pamu_attr = 32 { argsz @ 0, flags @ 4, attribute @ 8, attr_info @ 16 };
+    vfio_pamu_msi_bank_map = 24 { argsz @ 0, flags @ 4, msi_bank_index @ 8, iova @ 16 };
+}
+
+// i386: the u64 members are 4-aligned, so no padding precedes them.
+#[cfg(target_arch = "x86")]
+layout! {
+    vfio_pamu_attr = 28 { argsz @ 0, flags @ 4, attribute @ 8, attr_info @ 12 };
+    vfio_pamu_msi_bank_map = 20 { argsz @ 0, flags @ 4, msi_bank_index @ 8, iova @ 12 };
+}
+
+/// Where `vfio_pamu_attr`'s union starts on this target.
+pub(crate) const PAMU_ATTR_INFO: usize = offset_of!(vfio_pamu_attr, attr_info);
+/// Where `vfio_pamu_msi_bank_map`'s IOVA is on this target.
+pub(crate) const PAMU_BANK_IOVA: usize = offset_of!(vfio_pamu_msi_bank_map, iova);
 
 // The fixed-size structs the typed layer reads from kernel bytes and writes
 // as argument bytes must carry the zerocopy traits the build adds.

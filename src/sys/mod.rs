@@ -38,7 +38,7 @@ pub use generated::*;
 mod fd;
 pub(crate) mod file;
 pub mod ioctl;
-mod layout;
+pub(crate) mod layout;
 mod requests;
 
 pub use fd::{ContainerFd, DeviceFd, GroupFd, IommufdFd};

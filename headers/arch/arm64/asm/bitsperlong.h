@@ -1,0 +1,5 @@
+#ifndef __ASM_BITSPERLONG_H
+#define __ASM_BITSPERLONG_H 
+#define __BITS_PER_LONG 64
+#include <asm-generic/bitsperlong.h>
+#endif
