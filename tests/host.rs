@@ -45,7 +45,16 @@ fn a_container_fd_that_is_not_vfio_is_refused_by_the_version_check() {
     match Container::from_fd(not_vfio.into()) {
         Err(ContainerError::Ioctl { ioctl, errno }) => {
             assert_eq!(ioctl, "VFIO_GET_API_VERSION");
-            assert_eq!(errno, Errno::ENOTTY);
+            // QEMU's user-mode emulation (the foreign-architecture suites,
+            // which set TYPED_VFIO_QEMU_USER) answers ENOSYS for an ioctl it
+            // cannot translate, before the host kernel sees it.
+            if std::env::var_os("TYPED_VFIO_QEMU_USER").is_some() && errno == Errno::ENOSYS {
+                eprintln!(
+                    "*** qemu-user answered ENOSYS for the unknown ioctl (a kernel answers ENOTTY) ***"
+                );
+            } else {
+                assert_eq!(errno, Errno::ENOTTY);
+            }
         }
         other => panic!("expected VFIO_GET_API_VERSION to fail, got {other:?}"),
     }

@@ -185,12 +185,20 @@ impl Type1 {
             caps[start + 8..start + 8 + body.len()].copy_from_slice(body);
             start
         };
-        let mut mig = Vec::with_capacity(24);
-        mig.extend_from_slice(&0u32.to_ne_bytes()); // flags
-        mig.extend_from_slice(&0u32.to_ne_bytes()); // padding
-        mig.extend_from_slice(&MIN_PAGE.to_ne_bytes());
-        mig.extend_from_slice(&DIRTY_BITMAP_SIZE_MAX.to_ne_bytes());
-        let c0 = add(&mut caps, sys::VFIO_IOMMU_TYPE1_INFO_CAP_MIGRATION, &mig);
+        // The migration capability in this target's C layout (its u64s are
+        // plain `__u64`: i386 packs them right after `flags`).
+        let mut mig =
+            <sys::vfio_iommu_type1_info_cap_migration as zerocopy::FromZeros>::new_zeroed();
+        mig.flags = 0;
+        mig.pgsize_bitmap = MIN_PAGE;
+        mig.max_dirty_bitmap_size = DIRTY_BITMAP_SIZE_MAX;
+        let mig = zerocopy::IntoBytes::as_bytes(&mig);
+        let header = size_of::<sys::vfio_info_cap_header>();
+        let c0 = add(
+            &mut caps,
+            sys::VFIO_IOMMU_TYPE1_INFO_CAP_MIGRATION,
+            &mig[header..],
+        );
         let c1 = add(
             &mut caps,
             sys::VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL,

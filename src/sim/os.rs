@@ -107,10 +107,20 @@ pub(crate) fn eventfd_ref(raw: c_int) -> Result<OwnedFd, Errno> {
             return Err(Errno::EINVAL);
         }
     }
-    // SAFETY: fcntl(F_DUPFD_CLOEXEC) takes an integer and touches no memory
-    // of this process; on an fd number that is not open it fails (EBADF).
-    let dup = unsafe { libc::fcntl(raw, libc::F_DUPFD_CLOEXEC, 0) };
+    // dup(2), then close-on-exec: QEMU 7.2's user-mode emulation (the
+    // foreign-architecture suites) loses the eventfd byte swap on fds made
+    // by F_DUPFD_CLOEXEC, and handles plain dup.
+    // SAFETY: dup takes an integer and touches no memory of this process; on
+    // an fd number that is not open it fails (EBADF).
+    let dup = unsafe { libc::dup(raw) };
     let dup = Errno::result(dup)?;
+    // SAFETY: F_SETFD on the fd just made touches no memory.
+    let flagged = unsafe { libc::fcntl(dup, libc::F_SETFD, libc::FD_CLOEXEC) };
+    if let Err(errno) = Errno::result(flagged) {
+        // SAFETY: `dup` is ours alone and not used after this.
+        unsafe { libc::close(dup) };
+        return Err(errno);
+    }
     // SAFETY: `dup` was just returned by a successful F_DUPFD_CLOEXEC: it is
     // a new open fd that nothing else in this process owns.
     Ok(unsafe { OwnedFd::from_raw_fd(dup) })
