@@ -1,5 +1,10 @@
 //! Generates `src/sys`'s raw bindings from `headers/` with bindgen.
 //!
+//! bindgen and libclang are needed only with the `bindgen` feature, which
+//! this repository's own tests and CI always turn on (a dev-dependency of
+//! the crate on itself); a dependent's default build compiles neither and
+//! uses the committed snapshot of its target's ABI.
+//!
 //! Modes, chosen by `TYPED_VFIO_BINDGEN`:
 //! - `auto` (default): generate when libclang can be loaded, else use the
 //!   committed snapshot for the target architecture and say so with a
@@ -22,6 +27,7 @@ use std::env;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+#[cfg(feature = "bindgen")]
 use bindgen::callbacks::{DeriveInfo, ParseCallbacks, TypeKind};
 
 /// Kernel headers and our own extension header: the only inputs of generation.
@@ -36,6 +42,7 @@ const INPUTS: &[&str] = &[
 /// Rust form carries a zero-sized `__IncompleteArrayField` or a raw pointer,
 /// so no zerocopy trait is derived: the crate encodes and parses them by their
 /// fixed prefix with its own zerocopy types, checked against these layouts.
+#[cfg(feature = "bindgen")]
 const NO_DERIVES: &[&str] = &[
     "vfio_bitmap",
     "vfio_device_feature",
@@ -52,6 +59,7 @@ const NO_DERIVES: &[&str] = &[
 /// Structs that hold a union: their bytes may include padding under the
 /// union's smaller members, so they are readable from any bytes but not
 /// viewable as bytes (no `IntoBytes`).
+#[cfg(feature = "bindgen")]
 const HOLD_UNIONS: &[&str] = &[
     "vfio_device_gfx_plane_info",
     "vfio_eeh_pe_op",
@@ -62,6 +70,7 @@ const HOLD_UNIONS: &[&str] = &[
 /// Items the crate needs. clang's macro fallback drops a macro it cannot
 /// evaluate without a word; checking the output for each name turns that
 /// into a build failure that names the item.
+#[cfg(feature = "bindgen")]
 const REQUIRED: &[&str] = &[
     "VFIO_API_VERSION",
     "VFIO_TYPE1_IOMMU",
@@ -115,9 +124,11 @@ const REQUIRED: &[&str] = &[
     "struct vfio_region_info",
 ];
 
+#[cfg(feature = "bindgen")]
 #[derive(Debug)]
 struct Derives;
 
+#[cfg(feature = "bindgen")]
 impl ParseCallbacks for Derives {
     fn add_derives(&self, info: &DeriveInfo<'_>) -> Vec<String> {
         let zc = |traits: &[&str]| traits.iter().map(|t| format!("zerocopy::{t}")).collect();
@@ -146,6 +157,7 @@ fn kernel_arch(arch: &str) -> Option<&'static str> {
     })
 }
 
+#[cfg(feature = "bindgen")]
 /// clang's name for a Rust target triple.
 fn clang_target(target: &str) -> String {
     match target.strip_prefix("riscv64gc-") {
@@ -193,25 +205,29 @@ fn main() {
     let mode = env::var("TYPED_VFIO_BINDGEN").unwrap_or_else(|_| "auto".into());
     let source = match mode.as_str() {
         "generate" => {
-            if let Err(e) = clang_sys::load() {
+            if let Err(e) = libclang() {
                 panic!("TYPED_VFIO_BINDGEN=generate, but libclang cannot be loaded: {e}");
             }
             generate(&manifest, &out, &target, karch)
         }
-        "snapshot" => use_snapshot(&snapshot, &out, &key, "TYPED_VFIO_BINDGEN=snapshot"),
-        "auto" => match clang_sys::load() {
+        "snapshot" => use_snapshot(&snapshot, &out, &key, Some("TYPED_VFIO_BINDGEN=snapshot")),
+        // Without the feature the snapshot is the normal path: no warning.
+        "auto" if cfg!(not(feature = "bindgen")) => use_snapshot(&snapshot, &out, &key, None),
+        "auto" => match libclang() {
             Ok(()) if karch.is_some() => generate(&manifest, &out, &target, karch),
             Ok(()) => use_snapshot(
                 &snapshot,
                 &out,
                 &key,
-                &format!("headers/ has no asm headers for target_arch = {arch:?}"),
+                Some(&format!(
+                    "headers/ has no asm headers for target_arch = {arch:?}"
+                )),
             ),
             Err(e) => use_snapshot(
                 &snapshot,
                 &out,
                 &key,
-                &format!("libclang cannot be loaded ({e})"),
+                Some(&format!("libclang cannot be loaded ({e})")),
             ),
         },
         other => panic!("TYPED_VFIO_BINDGEN={other}: expected auto, generate or snapshot"),
@@ -235,6 +251,24 @@ fn main() {
     println!("cargo:rustc-env=TYPED_VFIO_BINDINGS_FILE={}", out.display());
 }
 
+/// Whether libclang can be loaded (only with the `bindgen` feature).
+#[cfg(feature = "bindgen")]
+fn libclang() -> Result<(), String> {
+    clang_sys::load()
+}
+
+/// Without the `bindgen` feature nothing can generate.
+#[cfg(not(feature = "bindgen"))]
+fn libclang() -> Result<(), String> {
+    Err("the `bindgen` feature is off (enable it to generate)".into())
+}
+
+#[cfg(not(feature = "bindgen"))]
+fn generate(_: &Path, _: &Path, _: &str, _: Option<&str>) -> &'static str {
+    unreachable!("libclang() fails without the bindgen feature")
+}
+
+#[cfg(feature = "bindgen")]
 fn generate(manifest: &Path, out: &Path, target: &str, karch: Option<&str>) -> &'static str {
     let headers = manifest.join("headers");
     let Some(karch) = karch else {
@@ -276,12 +310,19 @@ fn generate(manifest: &Path, out: &Path, target: &str, karch: Option<&str>) -> &
     "generated"
 }
 
-fn use_snapshot(snapshot: &Path, out: &Path, arch: &str, why: &str) -> &'static str {
+/// Uses the committed snapshot; `why` (a reason to say so) makes it a
+/// `cargo:warning`, `None` (a default build without the `bindgen` feature)
+/// keeps it quiet.
+fn use_snapshot(snapshot: &Path, out: &Path, arch: &str, why: Option<&str>) -> &'static str {
+    let quiet = why.is_none();
+    let why = why.unwrap_or("the `bindgen` feature is off");
     match fs::read_to_string(snapshot) {
         Ok(text) => {
-            println!(
-                "cargo:warning=typed-vfio: {why}; using the committed bindings snapshot src/sys/bindings_{arch}.rs"
-            );
+            if !quiet {
+                println!(
+                    "cargo:warning=typed-vfio: {why}; using the committed bindings snapshot src/sys/bindings_{arch}.rs"
+                );
+            }
             fs::write(out, text).unwrap_or_else(|e| panic!("writing {}: {e}", out.display()));
         }
         Err(_) => {

@@ -107,13 +107,20 @@ pub(crate) fn eventfd_ref(raw: c_int) -> Result<OwnedFd, Errno> {
             return Err(Errno::EINVAL);
         }
     }
-    // dup(2), then close-on-exec: QEMU 7.2's user-mode emulation (the
-    // foreign-architecture suites) loses the eventfd byte swap on fds made
-    // by F_DUPFD_CLOEXEC, and handles plain dup.
+    let dup = dup_cloexec(raw)?;
+    // SAFETY: `dup` was just returned by a successful F_DUPFD_CLOEXEC: it is
+    // a new open fd that nothing else in this process owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(dup) })
+}
+
+/// A close-on-exec duplicate of fd `raw`: dup(2), then `FD_CLOEXEC`, since
+/// QEMU 7.2's user-mode emulation (the foreign-architecture suites) loses the
+/// eventfd byte swap on fds made by `F_DUPFD_CLOEXEC` and handles plain dup.
+#[cfg(not(miri))]
+fn dup_cloexec(raw: c_int) -> Result<c_int, Errno> {
     // SAFETY: dup takes an integer and touches no memory of this process; on
     // an fd number that is not open it fails (EBADF).
-    let dup = unsafe { libc::dup(raw) };
-    let dup = Errno::result(dup)?;
+    let dup = Errno::result(unsafe { libc::dup(raw) })?;
     // SAFETY: F_SETFD on the fd just made touches no memory.
     let flagged = unsafe { libc::fcntl(dup, libc::F_SETFD, libc::FD_CLOEXEC) };
     if let Err(errno) = Errno::result(flagged) {
@@ -121,9 +128,15 @@ pub(crate) fn eventfd_ref(raw: c_int) -> Result<OwnedFd, Errno> {
         unsafe { libc::close(dup) };
         return Err(errno);
     }
-    // SAFETY: `dup` was just returned by a successful F_DUPFD_CLOEXEC: it is
-    // a new open fd that nothing else in this process owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(dup) })
+    Ok(dup)
+}
+
+/// Miri knows `F_DUPFD_CLOEXEC` but not `F_SETFD` (and runs no qemu-user).
+#[cfg(miri)]
+fn dup_cloexec(raw: c_int) -> Result<c_int, Errno> {
+    // SAFETY: fcntl(F_DUPFD_CLOEXEC) takes an integer and touches no memory
+    // of this process; on an fd number that is not open it fails (EBADF).
+    Errno::result(unsafe { libc::fcntl(raw, libc::F_DUPFD_CLOEXEC, 0) })
 }
 
 /// Signals an eventfd (adds 1 to its counter), as `eventfd_signal` does.
