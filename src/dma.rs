@@ -491,6 +491,25 @@ pub struct UnmapError<G: std::fmt::Debug, E: std::error::Error + 'static = DmaEr
     pub error: E,
 }
 
+/// Runs `unmap` on `guard`: on success the guard is done (forgotten: its
+/// `Drop` would unmap again; it owns nothing but borrows); on failure it comes
+/// back inside the error, still live.
+pub(crate) fn try_unmap_with<G: std::fmt::Debug, E: std::error::Error + 'static>(
+    guard: G,
+    unmap: impl FnOnce(&G) -> Result<(), E>,
+) -> Result<(), UnmapError<G, E>> {
+    match unmap(&guard) {
+        Ok(()) => {
+            std::mem::forget(guard);
+            Ok(())
+        }
+        Err(error) => Err(UnmapError {
+            mapping: guard,
+            error,
+        }),
+    }
+}
+
 /// A live DMA mapping of a [`DmaBuffer`]; unmaps on drop
 /// (`VFIO_IOMMU_UNMAP_DMA`). Borrows the container (so its groups cannot
 /// leave and it cannot be reconfigured or dropped) and the buffer (so it
@@ -573,16 +592,7 @@ impl<'a> DmaMapping<'a> {
     /// range gone).
     #[doc(alias = "VFIO_IOMMU_UNMAP_DMA")]
     pub fn try_unmap(self) -> Result<(), UnmapError<DmaMapping<'a>>> {
-        match self.do_unmap() {
-            Ok(()) => {
-                std::mem::forget(self);
-                Ok(())
-            }
-            Err(error) => Err(UnmapError {
-                mapping: self,
-                error,
-            }),
-        }
+        try_unmap_with(self, Self::do_unmap)
     }
 
     /// The unmap failed: the container keeps the pages until the kernel

@@ -142,7 +142,7 @@ use crate::container::{
     Attached, Container, ContainerState, HasGroups, SetIommuError, sealed::Sealed,
 };
 use crate::device::Device;
-use crate::dma::{DmaAccess, DmaBuffer, Orphans, UnmapError, unmap_dma_arg};
+use crate::dma::{DmaAccess, DmaBuffer, Orphans, UnmapError, try_unmap_with, unmap_dma_arg};
 use crate::error::{ContainerError, DeviceError, DmaError, Errno, GroupError};
 use crate::kernel::{Arg, Kernel, req};
 use crate::sys;
@@ -1009,16 +1009,7 @@ impl<'a> MsiBankMapping<'a> {
     /// Unmaps now; on failure the guard comes back in the error.
     #[doc(alias = "VFIO_IOMMU_PAMU_UNMAP_MSI_BANK")]
     pub fn try_unmap(self) -> Result<(), UnmapError<MsiBankMapping<'a>, Type2Error>> {
-        match self.do_unmap() {
-            Ok(()) => {
-                std::mem::forget(self);
-                Ok(())
-            }
-            Err(error) => Err(UnmapError {
-                mapping: self,
-                error,
-            }),
-        }
+        try_unmap_with(self, Self::do_unmap)
     }
 
     fn do_unmap(&self) -> Result<(), Type2Error> {
@@ -1103,16 +1094,7 @@ impl<'a> PamuMapping<'a> {
     /// Unmaps now; on failure the guard comes back in the error.
     #[doc(alias = "VFIO_IOMMU_UNMAP_DMA")]
     pub fn try_unmap(self) -> Result<(), UnmapError<PamuMapping<'a>, Type2Error>> {
-        match self.do_unmap() {
-            Ok(()) => {
-                std::mem::forget(self);
-                Ok(())
-            }
-            Err(error) => Err(UnmapError {
-                mapping: self,
-                error,
-            }),
-        }
+        try_unmap_with(self, Self::do_unmap)
     }
 
     #[cold]

@@ -459,9 +459,10 @@ fn item8_a_huge_factorial_returns_at_once() {
 
 // ---- item 10: refused maps are explained from the IOMMU's current ranges ---------------
 
-#[test]
-fn item10_attach_more_with_live_mappings_then_a_refusal_from_fresh_ranges() {
-    let sim = Simulator::builder()
+/// Groups 1 and 2, each with an edu; group 2 reserves 0x800_0000..=0x80f_ffff
+/// (as an SMMU's MSI window is reserved).
+fn reserved_sim() -> Simulator {
+    Simulator::builder()
         .group(SimGroup::new(1).device(SimDevice::edu(BDF)))
         .group(
             SimGroup::new(2)
@@ -469,7 +470,12 @@ fn item10_attach_more_with_live_mappings_then_a_refusal_from_fresh_ranges() {
                 .device(SimDevice::edu("0000:02:00.0")),
         )
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn item10_attach_more_with_live_mappings_then_a_refusal_from_fresh_ranges() {
+    let sim = reserved_sim();
     let c = type1v2(&sim);
     let buf = DmaBuffer::new(4096).unwrap();
     // Usable before group 2 joins; the explanation cache (if any) warms up.
@@ -507,15 +513,7 @@ fn item10_attach_more_with_live_mappings_then_a_refusal_from_fresh_ranges() {
 
 #[test]
 fn item10_a_group_whose_reserved_region_holds_a_mapping_cannot_join() {
-    let sim = Simulator::builder()
-        .group(SimGroup::new(1).device(SimDevice::edu(BDF)))
-        .group(
-            SimGroup::new(2)
-                .reserved(0x800_0000, 0x80f_ffff)
-                .device(SimDevice::edu("0000:02:00.0")),
-        )
-        .build()
-        .unwrap();
+    let sim = reserved_sim();
     let c = type1v2(&sim);
     let buf = DmaBuffer::new(4096).unwrap();
     let m = c.map(&buf, 0x800_0000, DmaAccess::ReadWrite).unwrap();
