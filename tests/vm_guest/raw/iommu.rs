@@ -362,11 +362,10 @@ fn map_dma_with_unaligned_iova_size_or_vaddr_fails_einval() {
 #[ignore = "needs a VFIO guest: run tests/vm/run"]
 fn map_dma_of_unmapped_process_memory_fails_efault() {
     let (_group, c) = container_with_group();
-    let addr = {
-        let mem = Mmap::anon(PAGE as usize);
-        mem.addr()
-    }; // munmapped here
-    let r = map_dma(&c, addr, 0x10_0000, PAGE);
+    // The page above page zero, below `vm.mmap_min_addr`: never mapped. (Not
+    // a freed mapping's address: a parallel test's mmap can land there
+    // before the ioctl.)
+    let r = map_dma(&c, 0x1000, 0x10_0000, PAGE);
     // Linux 6.12: pinning an unmapped user address fails -> EFAULT.
     expect_errno("MAP_DMA of an unmapped vaddr", r, Errno::EFAULT);
 }
