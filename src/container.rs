@@ -147,6 +147,7 @@ pub(crate) struct Inner {
     pub(crate) orphans: Orphans,
     /// The PAMU ("type2") configuration and window bookkeeping; unused by
     /// the other models. Reset when the groups are released.
+    #[cfg(feature = "type2")]
     pub(crate) type2: crate::type2::Type2State,
 }
 
@@ -324,6 +325,7 @@ impl Container<Unset> {
                 fd,
                 kernel,
                 orphans: Orphans::default(),
+                #[cfg(feature = "type2")]
                 type2: Default::default(),
             },
             _state: PhantomData,
@@ -491,7 +493,10 @@ impl<S: HasGroups> Container<S> {
         released.reverse();
         // The last group left: the kernel dropped every mapping.
         self.inner.orphans.all_gone();
-        self.inner.type2 = Default::default();
+        #[cfg(feature = "type2")]
+        {
+            self.inner.type2 = Default::default();
+        }
         Ok((self.into_state(), released))
     }
 }

@@ -182,6 +182,7 @@ pub struct Device {
     kernel: Kernel,
     info: DeviceInfo,
     /// For a device of a PAMU container: its MSI-bank bookkeeping.
+    #[cfg(feature = "type2")]
     msi_gate: Option<crate::type2::MsiGate>,
 }
 
@@ -229,6 +230,7 @@ impl Device {
             fd,
             kernel,
             info,
+            #[cfg(feature = "type2")]
             msi_gate: None,
         })
     }
@@ -250,6 +252,7 @@ impl Device {
     }
 
     /// Ties the device to its PAMU container's MSI banks.
+    #[cfg(feature = "type2")]
     pub(crate) fn set_msi_gate(&mut self, gate: crate::type2::MsiGate) {
         self.msi_gate = Some(gate);
     }
@@ -392,6 +395,7 @@ impl Device {
         start: u32,
         fds: &[Option<BorrowedFd<'_>>],
     ) -> Result<(), DeviceError> {
+        #[cfg(feature = "type2")]
         if let Some(gate) = &self.msi_gate {
             gate.check(index)?;
         }

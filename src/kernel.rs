@@ -18,6 +18,7 @@
 use std::ffi::c_int;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::Path;
+#[cfg(feature = "sim")]
 use std::sync::Arc;
 
 use nix::errno::Errno;
@@ -62,7 +63,8 @@ pub(crate) struct Request {
 macro_rules! request {
     // The class names the kind of fd the request is issued on (documentation:
     // the typed API only reaches each request from its own object type).
-    ($name:ident, $class:ident, $shape:expr) => {
+    ($(#[$attr:meta])* $name:ident, $class:ident, $shape:expr) => {
+        $(#[$attr])*
         pub(crate) const $name: Request = Request {
             name: stringify!($name),
             code: sys::$name,
@@ -139,22 +141,31 @@ pub(crate) mod req {
     // `Container<Type2<_>>` (their numbers mean other things to other IOMMU
     // drivers and fd classes).
     request!(
+        #[cfg(feature = "type2")]
         VFIO_IOMMU_PAMU_GET_ATTR,
         Container,
         argsz(size_of::<sys::vfio_pamu_attr>())
     );
     request!(
+        #[cfg(feature = "type2")]
         VFIO_IOMMU_PAMU_SET_ATTR,
         Container,
         argsz(size_of::<sys::vfio_pamu_attr>())
     );
-    request!(VFIO_IOMMU_PAMU_GET_MSI_BANK_COUNT, Container, Shape::None);
     request!(
+        #[cfg(feature = "type2")]
+        VFIO_IOMMU_PAMU_GET_MSI_BANK_COUNT,
+        Container,
+        Shape::None
+    );
+    request!(
+        #[cfg(feature = "type2")]
         VFIO_IOMMU_PAMU_MAP_MSI_BANK,
         Container,
         argsz(size_of::<sys::vfio_pamu_msi_bank_map>())
     );
     request!(
+        #[cfg(feature = "type2")]
         VFIO_IOMMU_PAMU_UNMAP_MSI_BANK,
         Container,
         argsz(size_of::<sys::vfio_pamu_msi_bank_unmap>())
@@ -252,6 +263,7 @@ pub(crate) struct Kernel {
 enum Backend {
     #[default]
     Host,
+    #[cfg(feature = "sim")]
     Sim(Arc<crate::sim::Machine>),
 }
 
@@ -264,6 +276,7 @@ impl Kernel {
     }
 
     /// A simulated kernel.
+    #[cfg(feature = "sim")]
     pub(crate) fn sim(machine: Arc<crate::sim::Machine>) -> Self {
         Kernel {
             backend: Backend::Sim(machine),
@@ -273,15 +286,22 @@ impl Kernel {
     /// The kernel an adopted fd belongs to: a simulator's, if one of the
     /// live simulators made it, else the running kernel.
     pub(crate) fn for_fd(fd: BorrowedFd<'_>) -> Self {
-        match crate::sim::owner_of(fd) {
-            Some(machine) => Kernel::sim(machine),
-            None => Kernel::host(),
+        #[cfg(feature = "sim")]
+        if let Some(machine) = crate::sim::owner_of(fd) {
+            return Kernel::sim(machine);
         }
+        let _ = fd;
+        Kernel::host()
     }
 
     /// Whether this is a simulated kernel.
+    #[cfg_attr(not(feature = "type2"), allow(dead_code))]
     pub(crate) fn is_sim(&self) -> bool {
-        matches!(self.backend, Backend::Sim(_))
+        match self.backend {
+            Backend::Host => false,
+            #[cfg(feature = "sim")]
+            Backend::Sim(_) => true,
+        }
     }
 
     /// Opens a VFIO node read-write, close-on-exec.
@@ -292,6 +312,7 @@ impl Kernel {
                 nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC,
                 nix::sys::stat::Mode::empty(),
             )?),
+            #[cfg(feature = "sim")]
             Backend::Sim(machine) => machine.open(path),
         }
     }
@@ -331,6 +352,7 @@ impl Kernel {
         request: Request,
         arg: Arg<'_>,
     ) -> Result<c_int, Errno> {
+        #[cfg(feature = "sim")]
         if let Backend::Sim(machine) = &self.backend {
             // SAFETY: the simulator's contract is this function's own (the
             // memory a MAP_DMA names is the device's until unmapped), which
@@ -371,6 +393,7 @@ impl Kernel {
     ) -> Result<usize, Errno> {
         match &self.backend {
             Backend::Host => crate::sys::file::pread(fd, buf, offset),
+            #[cfg(feature = "sim")]
             Backend::Sim(machine) => machine.pread(fd, buf, offset),
         }
     }
@@ -384,6 +407,7 @@ impl Kernel {
     ) -> Result<usize, Errno> {
         match &self.backend {
             Backend::Host => crate::sys::file::pwrite(fd, buf, offset),
+            #[cfg(feature = "sim")]
             Backend::Sim(machine) => machine.pwrite(fd, buf, offset),
         }
     }

@@ -135,6 +135,13 @@
 //! # Ok(())
 //! # }
 //! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
+// The documentation is written for every feature on (as docs.rs builds it):
+// with `sim` or `type2` off, its links to them have nothing to point at.
+#![cfg_attr(
+    not(all(feature = "sim", feature = "type2")),
+    allow(rustdoc::broken_intra_doc_links)
+)]
 #![deny(
     missing_docs,
     unsafe_code,
@@ -168,7 +175,9 @@ mod kernel;
 #[allow(unsafe_code)]
 mod mmio;
 mod region;
+#[cfg(feature = "sim")]
 pub mod sim;
+#[cfg(feature = "type2")]
 #[allow(unsafe_code)]
 pub mod type2;
 
@@ -181,6 +190,7 @@ pub use dma::{DmaAccess, DmaBuffer, DmaMapping, UnmapError, page_size};
 pub use error::{ContainerError, DeviceError, DmaError, Errno, GroupError};
 pub use group::{Group, GroupId, GroupStatus};
 pub use region::{MappedRegion, Region, RegionInfo, SparseArea};
+#[cfg(feature = "type2")]
 pub use type2::{
     Aperture, ContiguousBuffer, MsiBankMapping, PamuId, PamuMapping, PamuPlatform, StashCache,
     Type2, Type2Error, Type2Plan, Type2TransitionError, WindowHolder,

@@ -490,6 +490,7 @@ mod tests {
     /// both the kernel's; their sum used to overflow (a debug panic, or in
     /// release a wrapped offset that mmapped BAR0).
     #[test]
+    #[cfg(feature = "sim")]
     fn mmap_refuses_an_offset_sum_that_overflows() {
         let sim = crate::sim::Simulator::new();
         let c = sim

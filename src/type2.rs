@@ -251,6 +251,7 @@ impl PamuPlatform {
     }
 
     /// Checks one node's `compatible` property (NUL-separated strings).
+    #[cfg(feature = "sim")]
     pub(crate) fn from_compatible(
         compatible: &[u8],
         node: &str,
@@ -1403,6 +1404,7 @@ impl ContiguousBuffer {
 
     /// A simulator's stand-in (see
     /// [`Simulator::contiguous_buffer`](crate::sim::Simulator::contiguous_buffer)).
+    #[cfg(feature = "sim")]
     pub(crate) fn simulated(len: usize, chunk: u64) -> Result<ContiguousBuffer, Type2Error> {
         let page = crate::dma::page_size() as u64;
         if !chunk.is_power_of_two() || chunk < page {

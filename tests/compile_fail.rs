@@ -527,7 +527,10 @@ fn build_library() -> Result<Library, String> {
     let rustc = rustc_path();
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
     let output = Command::new(env!("CARGO"))
-        .args(["build", "--lib", "--message-format=json", "--manifest-path"])
+        // The cases use the simulator (to get objects) and type2: a
+        // dependent that asked for both.
+        .args(["build", "--lib", "--features", "sim,type2"])
+        .args(["--message-format=json", "--manifest-path"])
         .arg(&manifest)
         .arg("--target-dir")
         .arg(target_dir().join("compile-fail"))

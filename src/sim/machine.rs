@@ -444,6 +444,7 @@ impl State {
         all
     }
 
+    #[cfg(feature = "type2")]
     pub(crate) fn has_pamu(&self) -> bool {
         self.pamu.is_some()
     }

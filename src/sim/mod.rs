@@ -281,6 +281,7 @@ impl SimBuilder {
 
     /// The PAMU IOMMU id: [`PamuId::Sdk`](crate::PamuId::Sdk) (2, the
     /// default) or [`PamuId::OpenIl`](crate::PamuId::OpenIl) (7).
+    #[cfg(feature = "type2")]
     pub fn pamu_id(mut self, id: crate::PamuId) -> Self {
         self.pamu_id = id as u32;
         self
@@ -512,6 +513,7 @@ impl Simulator {
     /// ([`SimBuilder::pamu`]), checked by the same code as
     /// [`PamuPlatform::detect`](crate::PamuPlatform::detect) checks a real
     /// device tree's `compatible` property.
+    #[cfg(feature = "type2")]
     pub fn pamu_platform(&self) -> Result<crate::PamuPlatform, crate::Type2Error> {
         let compatible: &[u8] = if self.machine.lock().has_pamu() {
             b"fsl,pamu-v1.0\0fsl,pamu\0"
@@ -525,6 +527,7 @@ impl Simulator {
     /// `chunk` bytes (a power of two, at least a page): the stand-in for a
     /// huge-page buffer, which the simulator cannot tell from any other
     /// memory. Refused by the PAMU mapping on a real kernel.
+    #[cfg(feature = "type2")]
     pub fn contiguous_buffer(
         &self,
         len: usize,

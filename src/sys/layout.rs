@@ -69,8 +69,10 @@ layout! {
 }
 
 /// Where `vfio_pamu_attr`'s union starts on this target.
+#[cfg(any(feature = "type2", feature = "sim"))]
 pub(crate) const PAMU_ATTR_INFO: usize = offset_of!(vfio_pamu_attr, attr_info);
 /// Where `vfio_pamu_msi_bank_map`'s IOVA is on this target.
+#[cfg(feature = "sim")]
 pub(crate) const PAMU_BANK_IOVA: usize = offset_of!(vfio_pamu_msi_bank_map, iova);
 
 // The fixed-size structs the typed layer reads from kernel bytes and writes
