@@ -17,7 +17,16 @@
 //! `TYPED_VFIO_WRITE_SNAPSHOT=1 TYPED_VFIO_BINDGEN=generate cargo build`, with
 //! `--target` for another architecture).
 //!
-//! Generation reads only `headers/`: the target's own `asm/` headers under
+//! `TYPED_VFIO_HEADERS=DIR` (with the `bindgen` feature) binds against other
+//! kernel headers, such as an SDK kernel's `usr/include`: `DIR` is searched
+//! before `headers/`, so its `linux/vfio.h` (and `linux/iommufd.h`, `asm/`
+//! headers, when it has them) replace ours, and our `vfio_type2.h` is
+//! included only when that `vfio.h` does not define the PAMU requests itself
+//! (the SDK kernels' does). The items the crate needs must all be there (the
+//! build fails naming the missing one), and the crate's layout assertions
+//! then check the ABI it assumes against those headers.
+//!
+//! Generation reads only `headers/` (and `TYPED_VFIO_HEADERS`): the target's own `asm/` headers under
 //! `headers/arch/<kernel arch>/` (`-nostdinc`, so the build machine's
 //! `/usr/include` never leaks in), and clang is told the target explicitly
 //! (`--target`), so its macro fallback evaluates `_IO` for the target, not
@@ -194,7 +203,24 @@ fn main() {
         "cargo:rustc-env=TYPED_VFIO_KERNEL_ARCH={}",
         karch.unwrap_or("")
     );
+    let override_dir = env::var_os("TYPED_VFIO_HEADERS").map(PathBuf::from);
+    if let Some(dir) = &override_dir {
+        println!("cargo:rerun-if-changed={}", dir.display());
+        if cfg!(not(feature = "bindgen")) {
+            panic!(
+                "TYPED_VFIO_HEADERS={} needs the `bindgen` feature (typed-vfio = {{ features = [\"bindgen\"] }})",
+                dir.display()
+            );
+        }
+        if !dir.join("linux/vfio.h").is_file() {
+            panic!(
+                "TYPED_VFIO_HEADERS={}: no linux/vfio.h there (give the directory that holds linux/, like a kernel's usr/include)",
+                dir.display()
+            );
+        }
+    }
     for var in [
+        "TYPED_VFIO_HEADERS",
         "TYPED_VFIO_BINDGEN",
         "TYPED_VFIO_WRITE_SNAPSHOT",
         "LIBCLANG_PATH",
@@ -202,19 +228,27 @@ fn main() {
         println!("cargo:rerun-if-env-changed={var}");
     }
 
-    let mode = env::var("TYPED_VFIO_BINDGEN").unwrap_or_else(|_| "auto".into());
+    let mut mode = env::var("TYPED_VFIO_BINDGEN").unwrap_or_else(|_| "auto".into());
+    if override_dir.is_some() {
+        // Other headers are asked for: generating from them is the point,
+        // falling back to the snapshot of ours would silently ignore them.
+        if mode == "snapshot" {
+            panic!("TYPED_VFIO_HEADERS and TYPED_VFIO_BINDGEN=snapshot contradict each other");
+        }
+        mode = "generate".into();
+    }
     let source = match mode.as_str() {
         "generate" => {
             if let Err(e) = libclang() {
                 panic!("TYPED_VFIO_BINDGEN=generate, but libclang cannot be loaded: {e}");
             }
-            generate(&manifest, &out, &target, karch)
+            generate(&manifest, &out, &target, karch, override_dir.as_deref())
         }
         "snapshot" => use_snapshot(&snapshot, &out, &key, Some("TYPED_VFIO_BINDGEN=snapshot")),
         // Without the feature the snapshot is the normal path: no warning.
         "auto" if cfg!(not(feature = "bindgen")) => use_snapshot(&snapshot, &out, &key, None),
         "auto" => match libclang() {
-            Ok(()) if karch.is_some() => generate(&manifest, &out, &target, karch),
+            Ok(()) if karch.is_some() => generate(&manifest, &out, &target, karch, None),
             Ok(()) => use_snapshot(
                 &snapshot,
                 &out,
@@ -264,18 +298,46 @@ fn libclang() -> Result<(), String> {
 }
 
 #[cfg(not(feature = "bindgen"))]
-fn generate(_: &Path, _: &Path, _: &str, _: Option<&str>) -> &'static str {
+fn generate(_: &Path, _: &Path, _: &str, _: Option<&str>, _: Option<&Path>) -> &'static str {
     unreachable!("libclang() fails without the bindgen feature")
 }
 
 #[cfg(feature = "bindgen")]
-fn generate(manifest: &Path, out: &Path, target: &str, karch: Option<&str>) -> &'static str {
+fn generate(
+    manifest: &Path,
+    out: &Path,
+    target: &str,
+    karch: Option<&str>,
+    override_dir: Option<&Path>,
+) -> &'static str {
     let headers = manifest.join("headers");
     let Some(karch) = karch else {
         panic!("headers/ has no asm headers for {target}: add them to headers/import's targets");
     };
-    let bindings = bindgen::Builder::default()
-        .header(headers.join("wrapper.h").to_string_lossy())
+    let mut builder = bindgen::Builder::default();
+    if let Some(dir) = override_dir {
+        // headers/wrapper.h includes with quotes (its own directory first):
+        // this wrapper includes with angle brackets, so -I order decides.
+        let wrapper = out.with_file_name("wrapper_override.h");
+        let text = format!(
+            "/* typed-vfio: bindings against TYPED_VFIO_HEADERS={dir} */\n\
+             #include <linux/vfio.h>\n#include <linux/iommufd.h>\n\
+             #ifndef VFIO_ATTR_GEOMETRY\n#include \"{ours}\"\n#endif\n",
+            dir = dir.display(),
+            ours = headers.join("vfio_type2.h").display(),
+        );
+        fs::write(&wrapper, text).unwrap_or_else(|e| panic!("writing {}: {e}", wrapper.display()));
+        builder = builder
+            .header(wrapper.to_string_lossy())
+            .clang_arg(format!("-I{}", dir.display()));
+        println!(
+            "cargo:warning=typed-vfio: generating the bindings from TYPED_VFIO_HEADERS={}",
+            dir.display()
+        );
+    } else {
+        builder = builder.header(headers.join("wrapper.h").to_string_lossy());
+    }
+    let bindings = builder
         .clang_arg(format!("--target={}", clang_target(target)))
         .clang_arg("-nostdinc")
         .clang_arg(format!("-I{}", headers.display()))

@@ -467,6 +467,21 @@ impl State {
             })
     }
 
+    /// Every group with its devices' addresses, in description order.
+    pub(crate) fn group_list(&self) -> Vec<(crate::GroupId, Vec<String>)> {
+        self.groups
+            .iter()
+            .map(|g| {
+                let id = crate::GroupId {
+                    number: g.number,
+                    noiommu: g.noiommu,
+                };
+                let devices = g.devices.iter().map(|&d| self.devices[d].name.clone());
+                (id, devices.collect())
+            })
+            .collect()
+    }
+
     pub(crate) fn group_of_device(&self, name: &str) -> Option<crate::GroupId> {
         let d = self.devices.iter().find(|d| d.name == name)?;
         let g = &self.groups[d.group];

@@ -470,6 +470,12 @@ impl Simulator {
         Group::open_in(self.kernel(), id)
     }
 
+    /// Every IOMMU group with the PCI addresses of its devices, in the order
+    /// they were described: the simulated `/sys/kernel/iommu_groups/*/devices`.
+    pub fn groups(&self) -> Vec<(GroupId, Vec<String>)> {
+        self.machine.lock().group_list()
+    }
+
     /// The group of a device, by its PCI address (the simulated sysfs
     /// `iommu_group` link).
     pub fn group_of(&self, address: &str) -> Option<GroupId> {

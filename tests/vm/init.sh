@@ -188,6 +188,24 @@ if [ "$(param tvfio.tour || true)" = 1 ] && [ -z "$filter" ]; then
     echo "=== TVFIO TOUR END status=$? ==="
 fi
 
+# tvfio.lsvfio=1: the inspector (examples/lsvfio.rs) on the first edu device,
+# as root and then as the unprivileged user nobody (whose group nodes are
+# root's: it must say "permission denied"), full runs only. tests/vm/run
+# checks the output.
+if [ "$(param tvfio.lsvfio || true)" = 1 ] && [ -z "$filter" ]; then
+    echo "=== TVFIO LSVFIO BEGIN ==="
+    /lsvfio ${TVFIO_DEVICES%% *}
+    echo "=== TVFIO LSVFIO status=$? ==="
+    echo "=== TVFIO LSVFIO USER ==="
+    mkdir -p /etc
+    echo 'root:x:0:0:root:/root:/bin/sh' > /etc/passwd
+    echo 'nobody:x:65534:65534:nobody:/:/bin/sh' >> /etc/passwd
+    printf 'root:x:0:\nnogroup:x:65534:\n' > /etc/group
+    su -s /bin/sh nobody -c "/lsvfio ${TVFIO_DEVICES%% *}" 2>&1
+    echo "=== TVFIO LSVFIO USER status=$? ==="
+    echo "=== TVFIO LSVFIO END ==="
+fi
+
 # tvfio.bench=1: the in-guest benchmark (benches/guest.rs), after the tests
 # and only on a full run (no filter).
 if [ "$(param tvfio.bench || true)" = 1 ] && [ -z "$filter" ]; then
