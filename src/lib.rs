@@ -107,6 +107,16 @@
 //! (which IOVA it is told to use, when Bus Master is on) is the program's
 //! business; interrupt masking protocols are device-specific.
 //!
+//! ## Features
+//!
+//! All off by default: a dependent compiles the upstream kernel's API only.
+//! - `sim`: the [simulated kernel](sim), for tests on machines without VFIO
+//!   (the examples here use it);
+//! - `type2`: the Freescale PAMU extension ([`type2`]);
+//! - `bindgen`: generate [`sys`] from the pinned headers at build time
+//!   (libclang needed) instead of the committed snapshot, or from other
+//!   headers with `TYPED_VFIO_HEADERS=DIR`.
+//!
 //! ## Example
 //!
 //! This runs on the [simulated kernel](sim) (a machine without VFIO, CI,
