@@ -36,9 +36,6 @@ use std::env;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-#[cfg(feature = "bindgen")]
-use bindgen::callbacks::{DeriveInfo, ParseCallbacks, TypeKind};
-
 /// Kernel headers and our own extension header: the only inputs of generation.
 const INPUTS: &[&str] = &[
     "headers/wrapper.h",
@@ -49,8 +46,9 @@ const INPUTS: &[&str] = &[
 
 /// Structs that end in a flexible array member or hold a user pointer. Their
 /// Rust form carries a zero-sized `__IncompleteArrayField` or a raw pointer,
-/// so no zerocopy trait is derived: the crate encodes and parses them by their
-/// fixed prefix with its own zerocopy types, checked against these layouts.
+/// so they are not plain data: the crate encodes and parses them by their
+/// fixed prefix with its own plain mirrors (`abi.rs`), checked against these
+/// layouts.
 #[cfg(feature = "bindgen")]
 const NO_DERIVES: &[&str] = &[
     "vfio_bitmap",
@@ -66,8 +64,8 @@ const NO_DERIVES: &[&str] = &[
 ];
 
 /// Structs that hold a union: their bytes may include padding under the
-/// union's smaller members, so they are readable from any bytes but not
-/// viewable as bytes (no `IntoBytes`).
+/// union's smaller members, so they are readable from any bytes
+/// (`sys::FromBytes`) but not viewable as bytes (no `sys::IntoBytes`).
 #[cfg(feature = "bindgen")]
 const HOLD_UNIONS: &[&str] = &[
     "vfio_device_gfx_plane_info",
@@ -132,25 +130,6 @@ const REQUIRED: &[&str] = &[
     "struct vfio_iommu_type1_dma_map",
     "struct vfio_region_info",
 ];
-
-#[cfg(feature = "bindgen")]
-#[derive(Debug)]
-struct Derives;
-
-#[cfg(feature = "bindgen")]
-impl ParseCallbacks for Derives {
-    fn add_derives(&self, info: &DeriveInfo<'_>) -> Vec<String> {
-        let zc = |traits: &[&str]| traits.iter().map(|t| format!("zerocopy::{t}")).collect();
-        let readable = ["FromBytes", "Immutable", "KnownLayout"];
-        match info.kind {
-            TypeKind::Struct if NO_DERIVES.contains(&info.name) => Vec::new(),
-            TypeKind::Struct if HOLD_UNIONS.contains(&info.name) => zc(&readable),
-            TypeKind::Struct => zc(&["FromBytes", "IntoBytes", "Immutable", "KnownLayout"]),
-            TypeKind::Union => zc(&readable),
-            _ => Vec::new(),
-        }
-    }
-}
 
 /// The kernel's name for the architecture (`headers/arch/<name>`), from
 /// Rust's `target_arch`.
@@ -352,11 +331,10 @@ fn generate(
         .wrap_unsafe_ops(true)
         .prepend_enum_name(false)
         .formatter(bindgen::Formatter::Prettyplease)
-        .parse_callbacks(Box::new(Derives))
         .generate()
         .unwrap_or_else(|e| panic!("bindgen could not generate from headers/wrapper.h: {e}"));
-    let text = bindings.to_string();
-    fs::write(out, &text).unwrap_or_else(|e| panic!("writing {}: {e}", out.display()));
+    let mut text = bindings.to_string();
+    text.push_str(&plain_impls(&text));
     for item in REQUIRED {
         let needle = match item.strip_prefix("struct ") {
             Some(name) => format!("pub struct {name} "),
@@ -370,6 +348,64 @@ fn generate(
     }
     fs::write(out, text).unwrap_or_else(|e| panic!("writing {}: {e}", out.display()));
     "generated"
+}
+
+/// The `sys::plain!` invocations for the generated structs and unions: each
+/// plain one with its fields, so that the macro implements `FromBytes`
+/// (`IntoBytes` too for structs without a union) and proves at compile time
+/// that every field is plain and, for `IntoBytes`, that nothing is padding.
+/// Reads bindgen's prettyplease output: `pub struct NAME {`, one
+/// `    pub FIELD: TYPE,` per line, `}`.
+#[cfg(feature = "bindgen")]
+fn plain_impls(text: &str) -> String {
+    let mut out =
+        String::from("// Plain-data impls, each proved by the macro (see src/sys/plain.rs).\n");
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        let (kind, rest) = if let Some(r) = line.strip_prefix("pub struct ") {
+            ("struct", r)
+        } else if let Some(r) = line.strip_prefix("pub union ") {
+            ("union", r)
+        } else {
+            continue;
+        };
+        let Some(name) = rest.strip_suffix(" {") else {
+            continue; // a tuple struct or a generic helper: not an ABI struct
+        };
+        let mut fields = Vec::new();
+        let mut plain = !name.contains('<') && !NO_DERIVES.contains(&name);
+        for field in lines.by_ref() {
+            if field == "}" {
+                break;
+            }
+            let Some((f, ty)) = field
+                .trim()
+                .strip_prefix("pub ")
+                .and_then(|f| f.strip_suffix(','))
+                .and_then(|f| f.split_once(": "))
+            else {
+                panic!("bindgen output: unexpected field line {field:?} in {name}");
+            };
+            if ty.contains('*') || ty.contains("__IncompleteArrayField") || ty.contains("__Bindgen")
+            {
+                plain = false;
+            }
+            fields.push(format!("{f}: {ty}"));
+        }
+        if !plain {
+            continue;
+        }
+        let how = match kind {
+            "union" => "union",
+            _ if HOLD_UNIONS.contains(&name) => "readable",
+            _ => "bytes",
+        };
+        out.push_str(&format!(
+            "crate::sys::plain::plain!({how} {name} {{ {} }});\n",
+            fields.join(", ")
+        ));
+    }
+    out
 }
 
 /// Uses the committed snapshot; `why` (a reason to say so) makes it a

@@ -1,17 +1,15 @@
-//! zerocopy mirrors of the fixed parts of the structs that end in a flexible
-//! array (bindgen's forms carry a zero-sized `__IncompleteArrayField` and get
-//! no zerocopy traits). Each is checked against the generated struct: same
-//! size, same field offsets.
+//! Plain-data mirrors of the fixed parts of the structs that end in a
+//! flexible array (bindgen's forms carry a zero-sized `__IncompleteArrayField`
+//! and are not plain data). Each is checked against the generated struct:
+//! same size, same field offsets; `sys::plain!` proves each plain.
 
 use core::mem::{offset_of, size_of};
 
-use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
-
-use crate::sys;
+use crate::sys::{self, FromBytes};
 
 /// Fixed part of `vfio_iommu_type1_info_cap_iova_range`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct IovaRangeCap {
     pub(crate) header: sys::vfio_info_cap_header,
     pub(crate) nr_iovas: u32,
@@ -20,7 +18,7 @@ pub(crate) struct IovaRangeCap {
 
 /// Fixed part of `vfio_region_info_cap_sparse_mmap`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct SparseMmapCap {
     pub(crate) header: sys::vfio_info_cap_header,
     pub(crate) nr_areas: u32,
@@ -29,7 +27,7 @@ pub(crate) struct SparseMmapCap {
 
 /// Fixed part of `vfio_irq_set`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct IrqSet {
     pub(crate) argsz: u32,
     pub(crate) flags: u32,
@@ -40,7 +38,7 @@ pub(crate) struct IrqSet {
 
 /// Fixed part of `vfio_pci_hot_reset_info`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct HotResetInfo {
     pub(crate) argsz: u32,
     pub(crate) flags: u32,
@@ -49,7 +47,7 @@ pub(crate) struct HotResetInfo {
 
 /// Fixed part of `vfio_pci_hot_reset`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct HotReset {
     pub(crate) argsz: u32,
     pub(crate) flags: u32,
@@ -59,7 +57,7 @@ pub(crate) struct HotReset {
 /// `vfio_pci_dependent_device` with its anonymous `group_id`/`devid` union
 /// (both `u32`) as a plain field.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct DependentDevice {
     pub(crate) id: u32,
     pub(crate) segment: u16,
@@ -69,7 +67,7 @@ pub(crate) struct DependentDevice {
 
 /// Fixed part of `vfio_device_feature`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct DeviceFeature {
     pub(crate) argsz: u32,
     pub(crate) flags: u32,
@@ -77,13 +75,23 @@ pub(crate) struct DeviceFeature {
 
 /// `vfio_iommu_type1_dma_unmap` without its bitmap tail.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct DmaUnmap {
     pub(crate) argsz: u32,
     pub(crate) flags: u32,
     pub(crate) iova: u64,
     pub(crate) size: u64,
 }
+
+// Each mirror is plain data, proved by the macro (no padding, plain fields).
+sys::plain::plain!(bytes IovaRangeCap { header: sys::vfio_info_cap_header, nr_iovas: u32, reserved: u32 });
+sys::plain::plain!(bytes SparseMmapCap { header: sys::vfio_info_cap_header, nr_areas: u32, reserved: u32 });
+sys::plain::plain!(bytes IrqSet { argsz: u32, flags: u32, index: u32, start: u32, count: u32 });
+sys::plain::plain!(bytes HotResetInfo { argsz: u32, flags: u32, count: u32 });
+sys::plain::plain!(bytes HotReset { argsz: u32, flags: u32, count: u32 });
+sys::plain::plain!(bytes DependentDevice { id: u32, segment: u16, bus: u8, devfn: u8 });
+sys::plain::plain!(bytes DeviceFeature { argsz: u32, flags: u32 });
+sys::plain::plain!(bytes DmaUnmap { argsz: u32, flags: u32, iova: u64, size: u64 });
 
 /// Reads `n` consecutive `T`s from the start of `bytes` by copy, so the
 /// bytes need no alignment (a capability may start at any multiple of 4, and
@@ -132,11 +140,12 @@ mirrors! {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sys::SliceBytes;
 
     #[test]
     fn read_array_needs_no_alignment() {
         // Two `vfio_iova_range`s (u64 pairs) at every offset of a buffer:
-        // found by the fuzzers, the old zerocopy slice view refused the
+        // found by the fuzzers, the old slice view (zerocopy) refused the
         // ranges unless they were 8-aligned.
         let mut store = [0u64; 8];
         for shift in 0..8 {

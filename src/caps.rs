@@ -9,7 +9,7 @@
 //! kernel appends capabilities in order), which makes the walk cycle-free
 //! and bounded by the buffer's length.
 
-use zerocopy::FromBytes;
+use crate::sys::FromBytes;
 
 use crate::sys::vfio_info_cap_header;
 

@@ -23,7 +23,7 @@ use std::sync::OnceLock;
 
 use crate::dma::Orphans;
 
-use zerocopy::{FromBytes, FromZeros, IntoBytes};
+use crate::sys::{FromBytes, IntoBytes, SliceBytes};
 
 use crate::abi::IovaRangeCap;
 use crate::caps;

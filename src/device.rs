@@ -3,7 +3,7 @@
 use std::fmt;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
-use zerocopy::{FromBytes, FromZeros, IntoBytes};
+use crate::sys::{FromBytes, IntoBytes, SliceBytes};
 
 use crate::abi;
 use crate::caps;

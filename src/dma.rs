@@ -37,9 +37,9 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::sys::{FromBytes, IntoBytes};
 use nix::errno::Errno;
 use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous, munmap};
-use zerocopy::{FromBytes, IntoBytes};
 
 use crate::abi;
 use crate::container::{Container, DmaModel};

@@ -11,7 +11,7 @@ use crate::dma;
 use crate::kernel::{self, Arg, req};
 use crate::{DeviceInfo, DmaAccess, HotResetDevice, IommuInfo, IrqInfo, RegionInfo};
 
-use zerocopy::IntoBytes;
+use crate::sys::IntoBytes;
 
 /// `RegionInfo` from `VFIO_DEVICE_GET_REGION_INFO`'s bytes.
 pub fn parse_region_info(buf: &[u8]) -> Result<RegionInfo, &'static str> {

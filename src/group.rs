@@ -5,7 +5,7 @@ use std::fmt;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use zerocopy::{FromBytes, FromZeros, IntoBytes};
+use crate::sys::{FromBytes, IntoBytes};
 
 use crate::device::Device;
 use crate::error::GroupError;

@@ -87,7 +87,9 @@
 //! - the kernel never reads or writes past an argument buffer: every request
 //!   goes through one seam that checks the argument's `argsz` against its
 //!   bytes and refuses flags that would make the kernel follow a user pointer;
-//! - bytes the kernel returns are parsed with zerocopy, bounds-checked, and
+//! - bytes the kernel returns are parsed as plain data ([`sys::FromBytes`]:
+//!   bounds-checked copies into types every bit pattern of which is valid,
+//!   proved so by a macro at compile time), and
 //!   capability chains are walked forward only (no cycles, bounded);
 //! - DMA can only reach a [`DmaBuffer`] while a [`DmaMapping`] guard borrows
 //!   it; if a guard is leaked its pages are leaked, and if its unmap fails

@@ -3,7 +3,7 @@
 
 use std::os::fd::BorrowedFd;
 
-use zerocopy::{FromBytes, FromZeros, IntoBytes};
+use crate::sys::{FromBytes, IntoBytes, SliceBytes};
 
 use crate::abi::{self, SparseMmapCap};
 use crate::caps;

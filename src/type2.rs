@@ -135,8 +135,8 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::sys::{FromBytes, IntoBytes};
 use nix::sys::mman::MapFlags;
-use zerocopy::{FromBytes, IntoBytes};
 
 use crate::container::{
     Attached, Container, ContainerState, HasGroups, SetIommuError, sealed::Sealed,
@@ -605,7 +605,7 @@ impl MsiGate {
 }
 
 /// A `vfio_pamu_attr` as bytes (bindgen's struct holds a union, which
-/// zerocopy cannot view as bytes): argsz @0, flags @4, attribute @8, the
+/// cannot be viewed as bytes: no `IntoBytes`): argsz @0, flags @4, attribute @8, the
 /// union at [`U`] (16; 12 on i386, where a `__u64` is 4-aligned).
 const ATTR_SIZE: usize = size_of::<sys::vfio_pamu_attr>();
 /// The union's offset in `vfio_pamu_attr` on this target.
@@ -1255,7 +1255,7 @@ impl Container<Type2<Ready>> {
         self.check_windows_free(&occ, iova, window..window + 1)?;
         // Built field by field from zeroes: the padding (none on i386) is
         // the target's.
-        let mut arg = <sys::vfio_pamu_msi_bank_map as zerocopy::FromZeros>::new_zeroed();
+        let mut arg = <sys::vfio_pamu_msi_bank_map as sys::FromBytes>::new_zeroed();
         arg.argsz = size_of::<sys::vfio_pamu_msi_bank_map>() as u32;
         arg.flags = sys::VFIO_DMA_MAP_FLAG_READ | sys::VFIO_DMA_MAP_FLAG_WRITE;
         arg.msi_bank_index = index;

@@ -187,12 +187,11 @@ impl Type1 {
         };
         // The migration capability in this target's C layout (its u64s are
         // plain `__u64`: i386 packs them right after `flags`).
-        let mut mig =
-            <sys::vfio_iommu_type1_info_cap_migration as zerocopy::FromZeros>::new_zeroed();
+        let mut mig = <sys::vfio_iommu_type1_info_cap_migration as sys::FromBytes>::new_zeroed();
         mig.flags = 0;
         mig.pgsize_bitmap = MIN_PAGE;
         mig.max_dirty_bitmap_size = DIRTY_BITMAP_SIZE_MAX;
-        let mig = zerocopy::IntoBytes::as_bytes(&mig);
+        let mig = sys::IntoBytes::as_bytes(&mig);
         let header = size_of::<sys::vfio_info_cap_header>();
         let c0 = add(
             &mut caps,

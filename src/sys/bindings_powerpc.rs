@@ -241,16 +241,7 @@ pub type __s32 = ::core::ffi::c_int;
 pub type __u32 = ::core::ffi::c_uint;
 pub type __u64 = ::core::ffi::c_ulonglong;
 #[repr(C)]
-#[derive(
-    Debug,
-    Default,
-    Copy,
-    Clone,
-    zerocopy::FromBytes,
-    zerocopy::IntoBytes,
-    zerocopy::Immutable,
-    zerocopy::KnownLayout
-)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct vfio_info_cap_header {
     pub id: __u16,
     pub version: __u16,
@@ -275,16 +266,7 @@ const _: () = {
     ][::core::mem::offset_of!(vfio_info_cap_header, next) - 4usize];
 };
 #[repr(C)]
-#[derive(
-    Debug,
-    Default,
-    Copy,
-    Clone,
-    zerocopy::FromBytes,
-    zerocopy::IntoBytes,
-    zerocopy::Immutable,
-    zerocopy::KnownLayout
-)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct vfio_group_status {
     pub argsz: __u32,
     pub flags: __u32,
@@ -303,16 +285,7 @@ const _: () = {
     ][::core::mem::offset_of!(vfio_group_status, flags) - 4usize];
 };
 #[repr(C)]
-#[derive(
-    Debug,
-    Default,
-    Copy,
-    Clone,
-    zerocopy::FromBytes,
-    zerocopy::IntoBytes,
-    zerocopy::Immutable,
-    zerocopy::KnownLayout
-)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct vfio_device_info {
     pub argsz: __u32,
     pub flags: __u32,
@@ -347,16 +320,7 @@ const _: () = {
     ][::core::mem::offset_of!(vfio_device_info, pad) - 20usize];
 };
 #[repr(C)]
-#[derive(
-    Debug,
-    Default,
-    Copy,
-    Clone,
-    zerocopy::FromBytes,
-    zerocopy::IntoBytes,
-    zerocopy::Immutable,
-    zerocopy::KnownLayout
-)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct vfio_device_info_cap_pci_atomic_comp {
     pub header: vfio_info_cap_header,
     pub flags: __u32,
@@ -381,16 +345,7 @@ const _: () = {
     ][::core::mem::offset_of!(vfio_device_info_cap_pci_atomic_comp, reserved) - 12usize];
 };
 #[repr(C)]
-#[derive(
-    Debug,
-    Default,
-    Copy,
-    Clone,
-    zerocopy::FromBytes,
-    zerocopy::IntoBytes,
-    zerocopy::Immutable,
-    zerocopy::KnownLayout
-)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct vfio_region_info {
     pub argsz: __u32,
     pub flags: __u32,
@@ -425,16 +380,7 @@ const _: () = {
     ][::core::mem::offset_of!(vfio_region_info, offset) - 24usize];
 };
 #[repr(C)]
-#[derive(
-    Debug,
-    Default,
-    Copy,
-    Clone,
-    zerocopy::FromBytes,
-    zerocopy::IntoBytes,
-    zerocopy::Immutable,
-    zerocopy::KnownLayout
-)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct vfio_region_sparse_mmap_area {
     pub offset: __u64,
     pub size: __u64,
@@ -484,16 +430,7 @@ const _: () = {
     ][::core::mem::offset_of!(vfio_region_info_cap_sparse_mmap, areas) - 16usize];
 };
 #[repr(C)]
-#[derive(
-    Debug,
-    Default,
-    Copy,
-    Clone,
-    zerocopy::FromBytes,
-    zerocopy::IntoBytes,
-    zerocopy::Immutable,
-    zerocopy::KnownLayout
-)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct vfio_region_info_cap_type {
     pub header: vfio_info_cap_header,
     pub type_: __u32,
@@ -518,16 +455,7 @@ const _: () = {
     ][::core::mem::offset_of!(vfio_region_info_cap_type, subtype) - 12usize];
 };
 #[repr(C)]
-#[derive(
-    Debug,
-    Default,
-    Copy,
-    Clone,
-    zerocopy::FromBytes,
-    zerocopy::IntoBytes,
-    zerocopy::Immutable,
-    zerocopy::KnownLayout
-)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct vfio_region_gfx_edid {
     pub edid_offset: __u32,
     pub edid_max_size: __u32,
@@ -564,16 +492,7 @@ const _: () = {
     ][::core::mem::offset_of!(vfio_region_gfx_edid, link_state) - 20usize];
 };
 #[repr(C)]
-#[derive(
-    Debug,
-    Default,
-    Copy,
-    Clone,
-    zerocopy::FromBytes,
-    zerocopy::IntoBytes,
-    zerocopy::Immutable,
-    zerocopy::KnownLayout
-)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct vfio_device_migration_info {
     pub device_state: __u32,
     pub reserved: __u32,
@@ -606,16 +525,7 @@ const _: () = {
     ][::core::mem::offset_of!(vfio_device_migration_info, data_size) - 24usize];
 };
 #[repr(C)]
-#[derive(
-    Debug,
-    Default,
-    Copy,
-    Clone,
-    zerocopy::FromBytes,
-    zerocopy::IntoBytes,
-    zerocopy::Immutable,
-    zerocopy::KnownLayout
-)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct vfio_region_info_cap_nvlink2_ssatgt {
     pub header: vfio_info_cap_header,
     pub tgt: __u64,
@@ -636,16 +546,7 @@ const _: () = {
     ][::core::mem::offset_of!(vfio_region_info_cap_nvlink2_ssatgt, tgt) - 8usize];
 };
 #[repr(C)]
-#[derive(
-    Debug,
-    Default,
-    Copy,
-    Clone,
-    zerocopy::FromBytes,
-    zerocopy::IntoBytes,
-    zerocopy::Immutable,
-    zerocopy::KnownLayout
-)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct vfio_region_info_cap_nvlink2_lnkspd {
     pub header: vfio_info_cap_header,
     pub link_speed: __u32,
@@ -670,16 +571,7 @@ const _: () = {
     ][::core::mem::offset_of!(vfio_region_info_cap_nvlink2_lnkspd, __pad) - 12usize];
 };
 #[repr(C)]
-#[derive(
-    Debug,
-    Default,
-    Copy,
-    Clone,
-    zerocopy::FromBytes,
-    zerocopy::IntoBytes,
-    zerocopy::Immutable,
-    zerocopy::KnownLayout
-)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct vfio_irq_info {
     pub argsz: __u32,
     pub flags: __u32,
@@ -766,7 +658,7 @@ pub const VFIO_AP_REQ_IRQ_INDEX: _bindgen_ty_5 = 0;
 pub const VFIO_AP_NUM_IRQS: _bindgen_ty_5 = 1;
 pub type _bindgen_ty_5 = ::core::ffi::c_uint;
 #[repr(C)]
-#[derive(Copy, Clone, zerocopy::FromBytes, zerocopy::Immutable, zerocopy::KnownLayout)]
+#[derive(Copy, Clone)]
 pub struct vfio_pci_dependent_device {
     pub __bindgen_anon_1: vfio_pci_dependent_device__bindgen_ty_1,
     pub segment: __u16,
@@ -774,7 +666,7 @@ pub struct vfio_pci_dependent_device {
     pub devfn: __u8,
 }
 #[repr(C)]
-#[derive(Copy, Clone, zerocopy::FromBytes, zerocopy::Immutable, zerocopy::KnownLayout)]
+#[derive(Copy, Clone)]
 pub union vfio_pci_dependent_device__bindgen_ty_1 {
     pub group_id: __u32,
     pub devid: __u32,
@@ -898,7 +790,7 @@ const _: () = {
     ][::core::mem::offset_of!(vfio_pci_hot_reset, group_fds) - 12usize];
 };
 #[repr(C)]
-#[derive(Copy, Clone, zerocopy::FromBytes, zerocopy::Immutable, zerocopy::KnownLayout)]
+#[derive(Copy, Clone)]
 pub struct vfio_device_gfx_plane_info {
     pub argsz: __u32,
     pub flags: __u32,
@@ -917,7 +809,7 @@ pub struct vfio_device_gfx_plane_info {
     pub reserved: __u32,
 }
 #[repr(C)]
-#[derive(Copy, Clone, zerocopy::FromBytes, zerocopy::Immutable, zerocopy::KnownLayout)]
+#[derive(Copy, Clone)]
 pub union vfio_device_gfx_plane_info__bindgen_ty_1 {
     pub region_index: __u32,
     pub dmabuf_id: __u32,
@@ -1009,16 +901,7 @@ impl Default for vfio_device_gfx_plane_info {
     }
 }
 #[repr(C)]
-#[derive(
-    Debug,
-    Default,
-    Copy,
-    Clone,
-    zerocopy::FromBytes,
-    zerocopy::IntoBytes,
-    zerocopy::Immutable,
-    zerocopy::KnownLayout
-)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct vfio_device_ioeventfd {
     pub argsz: __u32,
     pub flags: __u32,
@@ -1080,16 +963,7 @@ const _: () = {
     ][::core::mem::offset_of!(vfio_device_feature, data) - 8usize];
 };
 #[repr(C)]
-#[derive(
-    Debug,
-    Default,
-    Copy,
-    Clone,
-    zerocopy::FromBytes,
-    zerocopy::IntoBytes,
-    zerocopy::Immutable,
-    zerocopy::KnownLayout
-)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct vfio_device_bind_iommufd {
     pub argsz: __u32,
     pub flags: __u32,
@@ -1118,16 +992,7 @@ const _: () = {
     ][::core::mem::offset_of!(vfio_device_bind_iommufd, out_devid) - 12usize];
 };
 #[repr(C)]
-#[derive(
-    Debug,
-    Default,
-    Copy,
-    Clone,
-    zerocopy::FromBytes,
-    zerocopy::IntoBytes,
-    zerocopy::Immutable,
-    zerocopy::KnownLayout
-)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct vfio_device_attach_iommufd_pt {
     pub argsz: __u32,
     pub flags: __u32,
@@ -1152,16 +1017,7 @@ const _: () = {
     ][::core::mem::offset_of!(vfio_device_attach_iommufd_pt, pt_id) - 8usize];
 };
 #[repr(C)]
-#[derive(
-    Debug,
-    Default,
-    Copy,
-    Clone,
-    zerocopy::FromBytes,
-    zerocopy::IntoBytes,
-    zerocopy::Immutable,
-    zerocopy::KnownLayout
-)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct vfio_device_detach_iommufd_pt {
     pub argsz: __u32,
     pub flags: __u32,
@@ -1182,16 +1038,7 @@ const _: () = {
     ][::core::mem::offset_of!(vfio_device_detach_iommufd_pt, flags) - 4usize];
 };
 #[repr(C)]
-#[derive(
-    Debug,
-    Default,
-    Copy,
-    Clone,
-    zerocopy::FromBytes,
-    zerocopy::IntoBytes,
-    zerocopy::Immutable,
-    zerocopy::KnownLayout
-)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct vfio_device_feature_migration {
     pub flags: __u64,
 }
@@ -1208,16 +1055,7 @@ const _: () = {
     ][::core::mem::offset_of!(vfio_device_feature_migration, flags) - 0usize];
 };
 #[repr(C)]
-#[derive(
-    Debug,
-    Default,
-    Copy,
-    Clone,
-    zerocopy::FromBytes,
-    zerocopy::IntoBytes,
-    zerocopy::Immutable,
-    zerocopy::KnownLayout
-)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct vfio_device_feature_mig_state {
     pub device_state: __u32,
     pub data_fd: __s32,
@@ -1248,16 +1086,7 @@ pub const VFIO_DEVICE_STATE_PRE_COPY_P2P: vfio_device_mig_state = 7;
 pub const VFIO_DEVICE_STATE_NR: vfio_device_mig_state = 8;
 pub type vfio_device_mig_state = ::core::ffi::c_uint;
 #[repr(C)]
-#[derive(
-    Debug,
-    Default,
-    Copy,
-    Clone,
-    zerocopy::FromBytes,
-    zerocopy::IntoBytes,
-    zerocopy::Immutable,
-    zerocopy::KnownLayout
-)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct vfio_precopy_info {
     pub argsz: __u32,
     pub flags: __u32,
@@ -1284,16 +1113,7 @@ const _: () = {
     ][::core::mem::offset_of!(vfio_precopy_info, dirty_bytes) - 16usize];
 };
 #[repr(C)]
-#[derive(
-    Debug,
-    Default,
-    Copy,
-    Clone,
-    zerocopy::FromBytes,
-    zerocopy::IntoBytes,
-    zerocopy::Immutable,
-    zerocopy::KnownLayout
-)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct vfio_device_low_power_entry_with_wakeup {
     pub wakeup_eventfd: __s32,
     pub reserved: __u32,
@@ -1316,16 +1136,7 @@ const _: () = {
         - 4usize];
 };
 #[repr(C)]
-#[derive(
-    Debug,
-    Default,
-    Copy,
-    Clone,
-    zerocopy::FromBytes,
-    zerocopy::IntoBytes,
-    zerocopy::Immutable,
-    zerocopy::KnownLayout
-)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct vfio_device_feature_dma_logging_control {
     pub page_size: __u64,
     pub num_ranges: __u32,
@@ -1358,16 +1169,7 @@ const _: () = {
         - 16usize];
 };
 #[repr(C)]
-#[derive(
-    Debug,
-    Default,
-    Copy,
-    Clone,
-    zerocopy::FromBytes,
-    zerocopy::IntoBytes,
-    zerocopy::Immutable,
-    zerocopy::KnownLayout
-)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct vfio_device_feature_dma_logging_range {
     pub iova: __u64,
     pub length: __u64,
@@ -1388,16 +1190,7 @@ const _: () = {
     ][::core::mem::offset_of!(vfio_device_feature_dma_logging_range, length) - 8usize];
 };
 #[repr(C)]
-#[derive(
-    Debug,
-    Default,
-    Copy,
-    Clone,
-    zerocopy::FromBytes,
-    zerocopy::IntoBytes,
-    zerocopy::Immutable,
-    zerocopy::KnownLayout
-)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct vfio_device_feature_dma_logging_report {
     pub iova: __u64,
     pub length: __u64,
@@ -1427,16 +1220,7 @@ const _: () = {
     ][::core::mem::offset_of!(vfio_device_feature_dma_logging_report, bitmap) - 24usize];
 };
 #[repr(C)]
-#[derive(
-    Debug,
-    Default,
-    Copy,
-    Clone,
-    zerocopy::FromBytes,
-    zerocopy::IntoBytes,
-    zerocopy::Immutable,
-    zerocopy::KnownLayout
-)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct vfio_device_feature_mig_data_size {
     pub stop_copy_length: __u64,
 }
@@ -1454,16 +1238,7 @@ const _: () = {
         - 0usize];
 };
 #[repr(C)]
-#[derive(
-    Debug,
-    Default,
-    Copy,
-    Clone,
-    zerocopy::FromBytes,
-    zerocopy::IntoBytes,
-    zerocopy::Immutable,
-    zerocopy::KnownLayout
-)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct vfio_device_feature_bus_master {
     pub op: __u32,
 }
@@ -1480,16 +1255,7 @@ const _: () = {
     ][::core::mem::offset_of!(vfio_device_feature_bus_master, op) - 0usize];
 };
 #[repr(C)]
-#[derive(
-    Debug,
-    Default,
-    Copy,
-    Clone,
-    zerocopy::FromBytes,
-    zerocopy::IntoBytes,
-    zerocopy::Immutable,
-    zerocopy::KnownLayout
-)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct vfio_iommu_type1_info {
     pub argsz: __u32,
     pub flags: __u32,
@@ -1522,16 +1288,7 @@ const _: () = {
     ][::core::mem::offset_of!(vfio_iommu_type1_info, pad) - 20usize];
 };
 #[repr(C)]
-#[derive(
-    Debug,
-    Default,
-    Copy,
-    Clone,
-    zerocopy::FromBytes,
-    zerocopy::IntoBytes,
-    zerocopy::Immutable,
-    zerocopy::KnownLayout
-)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct vfio_iova_range {
     pub start: __u64,
     pub end: __u64,
@@ -1580,16 +1337,7 @@ const _: () = {
         - 16usize];
 };
 #[repr(C)]
-#[derive(
-    Debug,
-    Default,
-    Copy,
-    Clone,
-    zerocopy::FromBytes,
-    zerocopy::IntoBytes,
-    zerocopy::Immutable,
-    zerocopy::KnownLayout
-)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct vfio_iommu_type1_info_cap_migration {
     pub header: vfio_info_cap_header,
     pub flags: __u32,
@@ -1621,16 +1369,7 @@ const _: () = {
         - 24usize];
 };
 #[repr(C)]
-#[derive(
-    Debug,
-    Default,
-    Copy,
-    Clone,
-    zerocopy::FromBytes,
-    zerocopy::IntoBytes,
-    zerocopy::Immutable,
-    zerocopy::KnownLayout
-)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct vfio_iommu_type1_info_dma_avail {
     pub header: vfio_info_cap_header,
     pub avail: __u32,
@@ -1651,16 +1390,7 @@ const _: () = {
     ][::core::mem::offset_of!(vfio_iommu_type1_info_dma_avail, avail) - 8usize];
 };
 #[repr(C)]
-#[derive(
-    Debug,
-    Default,
-    Copy,
-    Clone,
-    zerocopy::FromBytes,
-    zerocopy::IntoBytes,
-    zerocopy::Immutable,
-    zerocopy::KnownLayout
-)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct vfio_iommu_type1_dma_map {
     pub argsz: __u32,
     pub flags: __u32,
@@ -1816,16 +1546,7 @@ impl Default for vfio_iommu_type1_dirty_bitmap_get {
     }
 }
 #[repr(C)]
-#[derive(
-    Debug,
-    Default,
-    Copy,
-    Clone,
-    zerocopy::FromBytes,
-    zerocopy::IntoBytes,
-    zerocopy::Immutable,
-    zerocopy::KnownLayout
-)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct vfio_iommu_spapr_tce_ddw_info {
     pub pgsizes: __u64,
     pub max_dynamic_windows_supported: __u32,
@@ -1852,16 +1573,7 @@ const _: () = {
     ][::core::mem::offset_of!(vfio_iommu_spapr_tce_ddw_info, levels) - 12usize];
 };
 #[repr(C)]
-#[derive(
-    Debug,
-    Default,
-    Copy,
-    Clone,
-    zerocopy::FromBytes,
-    zerocopy::IntoBytes,
-    zerocopy::Immutable,
-    zerocopy::KnownLayout
-)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct vfio_iommu_spapr_tce_info {
     pub argsz: __u32,
     pub flags: __u32,
@@ -1894,16 +1606,7 @@ const _: () = {
     ][::core::mem::offset_of!(vfio_iommu_spapr_tce_info, ddw) - 16usize];
 };
 #[repr(C)]
-#[derive(
-    Debug,
-    Default,
-    Copy,
-    Clone,
-    zerocopy::FromBytes,
-    zerocopy::IntoBytes,
-    zerocopy::Immutable,
-    zerocopy::KnownLayout
-)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct vfio_eeh_pe_err {
     pub type_: __u32,
     pub func: __u32,
@@ -1930,7 +1633,7 @@ const _: () = {
     ][::core::mem::offset_of!(vfio_eeh_pe_err, mask) - 16usize];
 };
 #[repr(C)]
-#[derive(Copy, Clone, zerocopy::FromBytes, zerocopy::Immutable, zerocopy::KnownLayout)]
+#[derive(Copy, Clone)]
 pub struct vfio_eeh_pe_op {
     pub argsz: __u32,
     pub flags: __u32,
@@ -1939,7 +1642,7 @@ pub struct vfio_eeh_pe_op {
     pub __bindgen_anon_1: vfio_eeh_pe_op__bindgen_ty_1,
 }
 #[repr(C)]
-#[derive(Copy, Clone, zerocopy::FromBytes, zerocopy::Immutable, zerocopy::KnownLayout)]
+#[derive(Copy, Clone)]
 pub union vfio_eeh_pe_op__bindgen_ty_1 {
     pub err: vfio_eeh_pe_err,
 }
@@ -1988,16 +1691,7 @@ impl Default for vfio_eeh_pe_op {
     }
 }
 #[repr(C)]
-#[derive(
-    Debug,
-    Default,
-    Copy,
-    Clone,
-    zerocopy::FromBytes,
-    zerocopy::IntoBytes,
-    zerocopy::Immutable,
-    zerocopy::KnownLayout
-)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct vfio_iommu_spapr_register_memory {
     pub argsz: __u32,
     pub flags: __u32,
@@ -2026,16 +1720,7 @@ const _: () = {
     ][::core::mem::offset_of!(vfio_iommu_spapr_register_memory, size) - 16usize];
 };
 #[repr(C)]
-#[derive(
-    Debug,
-    Default,
-    Copy,
-    Clone,
-    zerocopy::FromBytes,
-    zerocopy::IntoBytes,
-    zerocopy::Immutable,
-    zerocopy::KnownLayout
-)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct vfio_iommu_spapr_tce_create {
     pub argsz: __u32,
     pub flags: __u32,
@@ -2080,16 +1765,7 @@ const _: () = {
     ][::core::mem::offset_of!(vfio_iommu_spapr_tce_create, start_addr) - 32usize];
 };
 #[repr(C)]
-#[derive(
-    Debug,
-    Default,
-    Copy,
-    Clone,
-    zerocopy::FromBytes,
-    zerocopy::IntoBytes,
-    zerocopy::Immutable,
-    zerocopy::KnownLayout
-)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct vfio_iommu_spapr_tce_remove {
     pub argsz: __u32,
     pub flags: __u32,
@@ -2131,16 +1807,7 @@ pub const IOMMUFD_CMD_HWPT_INVALIDATE: _bindgen_ty_6 = 141;
 pub const IOMMUFD_CMD_FAULT_QUEUE_ALLOC: _bindgen_ty_6 = 142;
 pub type _bindgen_ty_6 = ::core::ffi::c_uint;
 #[repr(C)]
-#[derive(
-    Debug,
-    Default,
-    Copy,
-    Clone,
-    zerocopy::FromBytes,
-    zerocopy::IntoBytes,
-    zerocopy::Immutable,
-    zerocopy::KnownLayout
-)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct iommu_destroy {
     pub size: __u32,
     pub id: __u32,
@@ -2157,16 +1824,7 @@ const _: () = {
     ][::core::mem::offset_of!(iommu_destroy, id) - 4usize];
 };
 #[repr(C)]
-#[derive(
-    Debug,
-    Default,
-    Copy,
-    Clone,
-    zerocopy::FromBytes,
-    zerocopy::IntoBytes,
-    zerocopy::Immutable,
-    zerocopy::KnownLayout
-)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct iommu_ioas_alloc {
     pub size: __u32,
     pub flags: __u32,
@@ -2189,16 +1847,7 @@ const _: () = {
     ][::core::mem::offset_of!(iommu_ioas_alloc, out_ioas_id) - 8usize];
 };
 #[repr(C)]
-#[derive(
-    Debug,
-    Default,
-    Copy,
-    Clone,
-    zerocopy::FromBytes,
-    zerocopy::IntoBytes,
-    zerocopy::Immutable,
-    zerocopy::KnownLayout
-)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct iommu_iova_range {
     pub start: __u64,
     pub last: __u64,
@@ -2217,16 +1866,7 @@ const _: () = {
     ][::core::mem::offset_of!(iommu_iova_range, last) - 8usize];
 };
 #[repr(C)]
-#[derive(
-    Debug,
-    Default,
-    Copy,
-    Clone,
-    zerocopy::FromBytes,
-    zerocopy::IntoBytes,
-    zerocopy::Immutable,
-    zerocopy::KnownLayout
-)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct iommu_ioas_iova_ranges {
     pub size: __u32,
     pub ioas_id: __u32,
@@ -2263,16 +1903,7 @@ const _: () = {
     ][::core::mem::offset_of!(iommu_ioas_iova_ranges, out_iova_alignment) - 24usize];
 };
 #[repr(C)]
-#[derive(
-    Debug,
-    Default,
-    Copy,
-    Clone,
-    zerocopy::FromBytes,
-    zerocopy::IntoBytes,
-    zerocopy::Immutable,
-    zerocopy::KnownLayout
-)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct iommu_ioas_allow_iovas {
     pub size: __u32,
     pub ioas_id: __u32,
@@ -2309,16 +1940,7 @@ pub const IOMMU_IOAS_MAP_WRITEABLE: iommufd_ioas_map_flags = 2;
 pub const IOMMU_IOAS_MAP_READABLE: iommufd_ioas_map_flags = 4;
 pub type iommufd_ioas_map_flags = ::core::ffi::c_uint;
 #[repr(C)]
-#[derive(
-    Debug,
-    Default,
-    Copy,
-    Clone,
-    zerocopy::FromBytes,
-    zerocopy::IntoBytes,
-    zerocopy::Immutable,
-    zerocopy::KnownLayout
-)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct iommu_ioas_map {
     pub size: __u32,
     pub flags: __u32,
@@ -2355,16 +1977,7 @@ const _: () = {
     ][::core::mem::offset_of!(iommu_ioas_map, iova) - 32usize];
 };
 #[repr(C)]
-#[derive(
-    Debug,
-    Default,
-    Copy,
-    Clone,
-    zerocopy::FromBytes,
-    zerocopy::IntoBytes,
-    zerocopy::Immutable,
-    zerocopy::KnownLayout
-)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct iommu_ioas_copy {
     pub size: __u32,
     pub flags: __u32,
@@ -2403,16 +2016,7 @@ const _: () = {
     ][::core::mem::offset_of!(iommu_ioas_copy, src_iova) - 32usize];
 };
 #[repr(C)]
-#[derive(
-    Debug,
-    Default,
-    Copy,
-    Clone,
-    zerocopy::FromBytes,
-    zerocopy::IntoBytes,
-    zerocopy::Immutable,
-    zerocopy::KnownLayout
-)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct iommu_ioas_unmap {
     pub size: __u32,
     pub ioas_id: __u32,
@@ -2445,16 +2049,7 @@ pub const IOMMU_OPTION_OP_SET: iommufd_option_ops = 0;
 pub const IOMMU_OPTION_OP_GET: iommufd_option_ops = 1;
 pub type iommufd_option_ops = ::core::ffi::c_uint;
 #[repr(C)]
-#[derive(
-    Debug,
-    Default,
-    Copy,
-    Clone,
-    zerocopy::FromBytes,
-    zerocopy::IntoBytes,
-    zerocopy::Immutable,
-    zerocopy::KnownLayout
-)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct iommu_option {
     pub size: __u32,
     pub option_id: __u32,
@@ -2491,16 +2086,7 @@ pub const IOMMU_VFIO_IOAS_SET: iommufd_vfio_ioas_op = 1;
 pub const IOMMU_VFIO_IOAS_CLEAR: iommufd_vfio_ioas_op = 2;
 pub type iommufd_vfio_ioas_op = ::core::ffi::c_uint;
 #[repr(C)]
-#[derive(
-    Debug,
-    Default,
-    Copy,
-    Clone,
-    zerocopy::FromBytes,
-    zerocopy::IntoBytes,
-    zerocopy::Immutable,
-    zerocopy::KnownLayout
-)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct iommu_vfio_ioas {
     pub size: __u32,
     pub ioas_id: __u32,
@@ -2535,16 +2121,7 @@ pub const IOMMU_VTD_S1_EAFE: iommu_hwpt_vtd_s1_flags = 2;
 pub const IOMMU_VTD_S1_WPE: iommu_hwpt_vtd_s1_flags = 4;
 pub type iommu_hwpt_vtd_s1_flags = ::core::ffi::c_uint;
 #[repr(C)]
-#[derive(
-    Debug,
-    Default,
-    Copy,
-    Clone,
-    zerocopy::FromBytes,
-    zerocopy::IntoBytes,
-    zerocopy::Immutable,
-    zerocopy::KnownLayout
-)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct iommu_hwpt_vtd_s1 {
     pub flags: __u64,
     pub pgtbl_addr: __u64,
@@ -2574,16 +2151,7 @@ pub const IOMMU_HWPT_DATA_NONE: iommu_hwpt_data_type = 0;
 pub const IOMMU_HWPT_DATA_VTD_S1: iommu_hwpt_data_type = 1;
 pub type iommu_hwpt_data_type = ::core::ffi::c_uint;
 #[repr(C)]
-#[derive(
-    Debug,
-    Default,
-    Copy,
-    Clone,
-    zerocopy::FromBytes,
-    zerocopy::IntoBytes,
-    zerocopy::Immutable,
-    zerocopy::KnownLayout
-)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct iommu_hwpt_alloc {
     pub size: __u32,
     pub flags: __u32,
@@ -2640,16 +2208,7 @@ const _: () = {
 pub const IOMMU_HW_INFO_VTD_ERRATA_772415_SPR17: iommu_hw_info_vtd_flags = 1;
 pub type iommu_hw_info_vtd_flags = ::core::ffi::c_uint;
 #[repr(C)]
-#[derive(
-    Debug,
-    Default,
-    Copy,
-    Clone,
-    zerocopy::FromBytes,
-    zerocopy::IntoBytes,
-    zerocopy::Immutable,
-    zerocopy::KnownLayout
-)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct iommu_hw_info_vtd {
     pub flags: __u32,
     pub __reserved: __u32,
@@ -2683,16 +2242,7 @@ pub const IOMMU_HW_CAP_PCI_PASID_EXEC: iommufd_hw_capabilities = 2;
 pub const IOMMU_HW_CAP_PCI_PASID_PRIV: iommufd_hw_capabilities = 4;
 pub type iommufd_hw_capabilities = ::core::ffi::c_uint;
 #[repr(C)]
-#[derive(
-    Debug,
-    Default,
-    Copy,
-    Clone,
-    zerocopy::FromBytes,
-    zerocopy::IntoBytes,
-    zerocopy::Immutable,
-    zerocopy::KnownLayout
-)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct iommu_hw_info {
     pub size: __u32,
     pub flags: __u32,
@@ -2739,16 +2289,7 @@ const _: () = {
 pub const IOMMU_HWPT_DIRTY_TRACKING_ENABLE: iommufd_hwpt_set_dirty_tracking_flags = 1;
 pub type iommufd_hwpt_set_dirty_tracking_flags = ::core::ffi::c_uint;
 #[repr(C)]
-#[derive(
-    Debug,
-    Default,
-    Copy,
-    Clone,
-    zerocopy::FromBytes,
-    zerocopy::IntoBytes,
-    zerocopy::Immutable,
-    zerocopy::KnownLayout
-)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct iommu_hwpt_set_dirty_tracking {
     pub size: __u32,
     pub flags: __u32,
@@ -2779,16 +2320,7 @@ const _: () = {
 pub const IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR: iommufd_hwpt_get_dirty_bitmap_flags = 1;
 pub type iommufd_hwpt_get_dirty_bitmap_flags = ::core::ffi::c_uint;
 #[repr(C)]
-#[derive(
-    Debug,
-    Default,
-    Copy,
-    Clone,
-    zerocopy::FromBytes,
-    zerocopy::IntoBytes,
-    zerocopy::Immutable,
-    zerocopy::KnownLayout
-)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct iommu_hwpt_get_dirty_bitmap {
     pub size: __u32,
     pub hwpt_id: __u32,
@@ -2837,16 +2369,7 @@ pub type iommu_hwpt_invalidate_data_type = ::core::ffi::c_uint;
 pub const IOMMU_VTD_INV_FLAGS_LEAF: iommu_hwpt_vtd_s1_invalidate_flags = 1;
 pub type iommu_hwpt_vtd_s1_invalidate_flags = ::core::ffi::c_uint;
 #[repr(C)]
-#[derive(
-    Debug,
-    Default,
-    Copy,
-    Clone,
-    zerocopy::FromBytes,
-    zerocopy::IntoBytes,
-    zerocopy::Immutable,
-    zerocopy::KnownLayout
-)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct iommu_hwpt_vtd_s1_invalidate {
     pub addr: __u64,
     pub npages: __u64,
@@ -2875,16 +2398,7 @@ const _: () = {
     ][::core::mem::offset_of!(iommu_hwpt_vtd_s1_invalidate, __reserved) - 20usize];
 };
 #[repr(C)]
-#[derive(
-    Debug,
-    Default,
-    Copy,
-    Clone,
-    zerocopy::FromBytes,
-    zerocopy::IntoBytes,
-    zerocopy::Immutable,
-    zerocopy::KnownLayout
-)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct iommu_hwpt_invalidate {
     pub size: __u32,
     pub hwpt_id: __u32,
@@ -2933,16 +2447,7 @@ pub const IOMMU_PGFAULT_PERM_EXEC: iommu_hwpt_pgfault_perm = 4;
 pub const IOMMU_PGFAULT_PERM_PRIV: iommu_hwpt_pgfault_perm = 8;
 pub type iommu_hwpt_pgfault_perm = ::core::ffi::c_uint;
 #[repr(C)]
-#[derive(
-    Debug,
-    Default,
-    Copy,
-    Clone,
-    zerocopy::FromBytes,
-    zerocopy::IntoBytes,
-    zerocopy::Immutable,
-    zerocopy::KnownLayout
-)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct iommu_hwpt_pgfault {
     pub flags: __u32,
     pub dev_id: __u32,
@@ -2994,16 +2499,7 @@ pub const IOMMUFD_PAGE_RESP_SUCCESS: iommufd_page_response_code = 0;
 pub const IOMMUFD_PAGE_RESP_INVALID: iommufd_page_response_code = 1;
 pub type iommufd_page_response_code = ::core::ffi::c_uint;
 #[repr(C)]
-#[derive(
-    Debug,
-    Default,
-    Copy,
-    Clone,
-    zerocopy::FromBytes,
-    zerocopy::IntoBytes,
-    zerocopy::Immutable,
-    zerocopy::KnownLayout
-)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct iommu_hwpt_page_response {
     pub cookie: __u32,
     pub code: __u32,
@@ -3024,16 +2520,7 @@ const _: () = {
     ][::core::mem::offset_of!(iommu_hwpt_page_response, code) - 4usize];
 };
 #[repr(C)]
-#[derive(
-    Debug,
-    Default,
-    Copy,
-    Clone,
-    zerocopy::FromBytes,
-    zerocopy::IntoBytes,
-    zerocopy::Immutable,
-    zerocopy::KnownLayout
-)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct iommu_fault_alloc {
     pub size: __u32,
     pub flags: __u32,
@@ -3060,16 +2547,7 @@ const _: () = {
     ][::core::mem::offset_of!(iommu_fault_alloc, out_fault_fd) - 12usize];
 };
 #[repr(C)]
-#[derive(
-    Debug,
-    Default,
-    Copy,
-    Clone,
-    zerocopy::FromBytes,
-    zerocopy::IntoBytes,
-    zerocopy::Immutable,
-    zerocopy::KnownLayout
-)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct vfio_pamu_geometry {
     pub aperture_start: __u64,
     pub aperture_end: __u64,
@@ -3090,16 +2568,7 @@ const _: () = {
     ][::core::mem::offset_of!(vfio_pamu_geometry, aperture_end) - 8usize];
 };
 #[repr(C)]
-#[derive(
-    Debug,
-    Default,
-    Copy,
-    Clone,
-    zerocopy::FromBytes,
-    zerocopy::IntoBytes,
-    zerocopy::Immutable,
-    zerocopy::KnownLayout
-)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct vfio_pamu_stash {
     pub cpu: __u32,
     pub cache: __u32,
@@ -3118,7 +2587,7 @@ const _: () = {
     ][::core::mem::offset_of!(vfio_pamu_stash, cache) - 4usize];
 };
 #[repr(C)]
-#[derive(Copy, Clone, zerocopy::FromBytes, zerocopy::Immutable, zerocopy::KnownLayout)]
+#[derive(Copy, Clone)]
 pub struct vfio_pamu_attr {
     pub argsz: __u32,
     pub flags: __u32,
@@ -3127,7 +2596,7 @@ pub struct vfio_pamu_attr {
     pub attr_info: vfio_pamu_attr__bindgen_ty_1,
 }
 #[repr(C)]
-#[derive(Copy, Clone, zerocopy::FromBytes, zerocopy::Immutable, zerocopy::KnownLayout)]
+#[derive(Copy, Clone)]
 pub union vfio_pamu_attr__bindgen_ty_1 {
     pub geometry: vfio_pamu_geometry,
     pub windows: __u32,
@@ -3187,16 +2656,7 @@ impl Default for vfio_pamu_attr {
     }
 }
 #[repr(C)]
-#[derive(
-    Debug,
-    Default,
-    Copy,
-    Clone,
-    zerocopy::FromBytes,
-    zerocopy::IntoBytes,
-    zerocopy::Immutable,
-    zerocopy::KnownLayout
-)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct vfio_pamu_msi_bank_map {
     pub argsz: __u32,
     pub flags: __u32,
@@ -3226,16 +2686,7 @@ const _: () = {
     ][::core::mem::offset_of!(vfio_pamu_msi_bank_map, iova) - 16usize];
 };
 #[repr(C)]
-#[derive(
-    Debug,
-    Default,
-    Copy,
-    Clone,
-    zerocopy::FromBytes,
-    zerocopy::IntoBytes,
-    zerocopy::Immutable,
-    zerocopy::KnownLayout
-)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct vfio_pamu_msi_bank_unmap {
     pub argsz: __u32,
     pub flags: __u32,
@@ -3259,3 +2710,73 @@ const _: () = {
         "Offset of field: vfio_pamu_msi_bank_unmap::iova",
     ][::core::mem::offset_of!(vfio_pamu_msi_bank_unmap, iova) - 8usize];
 };
+// Plain-data impls, each proved by the macro (see src/sys/plain.rs).
+crate::sys::plain::plain!(bytes vfio_info_cap_header { id: __u16, version: __u16, next: __u32 });
+crate::sys::plain::plain!(bytes vfio_group_status { argsz: __u32, flags: __u32 });
+crate::sys::plain::plain!(bytes vfio_device_info { argsz: __u32, flags: __u32, num_regions: __u32, num_irqs: __u32, cap_offset: __u32, pad: __u32 });
+crate::sys::plain::plain!(bytes vfio_device_info_cap_pci_atomic_comp { header: vfio_info_cap_header, flags: __u32, reserved: __u32 });
+crate::sys::plain::plain!(bytes vfio_region_info { argsz: __u32, flags: __u32, index: __u32, cap_offset: __u32, size: __u64, offset: __u64 });
+crate::sys::plain::plain!(bytes vfio_region_sparse_mmap_area { offset: __u64, size: __u64 });
+crate::sys::plain::plain!(bytes vfio_region_info_cap_type { header: vfio_info_cap_header, type_: __u32, subtype: __u32 });
+crate::sys::plain::plain!(bytes vfio_region_gfx_edid { edid_offset: __u32, edid_max_size: __u32, edid_size: __u32, max_xres: __u32, max_yres: __u32, link_state: __u32 });
+crate::sys::plain::plain!(bytes vfio_device_migration_info { device_state: __u32, reserved: __u32, pending_bytes: __u64, data_offset: __u64, data_size: __u64 });
+crate::sys::plain::plain!(bytes vfio_region_info_cap_nvlink2_ssatgt { header: vfio_info_cap_header, tgt: __u64 });
+crate::sys::plain::plain!(bytes vfio_region_info_cap_nvlink2_lnkspd { header: vfio_info_cap_header, link_speed: __u32, __pad: __u32 });
+crate::sys::plain::plain!(bytes vfio_irq_info { argsz: __u32, flags: __u32, index: __u32, count: __u32 });
+crate::sys::plain::plain!(readable vfio_pci_dependent_device { __bindgen_anon_1: vfio_pci_dependent_device__bindgen_ty_1, segment: __u16, bus: __u8, devfn: __u8 });
+crate::sys::plain::plain!(union vfio_pci_dependent_device__bindgen_ty_1 { group_id: __u32, devid: __u32 });
+crate::sys::plain::plain!(readable vfio_device_gfx_plane_info { argsz: __u32, flags: __u32, drm_plane_type: __u32, drm_format: __u32, drm_format_mod: __u64, width: __u32, height: __u32, stride: __u32, size: __u32, x_pos: __u32, y_pos: __u32, x_hot: __u32, y_hot: __u32, __bindgen_anon_1: vfio_device_gfx_plane_info__bindgen_ty_1, reserved: __u32 });
+crate::sys::plain::plain!(union vfio_device_gfx_plane_info__bindgen_ty_1 { region_index: __u32, dmabuf_id: __u32 });
+crate::sys::plain::plain!(bytes vfio_device_ioeventfd { argsz: __u32, flags: __u32, offset: __u64, data: __u64, fd: __s32, reserved: __u32 });
+crate::sys::plain::plain!(bytes vfio_device_bind_iommufd { argsz: __u32, flags: __u32, iommufd: __s32, out_devid: __u32 });
+crate::sys::plain::plain!(bytes vfio_device_attach_iommufd_pt { argsz: __u32, flags: __u32, pt_id: __u32 });
+crate::sys::plain::plain!(bytes vfio_device_detach_iommufd_pt { argsz: __u32, flags: __u32 });
+crate::sys::plain::plain!(bytes vfio_device_feature_migration { flags: __u64 });
+crate::sys::plain::plain!(bytes vfio_device_feature_mig_state { device_state: __u32, data_fd: __s32 });
+crate::sys::plain::plain!(bytes vfio_precopy_info { argsz: __u32, flags: __u32, initial_bytes: __u64, dirty_bytes: __u64 });
+crate::sys::plain::plain!(bytes vfio_device_low_power_entry_with_wakeup { wakeup_eventfd: __s32, reserved: __u32 });
+crate::sys::plain::plain!(bytes vfio_device_feature_dma_logging_control { page_size: __u64, num_ranges: __u32, __reserved: __u32, ranges: __u64 });
+crate::sys::plain::plain!(bytes vfio_device_feature_dma_logging_range { iova: __u64, length: __u64 });
+crate::sys::plain::plain!(bytes vfio_device_feature_dma_logging_report { iova: __u64, length: __u64, page_size: __u64, bitmap: __u64 });
+crate::sys::plain::plain!(bytes vfio_device_feature_mig_data_size { stop_copy_length: __u64 });
+crate::sys::plain::plain!(bytes vfio_device_feature_bus_master { op: __u32 });
+crate::sys::plain::plain!(bytes vfio_iommu_type1_info { argsz: __u32, flags: __u32, iova_pgsizes: __u64, cap_offset: __u32, pad: __u32 });
+crate::sys::plain::plain!(bytes vfio_iova_range { start: __u64, end: __u64 });
+crate::sys::plain::plain!(bytes vfio_iommu_type1_info_cap_migration { header: vfio_info_cap_header, flags: __u32, __bindgen_padding_0: [u8; 4usize], pgsize_bitmap: __u64, max_dirty_bitmap_size: __u64 });
+crate::sys::plain::plain!(bytes vfio_iommu_type1_info_dma_avail { header: vfio_info_cap_header, avail: __u32 });
+crate::sys::plain::plain!(bytes vfio_iommu_type1_dma_map { argsz: __u32, flags: __u32, vaddr: __u64, iova: __u64, size: __u64 });
+crate::sys::plain::plain!(bytes vfio_iommu_spapr_tce_ddw_info { pgsizes: __u64, max_dynamic_windows_supported: __u32, levels: __u32 });
+crate::sys::plain::plain!(bytes vfio_iommu_spapr_tce_info { argsz: __u32, flags: __u32, dma32_window_start: __u32, dma32_window_size: __u32, ddw: vfio_iommu_spapr_tce_ddw_info });
+crate::sys::plain::plain!(bytes vfio_eeh_pe_err { type_: __u32, func: __u32, addr: __u64, mask: __u64 });
+crate::sys::plain::plain!(readable vfio_eeh_pe_op { argsz: __u32, flags: __u32, op: __u32, __bindgen_padding_0: [u8; 4usize], __bindgen_anon_1: vfio_eeh_pe_op__bindgen_ty_1 });
+crate::sys::plain::plain!(union vfio_eeh_pe_op__bindgen_ty_1 { err: vfio_eeh_pe_err });
+crate::sys::plain::plain!(bytes vfio_iommu_spapr_register_memory { argsz: __u32, flags: __u32, vaddr: __u64, size: __u64 });
+crate::sys::plain::plain!(bytes vfio_iommu_spapr_tce_create { argsz: __u32, flags: __u32, page_shift: __u32, __resv1: __u32, window_size: __u64, levels: __u32, __resv2: __u32, start_addr: __u64 });
+crate::sys::plain::plain!(bytes vfio_iommu_spapr_tce_remove { argsz: __u32, flags: __u32, start_addr: __u64 });
+crate::sys::plain::plain!(bytes iommu_destroy { size: __u32, id: __u32 });
+crate::sys::plain::plain!(bytes iommu_ioas_alloc { size: __u32, flags: __u32, out_ioas_id: __u32 });
+crate::sys::plain::plain!(bytes iommu_iova_range { start: __u64, last: __u64 });
+crate::sys::plain::plain!(bytes iommu_ioas_iova_ranges { size: __u32, ioas_id: __u32, num_iovas: __u32, __reserved: __u32, allowed_iovas: __u64, out_iova_alignment: __u64 });
+crate::sys::plain::plain!(bytes iommu_ioas_allow_iovas { size: __u32, ioas_id: __u32, num_iovas: __u32, __reserved: __u32, allowed_iovas: __u64 });
+crate::sys::plain::plain!(bytes iommu_ioas_map { size: __u32, flags: __u32, ioas_id: __u32, __reserved: __u32, user_va: __u64, length: __u64, iova: __u64 });
+crate::sys::plain::plain!(bytes iommu_ioas_copy { size: __u32, flags: __u32, dst_ioas_id: __u32, src_ioas_id: __u32, length: __u64, dst_iova: __u64, src_iova: __u64 });
+crate::sys::plain::plain!(bytes iommu_ioas_unmap { size: __u32, ioas_id: __u32, iova: __u64, length: __u64 });
+crate::sys::plain::plain!(bytes iommu_option { size: __u32, option_id: __u32, op: __u16, __reserved: __u16, object_id: __u32, val64: __u64 });
+crate::sys::plain::plain!(bytes iommu_vfio_ioas { size: __u32, ioas_id: __u32, op: __u16, __reserved: __u16 });
+crate::sys::plain::plain!(bytes iommu_hwpt_vtd_s1 { flags: __u64, pgtbl_addr: __u64, addr_width: __u32, __reserved: __u32 });
+crate::sys::plain::plain!(bytes iommu_hwpt_alloc { size: __u32, flags: __u32, dev_id: __u32, pt_id: __u32, out_hwpt_id: __u32, __reserved: __u32, data_type: __u32, data_len: __u32, data_uptr: __u64, fault_id: __u32, __reserved2: __u32 });
+crate::sys::plain::plain!(bytes iommu_hw_info_vtd { flags: __u32, __reserved: __u32, cap_reg: __u64, ecap_reg: __u64 });
+crate::sys::plain::plain!(bytes iommu_hw_info { size: __u32, flags: __u32, dev_id: __u32, data_len: __u32, data_uptr: __u64, out_data_type: __u32, out_max_pasid_log2: __u8, __reserved: [__u8; 3usize], out_capabilities: __u64 });
+crate::sys::plain::plain!(bytes iommu_hwpt_set_dirty_tracking { size: __u32, flags: __u32, hwpt_id: __u32, __reserved: __u32 });
+crate::sys::plain::plain!(bytes iommu_hwpt_get_dirty_bitmap { size: __u32, hwpt_id: __u32, flags: __u32, __reserved: __u32, iova: __u64, length: __u64, page_size: __u64, data: __u64 });
+crate::sys::plain::plain!(bytes iommu_hwpt_vtd_s1_invalidate { addr: __u64, npages: __u64, flags: __u32, __reserved: __u32 });
+crate::sys::plain::plain!(bytes iommu_hwpt_invalidate { size: __u32, hwpt_id: __u32, data_uptr: __u64, data_type: __u32, entry_len: __u32, entry_num: __u32, __reserved: __u32 });
+crate::sys::plain::plain!(bytes iommu_hwpt_pgfault { flags: __u32, dev_id: __u32, pasid: __u32, grpid: __u32, perm: __u32, __reserved: __u32, addr: __u64, length: __u32, cookie: __u32 });
+crate::sys::plain::plain!(bytes iommu_hwpt_page_response { cookie: __u32, code: __u32 });
+crate::sys::plain::plain!(bytes iommu_fault_alloc { size: __u32, flags: __u32, out_fault_id: __u32, out_fault_fd: __u32 });
+crate::sys::plain::plain!(bytes vfio_pamu_geometry { aperture_start: __u64, aperture_end: __u64 });
+crate::sys::plain::plain!(bytes vfio_pamu_stash { cpu: __u32, cache: __u32 });
+crate::sys::plain::plain!(readable vfio_pamu_attr { argsz: __u32, flags: __u32, attribute: __u32, __bindgen_padding_0: [u8; 4usize], attr_info: vfio_pamu_attr__bindgen_ty_1 });
+crate::sys::plain::plain!(union vfio_pamu_attr__bindgen_ty_1 { geometry: vfio_pamu_geometry, windows: __u32, stash: vfio_pamu_stash });
+crate::sys::plain::plain!(bytes vfio_pamu_msi_bank_map { argsz: __u32, flags: __u32, msi_bank_index: __u32, __bindgen_padding_0: [u8; 4usize], iova: __u64 });
+crate::sys::plain::plain!(bytes vfio_pamu_msi_bank_unmap { argsz: __u32, flags: __u32, iova: __u64 });

@@ -8,8 +8,8 @@
 
 use core::mem::{offset_of, size_of};
 
+use super::{FromBytes, IntoBytes};
 use static_assertions::assert_impl_all;
-use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use super::*;
 
@@ -76,20 +76,20 @@ pub(crate) const PAMU_ATTR_INFO: usize = offset_of!(vfio_pamu_attr, attr_info);
 pub(crate) const PAMU_BANK_IOVA: usize = offset_of!(vfio_pamu_msi_bank_map, iova);
 
 // The fixed-size structs the typed layer reads from kernel bytes and writes
-// as argument bytes must carry the zerocopy traits the build adds.
+// as argument bytes must be plain data (build.rs has `sys::plain!` prove it).
 assert_impl_all!(
-    vfio_info_cap_header: FromBytes, IntoBytes, Immutable, KnownLayout
+    vfio_info_cap_header: FromBytes, IntoBytes
 );
-assert_impl_all!(vfio_group_status: FromBytes, IntoBytes, Immutable);
-assert_impl_all!(vfio_device_info: FromBytes, IntoBytes, Immutable);
-assert_impl_all!(vfio_region_info: FromBytes, IntoBytes, Immutable);
-assert_impl_all!(vfio_region_sparse_mmap_area: FromBytes, IntoBytes, Immutable);
-assert_impl_all!(vfio_region_info_cap_type: FromBytes, IntoBytes, Immutable);
-assert_impl_all!(vfio_irq_info: FromBytes, IntoBytes, Immutable);
-assert_impl_all!(vfio_iommu_type1_info: FromBytes, IntoBytes, Immutable);
-assert_impl_all!(vfio_iova_range: FromBytes, IntoBytes, Immutable);
-assert_impl_all!(vfio_iommu_type1_info_dma_avail: FromBytes, IntoBytes, Immutable);
-assert_impl_all!(vfio_iommu_type1_dma_map: FromBytes, IntoBytes, Immutable);
-assert_impl_all!(vfio_pamu_msi_bank_map: FromBytes, IntoBytes, Immutable);
-assert_impl_all!(vfio_pamu_msi_bank_unmap: FromBytes, IntoBytes, Immutable);
-assert_impl_all!(vfio_pamu_attr: FromBytes, Immutable);
+assert_impl_all!(vfio_group_status: FromBytes, IntoBytes);
+assert_impl_all!(vfio_device_info: FromBytes, IntoBytes);
+assert_impl_all!(vfio_region_info: FromBytes, IntoBytes);
+assert_impl_all!(vfio_region_sparse_mmap_area: FromBytes, IntoBytes);
+assert_impl_all!(vfio_region_info_cap_type: FromBytes, IntoBytes);
+assert_impl_all!(vfio_irq_info: FromBytes, IntoBytes);
+assert_impl_all!(vfio_iommu_type1_info: FromBytes, IntoBytes);
+assert_impl_all!(vfio_iova_range: FromBytes, IntoBytes);
+assert_impl_all!(vfio_iommu_type1_info_dma_avail: FromBytes, IntoBytes);
+assert_impl_all!(vfio_iommu_type1_dma_map: FromBytes, IntoBytes);
+assert_impl_all!(vfio_pamu_msi_bank_map: FromBytes, IntoBytes);
+assert_impl_all!(vfio_pamu_msi_bank_unmap: FromBytes, IntoBytes);
+assert_impl_all!(vfio_pamu_attr: FromBytes);

@@ -39,9 +39,12 @@ mod fd;
 pub(crate) mod file;
 pub mod ioctl;
 pub(crate) mod layout;
+#[doc(hidden)]
+pub mod plain;
 mod requests;
 
 pub use fd::{ContainerFd, DeviceFd, GroupFd, IommufdFd};
+pub use plain::{FromBytes, IntoBytes, SizeError, SliceBytes};
 
 /// Where this build's bindings came from: `"generated"` (bindgen ran against
 /// `headers/`) or `"snapshot"` (the committed `src/sys/bindings_<arch>.rs`).

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use typed_vfio::sys;
-use zerocopy::{FromBytes, IntoBytes};
+use typed_vfio::sys::{FromBytes, IntoBytes, SliceBytes};
 
 use crate::rig::{self, IommuKind};
 

@@ -26,8 +26,8 @@ use std::fs::File;
 use std::mem::size_of;
 
 use nix::errno::Errno;
+use typed_vfio::sys::{IntoBytes, SliceBytes};
 use typed_vfio::{fuzzing, sys};
-use zerocopy::IntoBytes;
 
 use crate::edu::*;
 use crate::rig::{self, IommuKind};
