@@ -117,6 +117,36 @@ pub fn devices_with_groups() -> Vec<(String, String)> {
     d.into_iter().zip(g).collect()
 }
 
+/// The group's MSI doorbell window, inclusive: the `msi` line of sysfs
+/// `/sys/kernel/iommu_groups/<group>/reserved_regions` (`start end type`,
+/// hex). x86's interrupt-remapping window is `0xfee00000..=0xfeefffff`; an
+/// ARM SMMU's software MSI region is elsewhere (`0x8000000..=0x80fffff` in
+/// QEMU's `virt`), so no test hard-codes it.
+pub fn msi_window(group: u32) -> (u64, u64) {
+    let path = format!("/sys/kernel/iommu_groups/{group}/reserved_regions");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+    let hex = |s: &str| {
+        u64::from_str_radix(s.trim_start_matches("0x"), 16)
+            .unwrap_or_else(|e| panic!("{path}: {s:?}: {e}"))
+    };
+    text.lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            let (start, end, kind) = (w.next()?, w.next()?, w.next()?);
+            (kind == "msi").then(|| (hex(start), hex(end)))
+        })
+        .next()
+        .unwrap_or_else(|| panic!("{path} lists no msi region: {text:?}"))
+}
+
+/// The group number of the first edu device's group.
+pub fn first_group_number() -> u32 {
+    let (_, g) = &devices_with_groups()[0];
+    g.trim_start_matches("noiommu-")
+        .parse()
+        .unwrap_or_else(|e| panic!("group name {g:?}: {e}"))
+}
+
 /// Reads a sysfs hex attribute such as `vendor` (`0x1234\n`).
 pub fn read_sysfs_hex(bdf: &str, attr: &str) -> u32 {
     let path = sysfs_device(bdf).join(attr);
