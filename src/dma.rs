@@ -59,6 +59,16 @@ pub enum DmaAccess {
 }
 
 impl DmaAccess {
+    /// Whether the device may read the memory.
+    pub(crate) fn device_reads(self) -> bool {
+        matches!(self, DmaAccess::DeviceReads | DmaAccess::ReadWrite)
+    }
+
+    /// Whether the device may write the memory.
+    pub(crate) fn device_writes(self) -> bool {
+        matches!(self, DmaAccess::DeviceWrites | DmaAccess::ReadWrite)
+    }
+
     pub(crate) fn flags(self) -> u32 {
         match self {
             DmaAccess::DeviceReads => sys::VFIO_DMA_MAP_FLAG_READ,

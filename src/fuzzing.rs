@@ -158,3 +158,13 @@ pub fn check_shape(request: SeamRequest, bytes: &[u8]) -> Result<(), &'static st
     };
     kernel::check_shape(request.shape, &Arg::In(bytes))
 }
+
+/// Decodes an `IOMMU_IOAS_IOVA_RANGES` answer (`head`: the fixed struct the
+/// kernel wrote back; `array`: the range entries it filled) as
+/// [`Ioas::iova_ranges`](crate::iommufd::Ioas::iova_ranges) does.
+pub fn parse_ioas_iova_ranges(
+    head: &[u8],
+    array: &[u8],
+) -> Result<crate::iommufd::IoasRanges, &'static str> {
+    crate::iommufd::parse_iova_ranges(head, array)
+}

@@ -137,6 +137,55 @@ pub(crate) mod req {
     );
     request!(VFIO_DEVICE_PCI_HOT_RESET, Device, Shape::CountedInts);
     request!(VFIO_DEVICE_FEATURE, Device, Shape::FeatureProbe);
+    // iommufd and VFIO device cdev requests (`crate::iommufd`). Their
+    // structs begin with `size`/`argsz` too, so the argsz shape applies;
+    // the flags word at offset 4 is checked only where it is one.
+    request!(
+        IOMMU_IOAS_ALLOC,
+        Iommufd,
+        argsz(size_of::<sys::iommu_ioas_alloc>())
+    );
+    request!(
+        IOMMU_DESTROY,
+        Iommufd,
+        argsz(size_of::<sys::iommu_destroy>())
+    );
+    // `allowed_iovas` is a user pointer the kernel writes through.
+    request!(IOMMU_IOAS_IOVA_RANGES, Iommufd, Shape::UserPointer);
+    // `user_va`: the memory devices will reach.
+    request!(IOMMU_IOAS_MAP, Iommufd, Shape::UserPointer);
+    request!(
+        IOMMU_IOAS_UNMAP,
+        Iommufd,
+        Shape::Argsz {
+            min: size_of::<sys::iommu_ioas_unmap>(),
+            forbidden: 0,
+        }
+    );
+    request!(
+        VFIO_DEVICE_BIND_IOMMUFD,
+        Device,
+        Shape::Argsz {
+            min: size_of::<sys::vfio_device_bind_iommufd>(),
+            forbidden: !0,
+        }
+    );
+    request!(
+        VFIO_DEVICE_ATTACH_IOMMUFD_PT,
+        Device,
+        Shape::Argsz {
+            min: size_of::<sys::vfio_device_attach_iommufd_pt>(),
+            forbidden: !0,
+        }
+    );
+    request!(
+        VFIO_DEVICE_DETACH_IOMMUFD_PT,
+        Device,
+        Shape::Argsz {
+            min: size_of::<sys::vfio_device_detach_iommufd_pt>(),
+            forbidden: !0,
+        }
+    );
     // PAMU ("type2") container requests: only reachable from
     // `Container<Type2<_>>` (their numbers mean other things to other IOMMU
     // drivers and fd classes).

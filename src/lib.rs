@@ -41,6 +41,15 @@
 //! of whole windows); the [type2 chapter](type2) has its history, its
 //! diagram and its own rule table.
 //!
+//! The kernel's current interface, iommufd and the device cdev, has its own
+//! objects ([`iommufd`]):
+//!
+//! ```text
+//! Iommufd::open() ── alloc_ioas() ──▶ Ioas ── map(&buf) / map_anywhere(&buf) ──▶ IoasMapping<'_>
+//! CdevDevice::open_pci(addr) ── bind(&Iommufd) ──▶ BoundDevice ── attach(&Ioas) / detach()
+//!                                                    └── derefs to Device (regions, IRQs, resets)
+//! ```
+//!
 //! ## Kernel ordering rules and where they are enforced
 //!
 //! | kernel rule | enforced | by |
@@ -72,6 +81,9 @@
 //! | a device name must exist in the group | run time | [`GroupError::NoDevice`] with the kernel's errno |
 //! | hot reset needs every affected group's fd | run time | [`DeviceError::Ioctl`] with the kernel's errno |
 //! | PAMU ("type2") rules: request codes only on PAMU containers, windows after geometry, mappings after windows, no reconfiguration under a mapping, MSI banks before MSI | compile time and run time | see the [type2 chapter's table](type2#rules-and-where-they-are-enforced) (`msi_bank_before_set_iommu`, `msi_bank_on_type1v2`, `pamu_attr_on_type1`, `windows_before_geometry`, `pamu_dma_before_windows`, `pamu_geometry_while_mapped`, `pamu_windows_while_bank_mapped`, `pamu_map_plain_buffer`, `pamu_stash_before_windows`, `pamu_iommu_info`, `pamu_assume_present_without_unsafe`; [`Type2Error`], [`DeviceError::MsiBanksUnmapped`]) |
+//! | iommufd: an unbound cdev can only bind (every other request `EINVAL`); a cdev binds once (`EINVAL`) | compile time | [`iommufd::CdevDevice`] has only `bind`, which consumes it; [`iommufd::BoundDevice`] has no `bind` (`iommufd_cdev_region_before_bind`, `iommufd_cdev_irq_before_bind`, `iommufd_cdev_reset_before_bind`, `iommufd_attach_unbound`, `iommufd_double_bind`, `iommufd_bound_device_rebind`) |
+//! | iommufd: mapped memory stays valid while mapped; an IOAS lives in its iommufd; destroying or unmapping all of an IOAS ends mappings guards rely on; `IOAS_MAP` of raw memory is the caller's promise | compile time | [`iommufd::IoasMapping`] borrows the [`iommufd::Ioas`] and the buffer, the `Ioas` borrows the [`iommufd::Iommufd`]; `destroy(self)`, `unmap_all(&mut self)`, `unsafe map_raw` (`iommufd_mapping_outlives_buffer`, `iommufd_ioas_outlives_iommufd`, `iommufd_destroy_while_mapped`, `iommufd_unmap_all_while_mapped`, `iommufd_map_raw_without_unsafe`) |
+//! | iommufd: group and cdev exclude each other (`EBUSY`); overlapping maps (`EEXIST`); maps in a reserved range (`EINVAL`) or that wrap (`EOVERFLOW`); unmapping part of a mapping (`ENOENT`); attaching over a reserved region already mapped (`EADDRINUSE`); destroying an IOAS in use (`EBUSY`) | run time | [`iommufd::IommufdError`], [`iommufd::BindError`] (device handed back), [`iommufd::DestroyError`] (IOAS handed back), [`DmaError::Ioctl`], with the kernel's errno (`typed::iommufd::iommufd_errors_carry_the_kernels_errno` in the guest) |
 //! | automasked INTx must be unmasked after servicing | documented | [`Device::unmask_irq`]; the kernel cannot be told otherwise |
 //! | closing an eventfd does not disarm its trigger | documented | [`Device::disable_irq`] is explicit |
 //! | device fds close before their group leaves (`EBUSY`) | run time | [`ReleaseError`] hands the container back in its state with the groups that stayed; the container's `Drop` ignores `EBUSY` (the kernel detaches when the devices close) |
@@ -182,6 +194,8 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod group;
+#[allow(unsafe_code)]
+pub mod iommufd;
 #[allow(unsafe_code)]
 mod kernel;
 #[allow(unsafe_code)]
