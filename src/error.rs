@@ -299,6 +299,20 @@ pub enum DmaError {
         /// The size.
         size: u64,
     },
+    /// The kernel unmapped less than the whole mapping (an iommufd
+    /// `IOMMU_IOAS_UNMAP` answers how much it removed): the rest may still
+    /// be mapped, so the pages are kept.
+    #[error("{ioctl} iova {iova:#x} size {size:#x}: only {unmapped:#x} bytes were unmapped")]
+    PartialUnmap {
+        /// The request, by its C name.
+        ioctl: &'static str,
+        /// The IOVA.
+        iova: u64,
+        /// The mapping's size.
+        size: u64,
+        /// The bytes the kernel says it unmapped.
+        unmapped: u64,
+    },
     /// The buffer is smaller than the size asked.
     #[error("a buffer of {len:#x} bytes cannot back a mapping of {size:#x}")]
     BufferTooSmall {

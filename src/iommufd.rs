@@ -547,11 +547,11 @@ impl<'a, 'f> IoasMapping<'a, 'f> {
         let unmapped = self.ioas.unmap_range(self.iova, self.size)?;
         if unmapped < self.size {
             // Not all of it went: keep the pages.
-            return Err(DmaError::Ioctl {
+            return Err(DmaError::PartialUnmap {
                 ioctl: req::IOMMU_IOAS_UNMAP.name,
                 iova: self.iova,
                 size: self.size,
-                errno: Errno::EIO,
+                unmapped,
             });
         }
         self.buffer.release();
