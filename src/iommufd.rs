@@ -128,6 +128,115 @@ impl Iommufd {
         })
     }
 
+    /// Whether pinned pages are charged to the user (`true`) or to the
+    /// process (`false`, the default): `IOMMU_OPTION_RLIMIT_MODE`, get.
+    #[doc(alias = "IOMMU_OPTION")]
+    pub fn rlimit_per_user(&self) -> Result<bool, IommufdError> {
+        self.option(sys::IOMMU_OPTION_RLIMIT_MODE, 0, None)
+            .map(|v| v != 0)
+    }
+
+    /// Sets `IOMMU_OPTION_RLIMIT_MODE` (needs `CAP_SYS_RESOURCE`; only while
+    /// this iommufd holds no object, no IOAS and no bound device: `EBUSY`
+    /// otherwise).
+    #[doc(alias = "IOMMU_OPTION")]
+    pub fn set_rlimit_per_user(&self, per_user: bool) -> Result<(), IommufdError> {
+        self.option(sys::IOMMU_OPTION_RLIMIT_MODE, 0, Some(u64::from(per_user)))
+            .map(drop)
+    }
+
+    /// `IOMMU_OPTION` on `object` (0: global): get with `None`, set with a
+    /// value; the value the kernel answers.
+    fn option(&self, id: u32, object: u32, set: Option<u64>) -> Result<u64, IommufdError> {
+        let mut arg = sys::iommu_option::new_zeroed();
+        arg.size = size_of::<sys::iommu_option>() as u32;
+        arg.option_id = id;
+        arg.object_id = object;
+        match set {
+            Some(v) => {
+                arg.op = sys::IOMMU_OPTION_OP_SET as u16;
+                arg.val64 = v;
+            }
+            None => arg.op = sys::IOMMU_OPTION_OP_GET as u16,
+        }
+        self.ioctl(req::IOMMU_OPTION, arg.as_mut_bytes())?;
+        Ok(arg.val64)
+    }
+
+    /// What the IOMMU behind a bound device is (`IOMMU_GET_HW_INFO`):
+    /// its type and driver data (decoded for Intel VT-d), and the
+    /// capabilities iommufd reports (dirty tracking, PASID).
+    #[doc(alias = "IOMMU_GET_HW_INFO")]
+    pub fn hw_info(&self, device: &BoundDevice) -> Result<HwInfo, IommufdError> {
+        let ioctl = req::IOMMU_GET_HW_INFO.name;
+        let mut data = [0u64; 32];
+        let mut arg = sys::iommu_hw_info::new_zeroed();
+        arg.size = size_of::<sys::iommu_hw_info>() as u32;
+        arg.dev_id = device.devid;
+        arg.data_len = size_of_val(&data) as u32;
+        arg.data_uptr = data.as_mut_ptr() as u64;
+        // SAFETY: the argument is a complete `iommu_hw_info` (size = its
+        // size); its one pointer, `data_uptr`, names `data`, exclusively
+        // borrowed for the call, and `data_len` is its length: the kernel
+        // writes at most that many bytes there.
+        unsafe {
+            self.kernel.ioctl_unchecked(
+                self.fd.as_fd(),
+                req::IOMMU_GET_HW_INFO,
+                Arg::InOut(arg.as_mut_bytes()),
+            )
+        }
+        .map_err(|errno| IommufdError::Ioctl { ioctl, errno })?;
+        let filled = (arg.data_len as usize).min(size_of_val(&data));
+        HwInfo::parse(arg.as_bytes(), &data.as_bytes()[..filled])
+            .map_err(|what| IommufdError::Malformed { ioctl, what })
+    }
+
+    /// Allocates a paging hardware page table for `device` on `ioas`
+    /// (`IOMMU_HWPT_ALLOC`, no driver data): the IOAS's mappings, in a page
+    /// table the caller owns (attach it with
+    /// [`BoundDevice::attach_hwpt`]). `flags`: `IOMMU_HWPT_ALLOC_*`
+    /// (`NEST_PARENT`, `DIRTY_TRACKING`); others are refused before the call.
+    #[doc(alias = "IOMMU_HWPT_ALLOC")]
+    pub fn alloc_hwpt<'i>(
+        &'i self,
+        device: &BoundDevice,
+        ioas: &'i Ioas<'_>,
+        flags: u32,
+    ) -> Result<Hwpt<'i>, IommufdError> {
+        let ioctl = req::IOMMU_HWPT_ALLOC.name;
+        let known = sys::IOMMU_HWPT_ALLOC_NEST_PARENT | sys::IOMMU_HWPT_ALLOC_DIRTY_TRACKING;
+        if flags & !known != 0 {
+            return Err(IommufdError::Ioctl {
+                ioctl,
+                errno: Errno::EOPNOTSUPP,
+            });
+        }
+        let mut arg = sys::iommu_hwpt_alloc::new_zeroed();
+        arg.size = size_of::<sys::iommu_hwpt_alloc>() as u32;
+        arg.flags = flags;
+        arg.dev_id = device.devid;
+        arg.pt_id = ioas.id;
+        arg.data_type = sys::IOMMU_HWPT_DATA_NONE;
+        // SAFETY: the argument is a complete `iommu_hwpt_alloc`; with data
+        // type NONE, `data_len` 0 and `data_uptr` 0 the kernel reads no user
+        // memory, and the flags are the two that carry no pointer (the
+        // fault-queue flag, which names an object, is refused above).
+        unsafe {
+            self.kernel.ioctl_unchecked(
+                self.fd.as_fd(),
+                req::IOMMU_HWPT_ALLOC,
+                Arg::InOut(arg.as_mut_bytes()),
+            )
+        }
+        .map_err(|errno| IommufdError::Ioctl { ioctl, errno })?;
+        Ok(Hwpt {
+            iommufd: self,
+            id: arg.out_hwpt_id,
+            _ioas: std::marker::PhantomData,
+        })
+    }
+
     fn ioctl(&self, request: crate::kernel::Request, arg: &mut [u8]) -> Result<(), IommufdError> {
         self.kernel
             .ioctl(self.fd.as_fd(), request, Arg::InOut(arg))
@@ -145,6 +254,108 @@ impl Iommufd {
             id,
         };
         self.ioctl(req::IOMMU_DESTROY, arg.as_mut_bytes())
+    }
+}
+
+/// The IOMMU behind a device, as `IOMMU_GET_HW_INFO` reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HwInfo {
+    /// The driver's data, decoded where the crate knows its type.
+    pub data: HwInfoData,
+    /// `IOMMU_HW_CAP_*`: dirty tracking, PASID execute/privileged.
+    pub capabilities: u64,
+    /// log2 of the largest PASID the device supports (0: none).
+    pub max_pasid_log2: u8,
+}
+
+/// The IOMMU driver's data in [`HwInfo`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HwInfoData {
+    /// `IOMMU_HW_INFO_TYPE_NONE`: the driver reports nothing.
+    None,
+    /// `IOMMU_HW_INFO_TYPE_INTEL_VTD`: the VT-d capability registers.
+    IntelVtd {
+        /// `IOMMU_HW_INFO_VTD_*` flags (errata).
+        flags: u32,
+        /// The capability register.
+        cap_reg: u64,
+        /// The extended capability register.
+        ecap_reg: u64,
+    },
+    /// Another type (ARM SMMUv3 is 2): its number and the bytes the kernel
+    /// wrote, undecoded.
+    Other {
+        /// `out_data_type`.
+        data_type: u32,
+        /// The driver data.
+        bytes: Vec<u8>,
+    },
+}
+
+impl HwInfo {
+    /// Whether the IOMMU can track dirty pages (`IOMMU_HW_CAP_DIRTY_TRACKING`).
+    pub fn dirty_tracking(&self) -> bool {
+        self.capabilities & u64::from(sys::IOMMU_HW_CAP_DIRTY_TRACKING) != 0
+    }
+
+    /// Decodes the header the kernel wrote back and its driver data
+    /// (`data`: the bytes it filled). Untrusted bytes.
+    pub(crate) fn parse(head: &[u8], data: &[u8]) -> Result<HwInfo, &'static str> {
+        let (h, _) =
+            sys::iommu_hw_info::read_from_prefix(head).map_err(|_| "hw info header truncated")?;
+        let data = match h.out_data_type {
+            sys::IOMMU_HW_INFO_TYPE_NONE => HwInfoData::None,
+            sys::IOMMU_HW_INFO_TYPE_INTEL_VTD => {
+                let (v, _) = sys::iommu_hw_info_vtd::read_from_prefix(data)
+                    .map_err(|_| "VT-d data shorter than iommu_hw_info_vtd")?;
+                HwInfoData::IntelVtd {
+                    flags: v.flags,
+                    cap_reg: v.cap_reg,
+                    ecap_reg: v.ecap_reg,
+                }
+            }
+            other => HwInfoData::Other {
+                data_type: other,
+                bytes: data.to_vec(),
+            },
+        };
+        Ok(HwInfo {
+            data,
+            capabilities: h.out_capabilities,
+            max_pasid_log2: h.out_max_pasid_log2,
+        })
+    }
+}
+
+/// A paging hardware page table (`IOMMU_HWPT_ALLOC`) holding its IOAS's
+/// mappings; destroyed when dropped. Borrows the [`Ioas`] (the kernel
+/// keeps the IOAS while the HWPT lives: it cannot be destroyed first).
+pub struct Hwpt<'i> {
+    iommufd: &'i Iommufd,
+    id: u32,
+    _ioas: std::marker::PhantomData<&'i ()>,
+}
+
+impl fmt::Debug for Hwpt<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hwpt")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Hwpt<'_> {
+    /// The HWPT's object id.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+}
+
+impl Drop for Hwpt<'_> {
+    fn drop(&mut self) {
+        // EBUSY while a device is attached: the kernel keeps it, and with it
+        // the IOAS, whose own destruction then fails and leaks its orphans.
+        let _ = self.iommufd.destroy(self.id);
     }
 }
 
@@ -447,6 +658,24 @@ impl<'f> Ioas<'f> {
         }
     }
 
+    /// Whether the IOAS maps with huge pages where it can
+    /// (`IOMMU_OPTION_HUGE_PAGES`, get; on by default).
+    #[doc(alias = "IOMMU_OPTION")]
+    pub fn huge_pages(&self) -> Result<bool, IommufdError> {
+        self.iommufd
+            .option(sys::IOMMU_OPTION_HUGE_PAGES, self.id, None)
+            .map(|v| v != 0)
+    }
+
+    /// Sets `IOMMU_OPTION_HUGE_PAGES` for this IOAS (only while it has no
+    /// mapping and no device: the kernel answers `EBUSY` otherwise).
+    #[doc(alias = "IOMMU_OPTION")]
+    pub fn set_huge_pages(&self, on: bool) -> Result<(), IommufdError> {
+        self.iommufd
+            .option(sys::IOMMU_OPTION_HUGE_PAGES, self.id, Some(u64::from(on)))
+            .map(drop)
+    }
+
     /// How many guards failed to unmap and are not yet confirmed gone.
     pub fn orphaned_mappings(&self) -> usize {
         self.orphans.count()
@@ -708,10 +937,14 @@ impl BoundDevice {
     /// Attaching again replaces the attachment.
     #[doc(alias = "VFIO_DEVICE_ATTACH_IOMMUFD_PT")]
     pub fn attach(&self, ioas: &Ioas<'_>) -> Result<u32, IommufdError> {
+        self.attach_pt(ioas.id)
+    }
+
+    fn attach_pt(&self, pt_id: u32) -> Result<u32, IommufdError> {
         // Field by field over zeroes: newer headers add fields (a PASID).
         let mut arg = sys::vfio_device_attach_iommufd_pt::new_zeroed();
         arg.argsz = size_of::<sys::vfio_device_attach_iommufd_pt>() as u32;
-        arg.pt_id = ioas.id;
+        arg.pt_id = pt_id;
         self.device
             .kernel()
             .ioctl(
@@ -724,6 +957,14 @@ impl BoundDevice {
                 errno,
             })?;
         Ok(arg.pt_id)
+    }
+
+    /// Attaches the device to a HWPT the caller allocated
+    /// ([`Iommufd::alloc_hwpt`]), or replaces its attachment with it; the
+    /// page-table id the kernel answers (the HWPT's own).
+    #[doc(alias = "VFIO_DEVICE_ATTACH_IOMMUFD_PT")]
+    pub fn attach_hwpt(&self, hwpt: &Hwpt<'_>) -> Result<u32, IommufdError> {
+        self.attach_pt(hwpt.id)
     }
 
     /// Detaches the device from its IOAS (`VFIO_DEVICE_DETACH_IOMMUFD_PT`):
@@ -811,11 +1052,58 @@ mod tests {
     }
 
     #[test]
+    fn hw_info_decodes_vtd_and_keeps_other_types_raw() {
+        let mut h = sys::iommu_hw_info::new_zeroed();
+        h.out_data_type = sys::IOMMU_HW_INFO_TYPE_INTEL_VTD;
+        h.out_capabilities = u64::from(sys::IOMMU_HW_CAP_DIRTY_TRACKING);
+        let vtd = sys::iommu_hw_info_vtd {
+            flags: 1,
+            __reserved: 0,
+            cap_reg: 0xd200_860f,
+            ecap_reg: 0xf0_0f5e,
+        };
+        let info = HwInfo::parse(h.as_bytes(), vtd.as_bytes()).unwrap();
+        assert_eq!(
+            info.data,
+            HwInfoData::IntelVtd {
+                flags: 1,
+                cap_reg: 0xd200_860f,
+                ecap_reg: 0xf0_0f5e
+            }
+        );
+        assert!(info.dirty_tracking());
+        // VT-d data shorter than its struct, or a truncated header: refused.
+        assert!(HwInfo::parse(h.as_bytes(), &vtd.as_bytes()[..8]).is_err());
+        assert!(HwInfo::parse(&h.as_bytes()[..20], vtd.as_bytes()).is_err());
+        h.out_data_type = 2;
+        h.out_capabilities = 0;
+        let other = HwInfo::parse(h.as_bytes(), &[1, 2, 3]).unwrap();
+        assert_eq!(
+            other.data,
+            HwInfoData::Other {
+                data_type: 2,
+                bytes: vec![1, 2, 3]
+            }
+        );
+        assert!(!other.dirty_tracking());
+        h.out_data_type = sys::IOMMU_HW_INFO_TYPE_NONE;
+        assert_eq!(
+            HwInfo::parse(h.as_bytes(), &[]).unwrap().data,
+            HwInfoData::None
+        );
+    }
+
+    #[test]
     fn ioas_map_and_ranges_never_take_the_safe_path() {
         // Both carry a pointer the kernel follows: the seam refuses them
         // without the unchecked call.
         let arg = head(1, 0);
-        for request in [req::IOMMU_IOAS_IOVA_RANGES, req::IOMMU_IOAS_MAP] {
+        for request in [
+            req::IOMMU_IOAS_IOVA_RANGES,
+            req::IOMMU_IOAS_MAP,
+            req::IOMMU_GET_HW_INFO,
+            req::IOMMU_HWPT_ALLOC,
+        ] {
             assert!(crate::kernel::check_shape(request.shape, &Arg::In(&arg)).is_err());
         }
         // A bind with a flag (the newer token pointer) is refused too.

@@ -162,6 +162,19 @@ pub(crate) mod req {
             forbidden: 0,
         }
     );
+    // `option_id` at offset 4, not flags.
+    request!(
+        IOMMU_OPTION,
+        Iommufd,
+        Shape::Argsz {
+            min: size_of::<sys::iommu_option>(),
+            forbidden: 0,
+        }
+    );
+    // `data_uptr`: a user buffer the kernel writes.
+    request!(IOMMU_GET_HW_INFO, Iommufd, Shape::UserPointer);
+    // `data_uptr`: driver data the kernel reads (for nested HWPTs).
+    request!(IOMMU_HWPT_ALLOC, Iommufd, Shape::UserPointer);
     request!(
         VFIO_DEVICE_BIND_IOMMUFD,
         Device,

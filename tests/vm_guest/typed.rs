@@ -790,8 +790,8 @@ pub mod noiommu {
 /// `custom-iommufd` configuration (`TVFIO_IOMMU=iommufd`), skipped elsewhere.
 pub mod iommufd {
     use super::*;
-    use typed_vfio::Errno;
     use typed_vfio::iommufd::{BoundDevice, CdevDevice, Ioas, Iommufd, IommufdError};
+    use typed_vfio::{Errno, sys};
 
     fn bound(bdf: &str, fd: &Iommufd) -> BoundDevice {
         CdevDevice::open_pci(bdf)
@@ -957,6 +957,81 @@ pub mod iommufd {
         );
         b.detach().unwrap();
         drop(map);
+    }
+
+    #[test]
+    #[ignore = "needs a VFIO guest: run tests/vm/run"]
+    fn iommufd_hw_info_hwpt_alloc_replace_and_options() {
+        use typed_vfio::iommufd::HwInfoData;
+        let fd = Iommufd::open().unwrap();
+        // Options: the rlimit mode per process by default, settable (as
+        // root) only while the iommufd holds no object; huge pages on by
+        // default, settable on an empty IOAS.
+        assert!(
+            !fd.rlimit_per_user().unwrap(),
+            "per-process accounting is the default"
+        );
+        fd.set_rlimit_per_user(true).unwrap();
+        assert!(fd.rlimit_per_user().unwrap());
+        fd.set_rlimit_per_user(false).unwrap();
+        let ioas = fd.alloc_ioas().unwrap();
+        match fd.set_rlimit_per_user(true) {
+            Err(IommufdError::Ioctl { errno, .. }) => assert_eq!(errno, Errno::EBUSY),
+            other => panic!("rlimit mode changed with an IOAS alive: {other:?}"),
+        }
+        assert!(ioas.huge_pages().unwrap(), "huge pages are the default");
+        ioas.set_huge_pages(false).unwrap();
+        assert!(!ioas.huge_pages().unwrap());
+        ioas.set_huge_pages(true).unwrap();
+        let dev = bound(&rig::devices()[0], &fd);
+        // QEMU's intel-iommu: a VT-d.
+        let info = fd.hw_info(&dev).expect("IOMMU_GET_HW_INFO");
+        println!("hw info {info:x?}");
+        match info.data {
+            HwInfoData::IntelVtd {
+                cap_reg, ecap_reg, ..
+            } => {
+                assert_ne!(cap_reg, 0, "VT-d capability register");
+                assert_ne!(ecap_reg, 0, "VT-d extended capability register");
+            }
+            other => panic!("expected VT-d data, got {other:x?}"),
+        }
+        // A paging HWPT on the IOAS, attached: the kernel answers its id,
+        // and DMA goes through the IOAS's mappings.
+        let hwpt = fd.alloc_hwpt(&dev, &ioas, 0).expect("IOMMU_HWPT_ALLOC");
+        assert_eq!(dev.attach_hwpt(&hwpt).unwrap(), hwpt.id());
+        set_bus_master(&dev);
+        let buf = DmaBuffer::new(4096).unwrap();
+        buf.write(0, &pattern(64, 21)).unwrap();
+        let map = ioas.map(&buf, 0x60_0000, DmaAccess::ReadWrite).unwrap();
+        edu_dma(&dev, map.iova(), EDU_BUF, 64, false);
+        edu_dma(&dev, EDU_BUF, map.iova() + 512, 64, true);
+        let mut back = vec![0u8; 64];
+        buf.read(512, &mut back).unwrap();
+        assert_eq!(back, pattern(64, 21), "DMA through the HWPT");
+        // Replace with the IOAS itself (its automatic HWPT): another id.
+        let auto = dev.attach(&ioas).unwrap();
+        assert_ne!(auto, hwpt.id());
+        // Dirty tracking exactly where the hardware reports it.
+        let dirty = fd.alloc_hwpt(&dev, &ioas, sys::IOMMU_HWPT_ALLOC_DIRTY_TRACKING);
+        match (
+            info.capabilities & u64::from(sys::IOMMU_HW_CAP_DIRTY_TRACKING) != 0,
+            dirty,
+        ) {
+            (true, Ok(_)) => {}
+            (false, Err(IommufdError::Ioctl { errno, .. })) => assert_eq!(errno, Errno::EOPNOTSUPP),
+            (cap, other) => panic!("dirty tracking capability {cap}, alloc {other:?}"),
+        }
+        // A flag the crate does not know is refused before the call.
+        assert!(matches!(
+            fd.alloc_hwpt(&dev, &ioas, 1 << 31),
+            Err(IommufdError::Ioctl {
+                errno: Errno::EOPNOTSUPP,
+                ..
+            })
+        ));
+        drop(map);
+        dev.detach().unwrap();
     }
 
     #[test]
