@@ -29,6 +29,7 @@ use std::fmt;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+use crate::container::IovaRange;
 use crate::device::Device;
 use crate::dma::{DmaAccess, DmaBuffer, Orphans, UnmapError, try_unmap_with};
 use crate::error::{DeviceError, DmaError, Errno};
@@ -370,32 +371,12 @@ pub struct DestroyError<'f> {
     pub error: IommufdError,
 }
 
-/// A usable IOVA range of an IOAS, `start..=last`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct IoasRange {
-    /// First usable IOVA.
-    pub start: u64,
-    /// Last usable IOVA (inclusive).
-    pub last: u64,
-}
-
-impl IoasRange {
-    /// Whether `iova..iova + size` lies inside this range.
-    pub fn contains(&self, iova: u64, size: u64) -> bool {
-        size != 0
-            && iova >= self.start
-            && iova
-                .checked_add(size - 1)
-                .is_some_and(|end| end <= self.last)
-    }
-}
-
 /// The usable IOVA ranges of an IOAS and the alignment the kernel asks of
 /// every mapping (`IOMMU_IOAS_IOVA_RANGES`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IoasRanges {
     /// The ranges, in the kernel's order (ascending).
-    pub ranges: Vec<IoasRange>,
+    pub ranges: Vec<IovaRange>,
     /// `out_iova_alignment`: IOVAs and lengths must be multiples of it.
     pub alignment: u64,
 }
@@ -413,13 +394,13 @@ pub(crate) fn parse_iova_ranges(head: &[u8], array: &[u8]) -> Result<IoasRanges,
     let n = usize::try_from(h.num_iovas).map_err(|_| "range count overflows")?;
     let entries = crate::abi::read_array::<sys::iommu_iova_range>(array, n)
         .ok_or("more ranges than the buffer holds")?;
-    let ranges: Vec<IoasRange> = entries
-        .map(|r| IoasRange {
+    let ranges: Vec<IovaRange> = entries
+        .map(|r| IovaRange {
             start: r.start,
-            last: r.last,
+            end: r.last,
         })
         .collect();
-    if ranges.iter().any(|r| r.start > r.last) {
+    if ranges.iter().any(|r| r.start > r.end) {
         return Err("a range ends before it starts");
     }
     if h.out_iova_alignment != 0 && !h.out_iova_alignment.is_power_of_two() {
@@ -1025,13 +1006,13 @@ mod tests {
         assert_eq!(
             got.ranges,
             [
-                IoasRange {
+                IovaRange {
                     start: 0,
-                    last: 0xfedf_ffff
+                    end: 0xfedf_ffff
                 },
-                IoasRange {
+                IovaRange {
                     start: 0xfef0_0000,
-                    last: 0x7f_ffff_ffff
+                    end: 0x7f_ffff_ffff
                 }
             ]
         );

@@ -1,7 +1,7 @@
 //! `IOMMU_IOAS_IOVA_RANGES` answers (iommufd): arbitrary header and array
 //! bytes must never panic; every range the crate accepts is one the header
 //! counted and the array holds, in the array's order, each with start <=
-//! last; the alignment is a power of two; and decoding does not depend on
+//! end; the alignment is a power of two; and decoding does not depend on
 //! the buffers' alignment.
 #![no_main]
 
@@ -33,10 +33,10 @@ fuzz_target!(|data: &[u8]| {
         assert!(16 * n <= array.len(), "more ranges than the array holds");
         for (i, range) in r.ranges.iter().enumerate() {
             assert_eq!(range.start, dword(array, 16 * i));
-            assert_eq!(range.last, dword(array, 16 * i + 8));
-            assert!(range.start <= range.last);
+            assert_eq!(range.end, dword(array, 16 * i + 8));
+            assert!(range.start <= range.end);
             let _ = range.contains(range.start, u64::MAX);
-            let _ = range.contains(range.last, 1);
+            let _ = range.contains(range.end, 1);
         }
         assert!(r.alignment.is_power_of_two());
         let raw = dword(head, 24);
