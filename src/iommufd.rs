@@ -926,18 +926,20 @@ impl BoundDevice {
         let mut arg = sys::vfio_device_attach_iommufd_pt::new_zeroed();
         arg.argsz = size_of::<sys::vfio_device_attach_iommufd_pt>() as u32;
         arg.pt_id = pt_id;
+        self.ioctl(req::VFIO_DEVICE_ATTACH_IOMMUFD_PT, arg.as_mut_bytes())?;
+        Ok(arg.pt_id)
+    }
+
+    /// A device request through the kernel seam, its error named.
+    fn ioctl(&self, request: crate::kernel::Request, arg: &mut [u8]) -> Result<(), IommufdError> {
         self.device
             .kernel()
-            .ioctl(
-                self.device.as_fd(),
-                req::VFIO_DEVICE_ATTACH_IOMMUFD_PT,
-                Arg::InOut(arg.as_mut_bytes()),
-            )
+            .ioctl(self.device.as_fd(), request, Arg::InOut(arg))
+            .map(drop)
             .map_err(|errno| IommufdError::Ioctl {
-                ioctl: req::VFIO_DEVICE_ATTACH_IOMMUFD_PT.name,
+                ioctl: request.name,
                 errno,
-            })?;
-        Ok(arg.pt_id)
+            })
     }
 
     /// Attaches the device to a HWPT the caller allocated
@@ -956,18 +958,7 @@ impl BoundDevice {
             argsz: size_of::<sys::vfio_device_detach_iommufd_pt>() as u32,
             ..FromBytes::new_zeroed()
         };
-        self.device
-            .kernel()
-            .ioctl(
-                self.device.as_fd(),
-                req::VFIO_DEVICE_DETACH_IOMMUFD_PT,
-                Arg::InOut(arg.as_mut_bytes()),
-            )
-            .map(drop)
-            .map_err(|errno| IommufdError::Ioctl {
-                ioctl: req::VFIO_DEVICE_DETACH_IOMMUFD_PT.name,
-                errno,
-            })
+        self.ioctl(req::VFIO_DEVICE_DETACH_IOMMUFD_PT, arg.as_mut_bytes())
     }
 }
 

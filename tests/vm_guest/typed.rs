@@ -1038,8 +1038,7 @@ pub mod iommufd {
     #[ignore = "needs a VFIO guest: run tests/vm/run"]
     fn iommufd_errors_carry_the_kernels_errno() {
         let fd = Iommufd::open().unwrap();
-        let (_, group) = &rig::devices_with_groups()[0];
-        let group_id = GroupId::new(group.parse().unwrap());
+        let (_, group_id) = first();
         // The group cannot be opened while its device's cdev is bound ...
         let (ioas, dev) = attached_first(&fd);
         match Group::open_id(group_id) {
