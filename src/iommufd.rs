@@ -22,8 +22,10 @@
 //! destruction. An IOAS whose destruction fails (`EBUSY`: a device is still
 //! attached) may keep its mappings, so their pages are then never freed.
 //!
-//! Only the running kernel offers iommufd: the simulator does not model it
-//! (yet).
+//! The simulated kernel models iommufd and the cdev too
+//! ([`Simulator::open_iommufd`](crate::sim::Simulator::open_iommufd),
+//! [`Simulator::open_cdev`](crate::sim::Simulator::open_cdev), with the
+//! `sim` feature).
 
 use std::fmt;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -90,7 +92,11 @@ pub struct Iommufd {
 impl Iommufd {
     /// Opens `/dev/iommu`.
     pub fn open() -> Result<Iommufd, IommufdError> {
-        let kernel = Kernel::host();
+        Self::open_in(Kernel::host())
+    }
+
+    /// Opens `/dev/iommu` of `kernel`.
+    pub(crate) fn open_in(kernel: Kernel) -> Result<Iommufd, IommufdError> {
         let fd = kernel
             .open(Path::new(IOMMUFD_PATH))
             .map_err(|errno| IommufdError::Open {
@@ -842,7 +848,11 @@ impl CdevDevice {
 
     /// Opens a cdev node.
     pub fn open(path: &Path) -> Result<CdevDevice, IommufdError> {
-        let kernel = Kernel::host();
+        Self::open_in(Kernel::host(), path)
+    }
+
+    /// Opens a cdev node of `kernel`.
+    pub(crate) fn open_in(kernel: Kernel, path: &Path) -> Result<CdevDevice, IommufdError> {
         let fd = kernel.open(path).map_err(|errno| IommufdError::Open {
             path: path.into(),
             errno,

@@ -22,6 +22,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use scenarios::{ApiError, Failure, Kind, Record, Scenario, SimEnv};
+use typed_vfio::iommufd::IommufdError;
 use typed_vfio::sim::Simulator;
 use typed_vfio::{
     ContainerError, DeviceError, DmaAccess, DmaBuffer, DmaError, Errno, GroupError, Type1v2,
@@ -219,6 +220,16 @@ fn culprit(e: &ApiError) -> Option<(&'static str, Errno)> {
         ApiError::Group(e) => group_culprit(e),
         ApiError::Device(e) => device_culprit(e),
         ApiError::Dma(e) => dma_culprit(e),
+        ApiError::Iommufd(e) => iommufd_culprit(e),
+    }
+}
+
+fn iommufd_culprit(e: &IommufdError) -> Option<(&'static str, Errno)> {
+    match e {
+        IommufdError::Open { errno, .. } => Some(("open", *errno)),
+        IommufdError::Ioctl { ioctl, errno } => Some((ioctl, *errno)),
+        IommufdError::Device(e) => device_culprit(e),
+        _ => None,
     }
 }
 

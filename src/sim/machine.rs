@@ -13,6 +13,7 @@ use nix::errno::Errno;
 
 use super::edu::{BAR0_SIZE, Edu};
 use super::iommu::Type1;
+use super::iommufd::{Ictx, Ioas, UserMemory, X86_MSI_WINDOW};
 use super::os::{self, FdKey};
 use super::pamu::{Pamu, PamuMode};
 use super::pci::{CONFIG_SIZE, IrqType, PciDevice};
@@ -68,6 +69,25 @@ const DEVICE_REQUESTS: &[(u32, &str)] = &[
     ),
     (sys::VFIO_DEVICE_PCI_HOT_RESET, "VFIO_DEVICE_PCI_HOT_RESET"),
     (sys::VFIO_DEVICE_FEATURE, "VFIO_DEVICE_FEATURE"),
+    (sys::VFIO_DEVICE_BIND_IOMMUFD, "VFIO_DEVICE_BIND_IOMMUFD"),
+    (
+        sys::VFIO_DEVICE_ATTACH_IOMMUFD_PT,
+        "VFIO_DEVICE_ATTACH_IOMMUFD_PT",
+    ),
+    (
+        sys::VFIO_DEVICE_DETACH_IOMMUFD_PT,
+        "VFIO_DEVICE_DETACH_IOMMUFD_PT",
+    ),
+];
+const IOMMUFD_REQUESTS: &[(u32, &str)] = &[
+    (sys::IOMMU_DESTROY, "IOMMU_DESTROY"),
+    (sys::IOMMU_IOAS_ALLOC, "IOMMU_IOAS_ALLOC"),
+    (sys::IOMMU_IOAS_IOVA_RANGES, "IOMMU_IOAS_IOVA_RANGES"),
+    (sys::IOMMU_IOAS_MAP, "IOMMU_IOAS_MAP"),
+    (sys::IOMMU_IOAS_UNMAP, "IOMMU_IOAS_UNMAP"),
+    (sys::IOMMU_OPTION, "IOMMU_OPTION"),
+    (sys::IOMMU_GET_HW_INFO, "IOMMU_GET_HW_INFO"),
+    (sys::IOMMU_HWPT_ALLOC, "IOMMU_HWPT_ALLOC"),
 ];
 /// The syscalls that can be failed by name too.
 const SYSCALLS: &[&str] = &["open", "pread", "pwrite"];
@@ -78,6 +98,7 @@ pub(crate) fn known_request(name: &str) -> Option<&'static str> {
         .iter()
         .chain(GROUP_REQUESTS)
         .chain(DEVICE_REQUESTS)
+        .chain(IOMMUFD_REQUESTS)
         .map(|&(_, n)| n)
         .chain(SYSCALLS.iter().copied())
         .find(|n| *n == name)
@@ -88,7 +109,20 @@ pub(crate) fn known_request(name: &str) -> Option<&'static str> {
 enum Kind {
     Container(usize),
     Group(usize),
+    /// A device file from `VFIO_GROUP_GET_DEVICE_FD`.
     Device(usize),
+    /// An open `/dev/iommu`.
+    Iommufd(usize),
+    /// An open device cdev (`/dev/vfio/devices/vfioN`), by file.
+    Cdev(usize),
+}
+
+/// An open cdev file: its device and, once bound, its iommufd context and
+/// device id.
+#[derive(Debug)]
+struct CdevFile {
+    device: usize,
+    bound: Option<(usize, u32)>,
 }
 
 #[derive(Debug)]
@@ -131,6 +165,9 @@ struct GroupObj {
     /// The group's reserved IOVA regions (inclusive), beside the x86 MSI
     /// window every group has.
     reserved: Vec<(u64, u64)>,
+    /// Bound cdevs of its devices (`cdev_device_open_cnt`): the group node
+    /// cannot be opened meanwhile.
+    cdev_bound: usize,
 }
 
 #[derive(Debug)]
@@ -151,6 +188,8 @@ pub(crate) struct State {
     containers: Vec<Option<ContainerObj>>,
     groups: Vec<GroupObj>,
     devices: Vec<PciDevice>,
+    ictxs: Vec<Option<Ictx>>,
+    cdevs: Vec<Option<CdevFile>>,
     faults: Vec<Fault>,
     calls: HashMap<&'static str, u64>,
     pub(crate) dma_faults: Vec<DmaFault>,
@@ -235,6 +274,7 @@ impl Machine {
                 container: None,
                 device_files: 0,
                 reserved: g.reserved.clone(),
+                cdev_bound: 0,
             });
         }
         Machine {
@@ -246,6 +286,8 @@ impl Machine {
                 containers: Vec::new(),
                 groups,
                 devices,
+                ictxs: Vec::new(),
+                cdevs: Vec::new(),
                 faults: Vec::new(),
                 calls: HashMap::new(),
                 dma_faults: Vec::new(),
@@ -272,6 +314,36 @@ impl Machine {
     pub(crate) fn open(&self, path: &Path) -> Result<OwnedFd, Errno> {
         let mut s = self.lock();
         s.count("open")?;
+        if path == Path::new(crate::iommufd::IOMMUFD_PATH) {
+            let i = s.ictxs.len();
+            let fd = s.new_object(Kind::Iommufd(i))?;
+            s.ictxs.push(Some(Ictx::new()));
+            return Ok(fd);
+        }
+        if let Some(n) = path
+            .strip_prefix("/dev/vfio/devices")
+            .ok()
+            .and_then(|p| p.to_str())
+            .and_then(|p| p.strip_prefix("vfio"))
+        {
+            // vfioN: the device registered N-th; no-IOMMU devices have none.
+            let d: usize = n
+                .parse()
+                .ok()
+                .filter(|_| !n.starts_with('+'))
+                .ok_or(Errno::ENOENT)?;
+            let dev = s.devices.get(d).ok_or(Errno::ENOENT)?;
+            if s.groups[dev.group].noiommu {
+                return Err(Errno::ENOENT);
+            }
+            let c = s.cdevs.len();
+            let fd = s.new_object(Kind::Cdev(c))?;
+            s.cdevs.push(Some(CdevFile {
+                device: d,
+                bound: None,
+            }));
+            return Ok(fd);
+        }
         let name = path
             .strip_prefix("/dev/vfio")
             .ok()
@@ -300,7 +372,7 @@ impl Machine {
         if group.devices.is_empty() {
             return Err(Errno::ENODEV);
         }
-        if group.opened {
+        if group.opened || group.cdev_bound > 0 {
             return Err(Errno::EBUSY);
         }
         let fd = s.new_object(Kind::Group(gi))?;
@@ -329,7 +401,8 @@ impl Machine {
         let table = match kind {
             Kind::Container(_) => CONTAINER_REQUESTS,
             Kind::Group(_) => GROUP_REQUESTS,
-            Kind::Device(_) => DEVICE_REQUESTS,
+            Kind::Device(_) | Kind::Cdev(_) => DEVICE_REQUESTS,
+            Kind::Iommufd(_) => IOMMUFD_REQUESTS,
         };
         let name = table.iter().find(|&&(c, _)| c == code).map(|&(_, n)| n);
         if let Some(name) = name
@@ -342,13 +415,46 @@ impl Machine {
                 Err(errno)
             };
         }
+        if let Kind::Cdev(c) = kind
+            && name != Some("VFIO_DEVICE_BIND_IOMMUFD")
+            && s.cdev_device(c).is_none()
+        {
+            // Only BIND_IOMMUFD until the bind grants access.
+            return Err(Errno::EINVAL);
+        }
         let Some(name) = name else {
             return s.unknown_request(kind);
         };
         match kind {
             Kind::Container(c) => s.container_ioctl(c, name, &mut arg),
             Kind::Group(g) => s.group_ioctl(g, name, &mut arg),
-            Kind::Device(d) => s.device_ioctl(d, name, &mut arg),
+            Kind::Device(d) => match name {
+                // BIND_IOMMUFD is for cdev fds only; attach and detach
+                // reach vfio-pci's own ioctl, which knows neither.
+                "VFIO_DEVICE_BIND_IOMMUFD" => {
+                    word(input(&arg)?, 12)?;
+                    Err(Errno::EINVAL)
+                }
+                "VFIO_DEVICE_ATTACH_IOMMUFD_PT" | "VFIO_DEVICE_DETACH_IOMMUFD_PT" => {
+                    Err(Errno::ENOTTY)
+                }
+                _ => s.device_ioctl(d, name, &mut arg),
+            },
+            Kind::Cdev(c) => s.cdev_ioctl(c, name, &mut arg),
+            Kind::Iommufd(i) => {
+                let ictx = s
+                    .ictxs
+                    .get_mut(i)
+                    .and_then(Option::as_mut)
+                    .ok_or(Errno::EBADF)?;
+                // SAFETY: our caller's contract covers the user pointers the
+                // iommufd requests carry (IOVA_RANGES' `allowed_iovas` and
+                // GET_HW_INFO's `data_uptr` name memory the kernel may write,
+                // as many bytes as the request says).
+                let mut mem = unsafe { Process::new() };
+                ictx.ioctl(name, inout(&mut arg)?, &mut mem)?;
+                Ok(0)
+            }
         }
     }
 
@@ -364,6 +470,10 @@ impl Machine {
         s.count("pread")?;
         match s.objects.get(&key).map(|o| o.kind) {
             Some(Kind::Device(d)) => s.device_rw(d, offset, Rw::Read(buf)),
+            Some(Kind::Cdev(c)) => match s.cdev_device(c) {
+                Some(d) => s.device_rw(d, offset, Rw::Read(buf)),
+                None => Err(Errno::EINVAL),
+            },
             // The container and group nodes have no read method.
             _ => Err(Errno::EINVAL),
         }
@@ -381,6 +491,10 @@ impl Machine {
         s.count("pwrite")?;
         match s.objects.get(&key).map(|o| o.kind) {
             Some(Kind::Device(d)) => s.device_rw(d, offset, Rw::Write(buf)),
+            Some(Kind::Cdev(c)) => match s.cdev_device(c) {
+                Some(d) => s.device_rw(d, offset, Rw::Write(buf)),
+                None => Err(Errno::EINVAL),
+            },
             _ => Err(Errno::EINVAL),
         }
     }
@@ -491,7 +605,14 @@ impl State {
         })
     }
 
-    /// Every live mapping of every container.
+    /// A device's position in the description, and whether its group is a
+    /// no-IOMMU group.
+    pub(crate) fn device_index(&self, name: &str) -> Option<(usize, bool)> {
+        let d = self.devices.iter().position(|d| d.name == name)?;
+        Some((d, self.groups[self.devices[d].group].noiommu))
+    }
+
+    /// Every live mapping of every container and IOAS.
     pub(crate) fn mappings(&self) -> Vec<super::SimMapping> {
         let dma = |m: &super::iommu::Mapping| super::SimMapping {
             iova: m.iova,
@@ -523,6 +644,9 @@ impl State {
                 }
                 _ => {}
             }
+        }
+        for ictx in self.ictxs.iter().flatten() {
+            out.extend(ictx.mappings().map(dma));
         }
         out
     }
@@ -578,9 +702,10 @@ impl State {
             return;
         }
         closed.sort_by_key(|(_, k)| match k {
-            Kind::Device(_) => 0,
+            Kind::Device(_) | Kind::Cdev(_) => 0,
             Kind::Group(_) => 1,
             Kind::Container(_) => 2,
+            Kind::Iommufd(_) => 3,
         });
         for (key, kind) in closed {
             self.objects.remove(&key);
@@ -604,6 +729,13 @@ impl State {
                         cont.open = false;
                     }
                     self.settle_container(c);
+                }
+                Kind::Cdev(c) => self.release_cdev(c),
+                Kind::Iommufd(i) => {
+                    if let Some(Some(ictx)) = self.ictxs.get_mut(i) {
+                        ictx.open = false;
+                    }
+                    self.settle_ictx(i);
                 }
             }
         }
@@ -659,6 +791,150 @@ impl State {
             .ok_or(Errno::EBADF)
     }
 
+    // ---- iommufd and the device cdev ---------------------------------------------
+
+    /// The device a cdev file gives access to, once bound.
+    fn cdev_device(&self, c: usize) -> Option<usize> {
+        let file = self.cdevs.get(c)?.as_ref()?;
+        file.bound.map(|_| file.device)
+    }
+
+    /// The IOMMU reserved regions of device `d` (inclusive): the x86 MSI
+    /// window, and its group's own.
+    fn device_reserved(&self, d: usize) -> Vec<(u64, u64)> {
+        let mut all = vec![X86_MSI_WINDOW];
+        all.extend(self.groups[self.devices[d].group].reserved.iter().copied());
+        all
+    }
+
+    fn cdev_ioctl(
+        &mut self,
+        c: usize,
+        name: &'static str,
+        arg: &mut Arg<'_>,
+    ) -> Result<c_int, Errno> {
+        let Some(file) = self.cdevs.get(c).and_then(Option::as_ref) else {
+            return Err(Errno::EBADF);
+        };
+        let (d, bound) = (file.device, file.bound);
+        match name {
+            "VFIO_DEVICE_BIND_IOMMUFD" => {
+                let b = inout(arg)?;
+                let (argsz, flags, fd) = (word(b, 0)?, word(b, 4)?, word(b, 8)? as c_int);
+                word(b, 12)?;
+                if argsz < 16 || flags != 0 || fd < 0 {
+                    return Err(Errno::EINVAL);
+                }
+                // vfio_device_block_group
+                let g = self.devices[d].group;
+                if self.groups[g].opened {
+                    return Err(Errno::EBUSY);
+                }
+                if bound.is_some() {
+                    return Err(Errno::EINVAL);
+                }
+                let key = os::key_of_raw(fd)?;
+                let Some(Kind::Iommufd(i)) = self.objects.get(&key).map(|o| o.kind) else {
+                    return Err(Errno::EBADFD);
+                };
+                // vfio_df_open: the cdev path opens a device once.
+                if self.devices[d].files != 0 {
+                    return Err(Errno::EINVAL);
+                }
+                if !self.groups[g].viable {
+                    // iommu_device_claim_dma_owner: a kernel driver owns
+                    // DMA of the group.
+                    return Err(Errno::EPERM);
+                }
+                let reserved = self.device_reserved(d);
+                let ictx = self
+                    .ictxs
+                    .get_mut(i)
+                    .and_then(Option::as_mut)
+                    .ok_or(Errno::EBADFD)?;
+                let devid = ictx.bind(reserved);
+                put(b, 12, &devid.to_ne_bytes())?;
+                self.devices[d].disable();
+                self.devices[d].files = 1;
+                self.groups[g].cdev_bound += 1;
+                if let Some(Some(file)) = self.cdevs.get_mut(c) {
+                    file.bound = Some((i, devid));
+                }
+                Ok(0)
+            }
+            "VFIO_DEVICE_ATTACH_IOMMUFD_PT" | "VFIO_DEVICE_DETACH_IOMMUFD_PT" => {
+                let b = inout(arg)?;
+                let (argsz, flags) = (word(b, 0)?, word(b, 4)?);
+                let attach = name == "VFIO_DEVICE_ATTACH_IOMMUFD_PT";
+                let min = if attach { 12 } else { 8 };
+                if argsz < min || flags != 0 {
+                    return Err(Errno::EINVAL);
+                }
+                let Some((i, devid)) = bound else {
+                    return Err(Errno::EINVAL);
+                };
+                let ictx = self
+                    .ictxs
+                    .get_mut(i)
+                    .and_then(Option::as_mut)
+                    .ok_or(Errno::EINVAL)?;
+                if attach {
+                    let pt_id = word(b, 8)?;
+                    let mem = Process::pin_only();
+                    let hwpt = ictx.attach(devid, pt_id, &mem)?;
+                    put(b, 8, &hwpt.to_ne_bytes())?;
+                } else {
+                    ictx.detach(devid);
+                }
+                Ok(0)
+            }
+            _ => self.device_ioctl(d, name, arg),
+        }
+    }
+
+    /// A closed cdev file: unbound (detached, its device object gone, the
+    /// device closed, the group unblocked).
+    fn release_cdev(&mut self, c: usize) {
+        let Some(file) = self.cdevs.get_mut(c).and_then(Option::take) else {
+            return;
+        };
+        if let Some((i, devid)) = file.bound {
+            if let Some(Some(ictx)) = self.ictxs.get_mut(i) {
+                ictx.unbind(devid);
+            }
+            let dev = &mut self.devices[file.device];
+            dev.files = 0;
+            dev.disable();
+            let g = dev.group;
+            self.groups[g].cdev_bound -= 1;
+            self.settle_ictx(i);
+        }
+    }
+
+    /// A closed iommufd is released once no bound device holds it.
+    fn settle_ictx(&mut self, i: usize) {
+        if let Some(slot) = self.ictxs.get_mut(i)
+            && slot.as_ref().is_some_and(|x| !x.open && !x.has_devices())
+        {
+            *slot = None;
+        }
+    }
+
+    /// Where device `d`'s DMA goes when it is bound through a cdev: `Some`
+    /// of the IOAS it is attached to, or `Some(None)` while it is bound
+    /// but attached to nothing (DMA blocked).
+    /// (A function of the two fields, so a DMA can borrow the device's
+    /// buffer meanwhile.)
+    fn cdev_dma<'s>(
+        cdevs: &[Option<CdevFile>],
+        ictxs: &'s [Option<Ictx>],
+        d: usize,
+    ) -> Option<Option<&'s Ioas>> {
+        let (i, devid) = cdevs.iter().flatten().find(|f| f.device == d)?.bound?;
+        let ictx = ictxs.get(i)?.as_ref()?;
+        Some(ictx.dma_ioas(devid))
+    }
+
     fn unknown_request(&self, kind: Kind) -> Result<c_int, Errno> {
         match kind {
             // Unknown container requests go to the driver; none yet: EINVAL.
@@ -668,7 +944,10 @@ impl State {
                 }) => Err(Errno::ENOTTY),
                 _ => Err(Errno::EINVAL),
             },
-            Kind::Group(_) | Kind::Device(_) => Err(Errno::ENOTTY),
+            Kind::Group(_) | Kind::Device(_) | Kind::Cdev(_) => Err(Errno::ENOTTY),
+            // iommufd_fops_ioctl passes other numbers to its VFIO
+            // compatibility ioctl, which knows none of them either.
+            Kind::Iommufd(_) => Err(Errno::ENOTTY),
         }
     }
 
@@ -1445,12 +1724,14 @@ impl State {
         let driver = c
             .and_then(|c| self.containers.get(c).and_then(Option::as_ref))
             .and_then(|c| c.driver.as_ref());
-        let translate = |iova| match driver {
-            Some(Driver::Type1(t)) => t.translate(iova),
-            Some(Driver::Pamu(p)) => p.translate(iova),
+        let cdev = Self::cdev_dma(&self.cdevs, &self.ictxs, d);
+        let translate = |iova| match (cdev, driver) {
+            (Some(ioas), _) => ioas.and_then(|io| io.translate(iova)),
+            (None, Some(Driver::Type1(t))) => t.translate(iova),
+            (None, Some(Driver::Pamu(p))) => p.translate(iova),
             _ => None,
         };
-        if !matches!(driver, Some(Driver::Type1(_) | Driver::Pamu(_))) {
+        if cdev.is_none() && !matches!(driver, Some(Driver::Type1(_) | Driver::Pamu(_))) {
             self.fault(d, req.host, req.count, req.to_ram, DmaFaultReason::NoIommu);
             return;
         }
@@ -1513,5 +1794,47 @@ fn each_access(pos: u64, n: usize, mut f: impl FnMut(u64, usize, usize)) {
         };
         f(at, width, i);
         i += width;
+    }
+}
+
+/// This process's memory as the iommufd requests reach it: `copy_to_user`
+/// into the buffers the crate names, and page pinning.
+struct Process {
+    writable: bool,
+}
+
+impl Process {
+    /// # Safety
+    ///
+    /// Every address handed to [`UserMemory::write`] must name memory the
+    /// caller of the request allowed the kernel to write, as much of it as
+    /// written (the `Kernel::ioctl_unchecked` contract of the request).
+    unsafe fn new() -> Self {
+        Process { writable: true }
+    }
+
+    /// Pinning checks only: any write fails with `EFAULT`.
+    fn pin_only() -> Self {
+        Process { writable: false }
+    }
+}
+
+impl UserMemory for Process {
+    fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), Errno> {
+        if !self.writable {
+            return Err(Errno::EFAULT);
+        }
+        if addr.checked_add(data.len() as u64).is_none() {
+            return Err(Errno::EFAULT);
+        }
+        // SAFETY: `Process::new`'s contract: the request's caller allowed
+        // the kernel to write these bytes (they are in a buffer it named
+        // and exclusively lent for the call); byte-sized atomic stores.
+        unsafe { os::write_process(addr, data) };
+        Ok(())
+    }
+
+    fn pinnable(&self, addr: u64, len: u64) -> bool {
+        os::is_mapped(addr, len, super::iommu::MIN_PAGE)
     }
 }

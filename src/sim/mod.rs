@@ -95,6 +95,7 @@
 
 mod edu;
 mod iommu;
+mod iommufd;
 #[allow(unsafe_code)]
 mod machine;
 #[allow(unsafe_code)]
@@ -495,6 +496,49 @@ impl Simulator {
                 errno: Some(Errno::ENOENT),
             }),
         }
+    }
+
+    /// Opens the simulated `/dev/iommu`: an [`Iommufd`](crate::iommufd::Iommufd)
+    /// on this kernel.
+    pub fn open_iommufd(&self) -> Result<crate::iommufd::Iommufd, crate::iommufd::IommufdError> {
+        crate::iommufd::Iommufd::open_in(self.kernel())
+    }
+
+    /// The cdev node of a device, by its PCI address (the simulated sysfs
+    /// `vfio-dev/vfioN`): `/dev/vfio/devices/vfioN`, N its position in the
+    /// machine's description. `None` for an unknown device, and for a
+    /// device of a no-IOMMU group (Linux 6.12 makes no cdev for those).
+    pub fn cdev_path_of(&self, address: &str) -> Option<PathBuf> {
+        let s = self.machine.lock();
+        let (i, noiommu) = s.device_index(address)?;
+        (!noiommu).then(|| PathBuf::from(format!("/dev/vfio/devices/vfio{i}")))
+    }
+
+    /// Opens the cdev of a device by its PCI address (the simulated
+    /// [`CdevDevice::open_pci`](crate::iommufd::CdevDevice::open_pci)).
+    pub fn open_cdev(
+        &self,
+        address: &str,
+    ) -> Result<crate::iommufd::CdevDevice, crate::iommufd::IommufdError> {
+        let sysfs = || {
+            PathBuf::from("/sys/bus/pci/devices")
+                .join(address)
+                .join("vfio-dev")
+        };
+        let Some((i, noiommu)) = self.machine.lock().device_index(address) else {
+            return Err(crate::iommufd::IommufdError::Sysfs {
+                path: sysfs(),
+                what: "no such device".into(),
+            });
+        };
+        if noiommu {
+            return Err(crate::iommufd::IommufdError::Sysfs {
+                path: sysfs(),
+                what: "no VFIO device cdev: a no-IOMMU device has none".into(),
+            });
+        }
+        let path = PathBuf::from(format!("/dev/vfio/devices/vfio{i}"));
+        crate::iommufd::CdevDevice::open_in(self.kernel(), &path)
     }
 
     /// Makes the `nth` call (counting from 1, from now) of `request` fail

@@ -14,12 +14,15 @@
 
 #![allow(dead_code)]
 
+mod iommufd;
+
 use std::fmt;
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::eventfd::{EfdFlags, EventFd};
+use typed_vfio::iommufd::{CdevDevice, Iommufd, IommufdError};
 use typed_vfio::sim::{SimDevice, SimGroup, Simulator};
 use typed_vfio::{
     Attached, Container, ContainerError, Device, DeviceError, DmaAccess, DmaBuffer, DmaError,
@@ -38,17 +41,20 @@ pub enum Kind {
     Type1,
     Type1v2,
     NoIommu,
+    /// iommufd and the device cdev (no container).
+    Iommufd,
 }
 
 impl Kind {
     /// Every configuration the suite knows.
-    pub const ALL: [Kind; 3] = [Kind::Type1, Kind::Type1v2, Kind::NoIommu];
+    pub const ALL: [Kind; 4] = [Kind::Type1, Kind::Type1v2, Kind::NoIommu, Kind::Iommufd];
 
     pub fn name(self) -> &'static str {
         match self {
             Kind::Type1 => "type1",
             Kind::Type1v2 => "type1v2",
             Kind::NoIommu => "noiommu",
+            Kind::Iommufd => "iommufd",
         }
     }
 }
@@ -60,6 +66,8 @@ pub trait Env {
     fn devices(&self) -> Vec<String>;
     fn open_container(&self) -> Result<Container<Unset>, ContainerError>;
     fn open_group_of(&self, address: &str) -> Result<Group, GroupError>;
+    fn open_iommufd(&self) -> Result<Iommufd, IommufdError>;
+    fn open_cdev(&self, address: &str) -> Result<CdevDevice, IommufdError>;
     /// How long to wait before concluding that no interrupt comes.
     fn quiet(&self) -> Duration;
     /// How long to wait for what should come (an interrupt, the end of an
@@ -103,6 +111,12 @@ impl Env for SimEnv {
     fn open_group_of(&self, address: &str) -> Result<Group, GroupError> {
         self.sim.open_group_of(address)
     }
+    fn open_iommufd(&self) -> Result<Iommufd, IommufdError> {
+        self.sim.open_iommufd()
+    }
+    fn open_cdev(&self, address: &str) -> Result<CdevDevice, IommufdError> {
+        self.sim.open_cdev(address)
+    }
     fn quiet(&self) -> Duration {
         Duration::ZERO
     }
@@ -139,6 +153,7 @@ pub enum ApiError {
     Group(GroupError),
     Device(DeviceError),
     Dma(DmaError),
+    Iommufd(IommufdError),
 }
 
 impl From<ContainerError> for ApiError {
@@ -172,6 +187,7 @@ impl fmt::Display for ApiError {
             ApiError::Group(e) => write!(f, "GroupError: {e} ({e:?})"),
             ApiError::Device(e) => write!(f, "DeviceError: {e} ({e:?})"),
             ApiError::Dma(e) => write!(f, "DmaError: {e} ({e:?})"),
+            ApiError::Iommufd(e) => write!(f, "IommufdError: {e} ({e:?})"),
         }
     }
 }
@@ -425,6 +441,8 @@ macro_rules! by_model {
             Kind::Type1 => $f::<Type1>($($arg),*),
             Kind::Type1v2 => $f::<Type1v2>($($arg),*),
             Kind::NoIommu => $f::<NoIommu>($($arg),*),
+            // No container: the iommufd scenarios take no model.
+            Kind::Iommufd => $f::<Type1v2>($($arg),*),
         }
     };
     // The instance of a generic scenario for a configuration's model.
@@ -433,6 +451,7 @@ macro_rules! by_model {
             Kind::Type1 => $f::<Type1> as Scenario,
             Kind::Type1v2 => $f::<Type1v2> as Scenario,
             Kind::NoIommu => $f::<NoIommu> as Scenario,
+            Kind::Iommufd => $f::<Type1v2> as Scenario,
         }
     };
 }
@@ -454,6 +473,13 @@ pub type Scenario = fn(&dyn Env, &mut Record) -> Result<(), Failure>;
 /// The scenarios of a configuration, by name, in the order [`run`] runs
 /// them (each can run alone, on fresh objects).
 pub fn scenarios(kind: Kind) -> Vec<(&'static str, Scenario)> {
+    if kind == Kind::Iommufd {
+        return vec![
+            ("iommufd_objects", iommufd::iommufd_objects as Scenario),
+            ("iommufd_dma", iommufd::iommufd_dma),
+            ("iommufd_interrupts", iommufd::iommufd_interrupts),
+        ];
+    }
     let mut all: Vec<(&'static str, Scenario)> = vec![
         ("containers_and_groups", containers_and_groups as Scenario),
         ("device_basics", by_model!(fn kind, device_basics)),
@@ -463,7 +489,7 @@ pub fn scenarios(kind: Kind) -> Vec<(&'static str, Scenario)> {
     match kind {
         Kind::Type1 => all.push(("dma_scenarios", dma_scenarios::<Type1>)),
         Kind::Type1v2 => all.push(("dma_scenarios", dma_scenarios::<Type1v2>)),
-        Kind::NoIommu => {}
+        Kind::NoIommu | Kind::Iommufd => {}
     }
     all
 }

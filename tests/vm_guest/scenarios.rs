@@ -8,6 +8,7 @@ mod suite;
 use std::time::Duration;
 
 use suite::{Env, Kind};
+use typed_vfio::iommufd::{CdevDevice, Iommufd, IommufdError};
 use typed_vfio::{Container, ContainerError, Group, GroupError, Unset};
 
 use crate::rig::{self, IommuKind};
@@ -20,7 +21,7 @@ impl Env for Real {
             IommuKind::Type1 => Kind::Type1,
             IommuKind::Type1v2 => Kind::Type1v2,
             IommuKind::NoIommu => Kind::NoIommu,
-            other => panic!("{other:?}: no scenarios"),
+            IommuKind::Iommufd => Kind::Iommufd,
         }
     }
     fn devices(&self) -> Vec<String> {
@@ -31,6 +32,12 @@ impl Env for Real {
     }
     fn open_group_of(&self, address: &str) -> Result<Group, GroupError> {
         Group::for_pci_device(address)
+    }
+    fn open_iommufd(&self) -> Result<Iommufd, IommufdError> {
+        Iommufd::open()
+    }
+    fn open_cdev(&self, address: &str) -> Result<CdevDevice, IommufdError> {
+        CdevDevice::open_pci(address)
     }
     fn quiet(&self) -> Duration {
         Duration::from_millis(300)
