@@ -4,7 +4,10 @@
 //!     cargo run --example tour -- 0000:01:00.0 # on a real edu device bound to vfio-pci
 //!
 //! Both runs take the same steps through the same code: only where the
-//! container and the group come from differs.
+//! container and the group come from differs. The second part takes the
+//! kernel's current interface, iommufd and the device cdev, through the same
+//! device (on a real kernel it needs `/dev/iommu` and the device's cdev:
+//! `CONFIG_IOMMUFD` and `CONFIG_VFIO_DEVICE_CDEV`; without them it says so).
 
 use std::error::Error;
 use std::os::fd::AsFd;
@@ -12,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::eventfd::{EfdFlags, EventFd};
+use typed_vfio::iommufd::{CdevDevice, Iommufd, IommufdError};
 use typed_vfio::sim::Simulator;
 use typed_vfio::{
     Container, ContainerError, Device, DmaAccess, DmaBuffer, Group, GroupError, PciIrq, Type1,
@@ -42,6 +46,20 @@ impl Kernel {
         match self {
             Kernel::Host => Group::for_pci_device(address),
             Kernel::Sim(sim) => sim.open_group_of(address),
+        }
+    }
+
+    fn open_iommufd(&self) -> Result<Iommufd, IommufdError> {
+        match self {
+            Kernel::Host => Iommufd::open(),
+            Kernel::Sim(sim) => sim.open_iommufd(),
+        }
+    }
+
+    fn open_cdev(&self, address: &str) -> Result<CdevDevice, IommufdError> {
+        match self {
+            Kernel::Host => CdevDevice::open_pci(address),
+            Kernel::Sim(sim) => sim.open_cdev(address),
         }
     }
 }
@@ -254,6 +272,99 @@ fn tour(kernel: &Kernel, address: &str) -> Result<(), Box<dyn Error>> {
     Ok(())
 }
 
+/// The same device through iommufd and its cdev: bind, attach to an IOAS,
+/// a kernel-chosen IOVA, DMA both ways, an MSI, and detach.
+fn iommufd_tour(kernel: &Kernel, address: &str, first: u32) -> Result<(), Box<dyn Error>> {
+    let mut n = first;
+    let mut next = |what: &str| {
+        step(n, what);
+        n += 1;
+    };
+    next("iommufd: open /dev/iommu and allocate an IOAS (an I/O address space).");
+    let fd = match kernel.open_iommufd() {
+        Ok(fd) => fd,
+        Err(e @ IommufdError::Open { .. }) if matches!(kernel, Kernel::Host) => {
+            println!("   no iommufd on this kernel ({e}): the iommufd part is skipped");
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let ioas = fd.alloc_ioas()?;
+    println!("   IOAS {}", ioas.id());
+
+    next(&format!(
+        "Open {address}'s cdev and bind it to the iommufd."
+    ));
+    let cdev = kernel.open_cdev(address)?;
+    let dev = cdev.bind(&fd)?;
+    println!(
+        "   bound: device id {}; until now the cdev could do nothing else",
+        dev.devid()
+    );
+
+    next("Attach the device to the IOAS: its DMA goes through the IOAS now.");
+    let hwpt = dev.attach(&ioas)?;
+    println!("   attached, through the kernel's page table {hwpt}");
+    let ranges = ioas.iova_ranges()?;
+    for r in &ranges.ranges {
+        println!("   usable IOVAs {:#x}..={:#x}", r.start, r.end);
+    }
+    println!("   IOVA alignment {:#x}", ranges.alignment);
+
+    next("Map a buffer where the kernel chooses, and round-trip it through the device.");
+    let buffer = DmaBuffer::new(4096)?;
+    let message = b"hello from typed-vfio, via iommufd and back";
+    buffer.write(0, message)?;
+    let mapping = ioas.map_anywhere(&buffer, DmaAccess::ReadWrite)?;
+    println!(
+        "   the kernel mapped {:#x} bytes at IOVA {:#x}",
+        mapping.size(),
+        mapping.iova()
+    );
+    dev.set_bus_master(true)?;
+    let len = message.len() as u32;
+    edu_dma(&dev, mapping.iova(), EDU_BUF, len, false)?;
+    edu_dma(&dev, EDU_BUF, mapping.iova() + 2048, len, true)?;
+    let mut back = vec![0u8; message.len()];
+    buffer.read(2048, &mut back)?;
+    println!("   device wrote back: {:?}", String::from_utf8_lossy(&back));
+    if back != message {
+        return Err("the DMA round trip through the IOAS changed the bytes".into());
+    }
+
+    next("An MSI from the bound device.");
+    let eventfd = EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?;
+    dev.set_irq_eventfd(PciIrq::Msi as u32, 0, eventfd.as_fd())?;
+    let bar0 = dev.region(0)?;
+    bar0.write_u32(IRQ_RAISE, 0x1)?;
+    let mut fds = [PollFd::new(eventfd.as_fd(), PollFlags::POLLIN)];
+    let ready = poll(&mut fds, PollTimeout::from(2000u16))?;
+    let count = if ready == 1 { eventfd.read()? } else { 0 };
+    bar0.write_u32(IRQ_ACK, 0x1)?;
+    println!("   eventfd counter {count}");
+    if count == 0 {
+        return Err("no MSI arrived through the cdev".into());
+    }
+    dev.disable_irq(PciIrq::Msi as u32)?;
+
+    next("Detach: the device's DMA is blocked, the mapping stays in the IOAS.");
+    dev.detach()?;
+    buffer.fill(0xaa);
+    edu_dma(&dev, EDU_BUF, mapping.iova(), 64, true)?;
+    let mut after = [0u8; 64];
+    buffer.read(0, &mut after)?;
+    let untouched = after.iter().all(|&b| b == 0xaa);
+    println!("   DMA while detached: buffer untouched: {untouched}");
+    if !untouched {
+        return Err("a detached device reached the IOAS".into());
+    }
+    dev.set_bus_master(false)?;
+    drop(mapping);
+    drop(dev);
+    println!("   iommufd tour: DMA round trip through the IOAS ok");
+    Ok(())
+}
+
 fn main() -> Result<(), Box<dyn Error>> {
     let (kernel, address) = match std::env::args().nth(1) {
         Some(address) => {
@@ -268,9 +379,10 @@ fn main() -> Result<(), Box<dyn Error>> {
         }
     };
     tour(&kernel, &address)?;
+    iommufd_tour(&kernel, &address, 10)?;
     if let Kernel::Sim(_) = kernel {
         println!(
-            "\n10. The Freescale PAMU (type2) IOMMU, on a simulated QorIQ SoC with the SDK kernel's quirks:"
+            "\n16. The Freescale PAMU (type2) IOMMU, on a simulated QorIQ SoC with the SDK kernel's quirks:"
         );
         type2_msi::walkthrough(typed_vfio::sim::PamuMode::Sdk)?;
     }
