@@ -2,8 +2,10 @@
 //!
 //! A [`Simulator`] is an in-process model of Linux 6.12's VFIO: the
 //! container, IOMMU groups (viable or not, no-IOMMU or not, several devices
-//! each), the type1/type1v2 and no-IOMMU drivers, and vfio-pci devices with
-//! QEMU's `edu` device behind them. It hands out the crate's ordinary
+//! each), the type1/type1v2 and no-IOMMU drivers, iommufd (`/dev/iommu`)
+//! with the VFIO device cdev ([`Simulator::open_iommufd`],
+//! [`Simulator::open_cdev`]), and vfio-pci devices with QEMU's `edu` device
+//! behind them. It hands out the crate's ordinary
 //! [`Container`], [`Group`] and [`Device`](crate::Device) types: the typed
 //! API has one code path, and only the seam under it (`kernel.rs`) knows
 //! which kernel answers. The simulator receives the very request codes and
@@ -32,7 +34,7 @@
 //! ## Fidelity
 //!
 //! The scenario suite of `tests/scenarios/` runs on the real Linux 6.12
-//! kernel in the guest rig (type1, type1v2, no-IOMMU) and on this simulator
+//! kernel in the guest rig (type1, type1v2, no-IOMMU, iommufd) and on this simulator
 //! (`tests/sim_diff.rs`); the records agree errno for errno and value for
 //! value, except for the deviations listed below as differences.
 //!
@@ -64,6 +66,15 @@
 //!   memory fails, with `EFAULT`); dirty-page tracking, `VFIO_DMA_UNMAP_FLAG_VADDR`
 //!   invalidation and INTx unmask-by-eventfd are accepted but not modelled.
 //! - `VFIO_IOMMU_DIRTY_PAGES` and `VFIO_DEVICE_IOEVENTFD` answer `ENOTTY`.
+//! - iommufd models one IOMMU: QEMU's Intel VT-d as Linux 6.12 drives it (a
+//!   39-bit aperture, 4 KiB pages, its capability registers in
+//!   `IOMMU_GET_HW_INFO`, no dirty tracking and no nesting: those HWPT
+//!   flags answer `EOPNOTSUPP`, as there). Every device's reserved regions
+//!   are the x86 MSI window and its group's. Pinning charges no rlimit, and
+//!   the process may set `IOMMU_OPTION_RLIMIT_MODE` (as root can). Access
+//!   objects (emulated devices), `IOMMU_IOAS_COPY`, `ALLOW_IOVAS`, fault
+//!   queues and the cdev form of hot reset are not modelled (`ENOTTY` /
+//!   the group form).
 //!
 //! ## The PAMU ("type2") platform
 //!
