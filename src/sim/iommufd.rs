@@ -836,6 +836,8 @@ impl Ictx {
                     return Err(Errno::ENOENT);
                 }
                 let mut vtd = sys::iommu_hw_info_vtd::new_zeroed();
+                // intel_iommu_hw_info reports the SPR17 erratum flag always.
+                vtd.flags = sys::IOMMU_HW_INFO_VTD_ERRATA_772415_SPR17;
                 vtd.cap_reg = VTD_CAP_REG;
                 vtd.ecap_reg = VTD_ECAP_REG;
                 let data = vtd.as_bytes();
