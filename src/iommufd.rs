@@ -488,6 +488,7 @@ impl<'f> Ioas<'f> {
     /// Maps the whole of `buffer` at `iova` (`IOMMU_IOAS_MAP` with
     /// `FIXED_IOVA`) and returns the guard that unmaps it.
     #[doc(alias = "IOMMU_IOAS_MAP")]
+    #[inline]
     pub fn map<'a>(
         &'a self,
         buffer: &'a DmaBuffer,
@@ -509,6 +510,7 @@ impl<'f> Ioas<'f> {
         self.map_buffer(buffer, None, access)
     }
 
+    #[inline]
     fn map_buffer<'a>(
         &'a self,
         buffer: &'a DmaBuffer,
@@ -551,6 +553,7 @@ impl<'f> Ioas<'f> {
     /// access, writing) at any time, until the range is unmapped from this
     /// IOAS (by `unmap_raw`, `unmap_all`, or the IOAS's destruction).
     #[doc(alias = "IOMMU_IOAS_MAP")]
+    #[inline]
     pub unsafe fn map_raw(
         &self,
         vaddr: *mut u8,
@@ -662,6 +665,7 @@ impl<'f> Ioas<'f> {
         self.orphans.count()
     }
 
+    #[inline]
     fn unmap_range(&self, iova: u64, size: u64) -> Result<u64, DmaError> {
         let mut arg = sys::iommu_ioas_unmap {
             size: size_of::<sys::iommu_ioas_unmap>() as u32,
@@ -753,6 +757,7 @@ impl<'a, 'f> IoasMapping<'a, 'f> {
             .adopt(self.iova, self.size, self.buffer.pages.clone());
     }
 
+    #[inline]
     fn do_unmap(&self) -> Result<(), DmaError> {
         let unmapped = self.ioas.unmap_range(self.iova, self.size)?;
         if unmapped < self.size {
@@ -770,6 +775,7 @@ impl<'a, 'f> IoasMapping<'a, 'f> {
 }
 
 impl Drop for IoasMapping<'_, '_> {
+    #[inline]
     fn drop(&mut self) {
         if self.do_unmap().is_err() {
             self.orphan();

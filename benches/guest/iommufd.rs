@@ -20,6 +20,7 @@
 use std::fs::OpenOptions;
 use std::hint::black_box;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use iommufd_bindings::iommufd::{
@@ -36,6 +37,22 @@ use super::{BATCH, IOVA, MSI, Results, ns_per_op, report, turns};
 
 const PAGE: u64 = 4096;
 
+/// The cdev node of `bdf`: the crate's sysfs lookup, or under
+/// `TVFIO_SYSFS_DEVICES` (`benches/icount`'s fake sysfs) the same lookup
+/// there.
+fn cdev(bdf: &str) -> PathBuf {
+    let Ok(root) = std::env::var("TVFIO_SYSFS_DEVICES") else {
+        return CdevDevice::path_of_pci_device(bdf).unwrap();
+    };
+    let dir = Path::new(&root).join(bdf).join("vfio-dev");
+    let entry = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .next()
+        .expect("no vfioN entry")
+        .unwrap();
+    Path::new("/dev/vfio/devices").join(entry.file_name())
+}
+
 /// The typed API: an IOAS, the device bound and attached to it with MSI
 /// routed to an eventfd, a one-page buffer. (Field order is drop order:
 /// the device unbinds before the IOAS is destroyed.)
@@ -49,7 +66,7 @@ struct Typed<'f> {
 impl<'f> Typed<'f> {
     fn open(fd: &'f Iommufd, bdf: &str) -> Typed<'f> {
         let ioas = fd.alloc_ioas().unwrap();
-        let dev = CdevDevice::open_pci(bdf).unwrap().bind(fd).unwrap();
+        let dev = CdevDevice::open(&cdev(bdf)).unwrap().bind(fd).unwrap();
         dev.attach(&ioas).unwrap();
         let efd = EventFd::new().unwrap();
         dev.set_irq_eventfd(MSI, 0, efd.as_fd()).unwrap();
@@ -151,7 +168,7 @@ impl Vmm {
     fn open(bdf: &str) -> Vmm {
         let iommufd = Arc::new(IommuFd::new().unwrap());
         let ioas = IommufdIoas::new(iommufd.clone()).unwrap();
-        let path = CdevDevice::path_of_pci_device(bdf).unwrap();
+        let path = cdev(bdf);
         let dev: OwnedFd = OpenOptions::new()
             .read(true)
             .write(true)
@@ -276,10 +293,17 @@ pub(crate) fn run(devices: &[&str]) {
         "bench: needs two edu devices (one for iommufd-ioctls)"
     );
     let mut r = Results::new(3, 2);
+    let start = std::time::Instant::now();
     session(devices[0], devices[1], &mut r);
-    eprintln!("bench: iommufd session 1 of 2 done");
+    eprintln!(
+        "bench: iommufd session 1 of 2 done ({:.1} s)",
+        start.elapsed().as_secs_f64()
+    );
     session(devices[1], devices[0], &mut r);
-    eprintln!("bench: iommufd session 2 of 2 done");
+    eprintln!(
+        "bench: iommufd session 2 of 2 done ({:.1} s)",
+        start.elapsed().as_secs_f64()
+    );
     let per_op = BATCH as usize * r.map[0].len();
     println!(
         "bench iommufd: {per_op} IOAS map+unmap pairs per contender and {per_op} MSI triggers \
