@@ -16,10 +16,15 @@
 //! contender, and each ratio both as the ratio of those medians and as the
 //! median of the cycles' own ratios (the paired estimate).
 //!
+//! With `TVFIO_IOMMU=iommufd` (the rig's `custom-iommufd` configuration)
+//! it runs the iommufd part instead (`guest/iommufd.rs`): IOAS map+unmap
+//! pairs typed vs raw vs rust-vmm's `iommufd-ioctls`, and MSI triggers on the
+//! bound cdev, by the same method.
+//!
 //! Outside the guest (no `TVFIO_DEVICES`), it says so and exits non-zero.
 //!
 //! `TVFIO_BENCH_COUNT="CONTENDER MAPS TRIGGERS"` runs one contender once with
-//! that many operations and prints nothing else: `benches/icount` uses it
+//! that many operations and prints nothing else (in either part): `benches/icount` uses it
 //! to count instructions with callgrind against a stand-in VFIO
 //! (`benches/vfio_shim.c`) on a machine without VFIO.
 
@@ -203,23 +208,82 @@ impl Drop for Vmm {
     }
 }
 
+#[path = "guest/iommufd.rs"]
+mod iommufd;
+
 const NAMES: [&str; 3] = ["typed", "raw", "vfio-ioctls"];
 
-/// Batch results: `[contender][batch]` in ns per operation.
-#[derive(Default)]
+/// Batch results: `[contender][batch]` in ns per operation; the first
+/// `trigger.len()` contenders trigger.
 struct Results {
-    map: [Vec<f64>; 3],
-    trigger: [Vec<f64>; 3],
+    map: Vec<Vec<f64>>,
+    trigger: Vec<Vec<f64>>,
+}
+
+impl Results {
+    fn new(mappers: usize, triggerers: usize) -> Results {
+        Results {
+            map: vec![Vec::new(); mappers],
+            trigger: vec![Vec::new(); triggerers],
+        }
+    }
 }
 
 /// [`CYCLES`] cycles of one batch per contender (`batch(i)` runs contender
 /// `i`'s), each cycle starting with another contender.
-fn turns(out: &mut [Vec<f64>; 3], mut batch: impl FnMut(usize) -> f64) {
+fn turns(out: &mut [Vec<f64>], mut batch: impl FnMut(usize) -> f64) {
+    let n = out.len();
     for cycle in 0..CYCLES {
-        for k in 0..3 {
-            let i = (cycle + k) % 3;
+        for k in 0..n {
+            let i = (cycle + k) % n;
             out[i].push(batch(i));
         }
+    }
+}
+
+/// Prints each contender's median batch and percentiles, then typed's
+/// ratio to each `(contender, goal)`: of the medians, and paired.
+fn report(names: &[&str], r: &Results, goals: &[(usize, &str)]) {
+    let w = names.iter().map(|n| n.len()).max().unwrap_or(0) + 1;
+    for (i, name) in names.iter().enumerate() {
+        let map = &r.map[i];
+        match r.trigger.get(i) {
+            Some(trigger) => println!(
+                "bench {name:<w$} map+unmap {:>9.0} ns/pair   irq trigger {:>9.0} ns/op   \
+                 (median batch; 10th-90th percentile {:.0}-{:.0} and {:.0}-{:.0})",
+                median(map.clone()),
+                median(trigger.clone()),
+                percentile(map.clone(), 10),
+                percentile(map.clone(), 90),
+                percentile(trigger.clone(), 10),
+                percentile(trigger.clone(), 90),
+            ),
+            None => println!(
+                "bench {name:<w$} map+unmap {:>9.0} ns/pair   \
+                 (median batch; 10th-90th percentile {:.0}-{:.0})",
+                median(map.clone()),
+                percentile(map.clone(), 10),
+                percentile(map.clone(), 90),
+            ),
+        }
+    }
+    let ratios = |v: &[Vec<f64>], other: usize| {
+        let of_medians = median(v[0].clone()) / median(v[other].clone());
+        let paired = median(v[0].iter().zip(&v[other]).map(|(x, y)| x / y).collect());
+        (of_medians, paired)
+    };
+    for &(other, goal) in goals {
+        let (m, mp) = ratios(&r.map, other);
+        let trigger = if other < r.trigger.len() {
+            let (t, tp) = ratios(&r.trigger, other);
+            format!("   irq trigger {t:.3} (paired {tp:.3})")
+        } else {
+            String::new()
+        };
+        println!(
+            "bench ratio typed/{:<w$} map+unmap {m:.3} (paired {mp:.3}){trigger}   (goal <= {goal})",
+            names[other]
+        );
     }
 }
 
@@ -249,27 +313,38 @@ fn session(a: (&str, u32), b: &str, out: &mut Results) {
 }
 
 fn main() {
-    let (Ok(devices), Ok(groups)) = (
-        std::env::var("TVFIO_DEVICES"),
-        std::env::var("TVFIO_GROUPS"),
-    ) else {
+    let Ok(devices) = std::env::var("TVFIO_DEVICES") else {
         eprintln!("bench: not in the VFIO guest (TVFIO_DEVICES unset): run tests/vm/run");
         std::process::exit(2);
     };
     let devices: Vec<&str> = devices.split_whitespace().collect();
-    let groups: Vec<u32> = groups
-        .split_whitespace()
-        .map(|g| g.parse().expect("IOMMU group"))
-        .collect();
-    assert!(!devices.is_empty() && devices.len() == groups.len());
-
-    if let Ok(spec) = std::env::var("TVFIO_BENCH_COUNT") {
+    assert!(!devices.is_empty(), "bench: TVFIO_DEVICES is empty");
+    let count = std::env::var("TVFIO_BENCH_COUNT").ok().map(|spec| {
         let words: Vec<&str> = spec.split_whitespace().collect();
         let [name, maps, triggers] = words[..] else {
             panic!("TVFIO_BENCH_COUNT: CONTENDER MAPS TRIGGERS");
         };
-        let (maps, triggers) = (maps.parse().unwrap(), triggers.parse().unwrap());
-        match name {
+        let (maps, triggers): (u32, u32) = (maps.parse().unwrap(), triggers.parse().unwrap());
+        (name.to_owned(), maps, triggers)
+    });
+
+    if std::env::var("TVFIO_IOMMU").is_ok_and(|m| m == "iommufd") {
+        match count {
+            Some((name, maps, triggers)) => iommufd::count(&name, &devices, maps, triggers),
+            None => iommufd::run(&devices),
+        }
+        return;
+    }
+
+    let groups: Vec<u32> = std::env::var("TVFIO_GROUPS")
+        .expect("bench: TVFIO_GROUPS unset")
+        .split_whitespace()
+        .map(|g| g.parse().expect("IOMMU group"))
+        .collect();
+    assert!(devices.len() == groups.len());
+
+    if let Some((name, maps, triggers)) = count {
+        match name.as_str() {
             "typed" => {
                 let t = Typed::open(devices[0], groups[0]);
                 t.maps(maps);
@@ -297,7 +372,7 @@ fn main() {
         devices.len() >= 2,
         "bench: needs two edu devices (one for vfio-ioctls)"
     );
-    let mut r = Results::default();
+    let mut r = Results::new(3, 3);
     session((devices[0], groups[0]), devices[1], &mut r);
     eprintln!("bench: session 1 of 2 done");
     session((devices[1], groups[1]), devices[0], &mut r);
@@ -307,29 +382,5 @@ fn main() {
     println!(
         "bench {per_op} map+unmap pairs and {per_op} triggers per contender, in batches of {BATCH}"
     );
-    for (i, name) in NAMES.iter().enumerate() {
-        println!(
-            "bench {name:<12} map+unmap {:>9.0} ns/pair   irq trigger {:>9.0} ns/op   \
-             (median batch; 10th-90th percentile {:.0}-{:.0} and {:.0}-{:.0})",
-            median(r.map[i].clone()),
-            median(r.trigger[i].clone()),
-            percentile(r.map[i].clone(), 10),
-            percentile(r.map[i].clone(), 90),
-            percentile(r.trigger[i].clone(), 10),
-            percentile(r.trigger[i].clone(), 90),
-        );
-    }
-    let ratios = |v: &[Vec<f64>; 3], other: usize| {
-        let of_medians = median(v[0].clone()) / median(v[other].clone());
-        let paired = median(v[0].iter().zip(&v[other]).map(|(x, y)| x / y).collect());
-        (of_medians, paired)
-    };
-    for (other, goal) in [(1, "1.03"), (2, "1.0")] {
-        let (m, mp) = ratios(&r.map, other);
-        let (t, tp) = ratios(&r.trigger, other);
-        println!(
-            "bench ratio typed/{:<12} map+unmap {m:.3} (paired {mp:.3})   irq trigger {t:.3} (paired {tp:.3})   (goal <= {goal})",
-            NAMES[other]
-        );
-    }
+    report(&NAMES, &r, &[(1, "1.03"), (2, "1.0")]);
 }

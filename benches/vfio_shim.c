@@ -2,10 +2,11 @@
  * A stand-in VFIO for counting the user-space instructions of the
  * benchmark's hot paths on a machine without VFIO (benches/icount).
  *
- * LD_PRELOADed into benches/guest.rs: opens of /dev/vfio/... get a
- * /dev/null fd, and ioctls on those fds are answered here with the shapes
- * Linux 6.12 gives for an edu device behind a type1v2 IOMMU (the values the
- * VM rig observed). Every other call goes to the C library. The answers only
+ * LD_PRELOADed into benches/guest.rs: opens of /dev/vfio/... and /dev/iommu
+ * get a /dev/null fd, and ioctls on those fds are answered here with the
+ * shapes Linux 6.12 gives for an edu device behind a type1v2 IOMMU, or bound
+ * to an iommufd through its cdev (the values the VM rig observed). Every
+ * other call goes to the C library. The answers only
  * need to let the three contenders reach their loops; the point is that all
  * three pay the same, constant cost here, so differences in instruction
  * counts are differences in the callers.
@@ -19,8 +20,9 @@
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <linux/vfio.h>
+#include <linux/iommufd.h>
 
-enum kind { NONE, CONTAINER, GROUP, DEVICE };
+enum kind { NONE, CONTAINER, GROUP, DEVICE, IOMMUFD };
 #define MAX_FD 4096
 static unsigned char kinds[MAX_FD];
 static unsigned char group_set[MAX_FD];
@@ -34,7 +36,10 @@ static int fake(const char *path)
         real_open = dlsym(RTLD_NEXT, "open");
     int fd = real_open("/dev/null", O_RDWR | O_CLOEXEC);
     if (fd >= 0 && fd < MAX_FD) {
-        kinds[fd] = strcmp(path, "/dev/vfio/vfio") == 0 ? CONTAINER : GROUP;
+        kinds[fd] = strcmp(path, "/dev/vfio/vfio") == 0 ? CONTAINER
+                  : strcmp(path, "/dev/iommu") == 0 ? IOMMUFD
+                  : strncmp(path, "/dev/vfio/devices/", 18) == 0 ? DEVICE
+                  : GROUP;
         group_set[fd] = 0;
     }
     return fd;
@@ -42,7 +47,7 @@ static int fake(const char *path)
 
 static int is_vfio(const char *path)
 {
-    return path && strncmp(path, "/dev/vfio/", 10) == 0;
+    return path && (strncmp(path, "/dev/vfio/", 10) == 0 || strcmp(path, "/dev/iommu") == 0);
 }
 
 #define OPEN_WRAPPER(name)                                             \
@@ -160,6 +165,22 @@ static int answer(int fd, unsigned long req, void *arg)
     }
     case VFIO_DEVICE_SET_IRQS:
     case VFIO_DEVICE_RESET:
+        return 0;
+    /* iommufd and the cdev: one IOAS id, one device id, one HWPT id. */
+    case VFIO_DEVICE_BIND_IOMMUFD: /* out_devid */
+        w[3] = 1;
+        return 0;
+    case VFIO_DEVICE_ATTACH_IOMMUFD_PT: /* pt_id: the automatic HWPT */
+        w[2] = 3;
+        return 0;
+    case VFIO_DEVICE_DETACH_IOMMUFD_PT:
+        return 0;
+    case IOMMU_IOAS_ALLOC: /* out_ioas_id */
+        w[2] = 2;
+        return 0;
+    case IOMMU_IOAS_MAP: /* FIXED_IOVA: iova left as given */
+    case IOMMU_IOAS_UNMAP: /* length left as asked: all of it unmapped */
+    case IOMMU_DESTROY:
         return 0;
     default:
         return -1;

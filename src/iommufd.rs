@@ -494,6 +494,7 @@ impl<'f> Ioas<'f> {
     /// Maps the whole of `buffer` at `iova` (`IOMMU_IOAS_MAP` with
     /// `FIXED_IOVA`) and returns the guard that unmaps it.
     #[doc(alias = "IOMMU_IOAS_MAP")]
+    #[inline]
     pub fn map<'a>(
         &'a self,
         buffer: &'a DmaBuffer,
@@ -515,6 +516,7 @@ impl<'f> Ioas<'f> {
         self.map_buffer(buffer, None, access)
     }
 
+    #[inline]
     fn map_buffer<'a>(
         &'a self,
         buffer: &'a DmaBuffer,
@@ -557,6 +559,7 @@ impl<'f> Ioas<'f> {
     /// access, writing) at any time, until the range is unmapped from this
     /// IOAS (by `unmap_raw`, `unmap_all`, or the IOAS's destruction).
     #[doc(alias = "IOMMU_IOAS_MAP")]
+    #[inline]
     pub unsafe fn map_raw(
         &self,
         vaddr: *mut u8,
@@ -668,6 +671,7 @@ impl<'f> Ioas<'f> {
         self.orphans.count()
     }
 
+    #[inline]
     fn unmap_range(&self, iova: u64, size: u64) -> Result<u64, DmaError> {
         let mut arg = sys::iommu_ioas_unmap {
             size: size_of::<sys::iommu_ioas_unmap>() as u32,
@@ -759,6 +763,7 @@ impl<'a, 'f> IoasMapping<'a, 'f> {
             .adopt(self.iova, self.size, self.buffer.pages.clone());
     }
 
+    #[inline]
     fn do_unmap(&self) -> Result<(), DmaError> {
         let unmapped = self.ioas.unmap_range(self.iova, self.size)?;
         if unmapped < self.size {
@@ -776,6 +781,7 @@ impl<'a, 'f> IoasMapping<'a, 'f> {
 }
 
 impl Drop for IoasMapping<'_, '_> {
+    #[inline]
     fn drop(&mut self) {
         if self.do_unmap().is_err() {
             self.orphan();
