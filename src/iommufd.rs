@@ -548,12 +548,12 @@ impl<'f> Ioas<'f> {
     /// Maps the whole of `buffer` at `iova` (`IOMMU_IOAS_MAP` with
     /// `FIXED_IOVA`) and returns the guard that unmaps it.
     #[doc(alias = "IOMMU_IOAS_MAP")]
-    pub fn map<'a>(
+    pub fn map<'a, 'b>(
         &'a self,
-        buffer: &'a DmaBuffer,
+        buffer: &'b DmaBuffer,
         iova: u64,
         access: DmaAccess,
-    ) -> Result<IoasMapping<'a, 'f>, DmaError> {
+    ) -> Result<IoasMapping<'a, 'f, 'b>, DmaError> {
         self.map_buffer(buffer, Some(iova), access)
     }
 
@@ -561,20 +561,20 @@ impl<'f> Ioas<'f> {
     /// (`IOMMU_IOAS_MAP` without `FIXED_IOVA`); the guard's
     /// [`iova`](IoasMapping::iova) says where.
     #[doc(alias = "IOMMU_IOAS_MAP")]
-    pub fn map_anywhere<'a>(
+    pub fn map_anywhere<'a, 'b>(
         &'a self,
-        buffer: &'a DmaBuffer,
+        buffer: &'b DmaBuffer,
         access: DmaAccess,
-    ) -> Result<IoasMapping<'a, 'f>, DmaError> {
+    ) -> Result<IoasMapping<'a, 'f, 'b>, DmaError> {
         self.map_buffer(buffer, None, access)
     }
 
-    fn map_buffer<'a>(
+    fn map_buffer<'a, 'b>(
         &'a self,
-        buffer: &'a DmaBuffer,
+        buffer: &'b DmaBuffer,
         iova: Option<u64>,
         access: DmaAccess,
-    ) -> Result<IoasMapping<'a, 'f>, DmaError> {
+    ) -> Result<IoasMapping<'a, 'f, 'b>, DmaError> {
         let size = buffer.len() as u64;
         // Taken before the call (see `RawUnmaps`).
         let stamp = self.raw_unmaps.stamp();
@@ -758,20 +758,24 @@ impl Drop for Ioas<'_> {
 }
 
 /// A live mapping of a [`DmaBuffer`] in an [`Ioas`]; unmaps on drop
-/// (`IOMMU_IOAS_UNMAP`). Borrows the IOAS (so it cannot be destroyed) and
-/// the buffer (so it cannot be freed). A failed unmap in `Drop` keeps the
-/// buffer's pages until the kernel confirms the range gone.
+/// (`IOMMU_IOAS_UNMAP`). Borrows the IOAS (`'a`, so it cannot be destroyed;
+/// `'f` is the IOAS's own borrow of its [`Iommufd`]) and the buffer (`'b`,
+/// so it cannot be freed). A failed unmap in `Drop` keeps the buffer's
+/// pages until the kernel confirms the range gone.
+///
+/// [`Ioas::copy`] makes a second guard over the same buffer in another
+/// IOAS: it borrows that IOAS and the buffer, not this guard or its IOAS.
 #[must_use = "dropping the guard unmaps the buffer at once"]
-pub struct IoasMapping<'a, 'f> {
+pub struct IoasMapping<'a, 'f, 'b> {
     ioas: &'a Ioas<'f>,
-    buffer: &'a DmaBuffer,
+    buffer: &'b DmaBuffer,
     iova: u64,
     size: u64,
     /// The IOAS's raw-unmap count just before the mapping was made.
     stamp: u64,
 }
 
-impl fmt::Debug for IoasMapping<'_, '_> {
+impl fmt::Debug for IoasMapping<'_, '_, '_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IoasMapping")
             .field("ioas", &self.ioas.id)
@@ -781,7 +785,7 @@ impl fmt::Debug for IoasMapping<'_, '_> {
     }
 }
 
-impl<'a, 'f> IoasMapping<'a, 'f> {
+impl<'a, 'f, 'b> IoasMapping<'a, 'f, 'b> {
     /// The IOVA devices use.
     pub fn iova(&self) -> u64 {
         self.iova
@@ -802,7 +806,7 @@ impl<'a, 'f> IoasMapping<'a, 'f> {
 
     /// Unmaps now; on failure the guard comes back inside the error.
     #[doc(alias = "IOMMU_IOAS_UNMAP")]
-    pub fn try_unmap(self) -> Result<(), UnmapError<IoasMapping<'a, 'f>>> {
+    pub fn try_unmap(self) -> Result<(), UnmapError<IoasMapping<'a, 'f, 'b>>> {
         try_unmap_with(self, Self::do_unmap)
     }
 
@@ -836,7 +840,7 @@ impl<'a, 'f> IoasMapping<'a, 'f> {
     }
 }
 
-impl Drop for IoasMapping<'_, '_> {
+impl Drop for IoasMapping<'_, '_, '_> {
     fn drop(&mut self) {
         if self.do_unmap().is_err() {
             self.orphan();

@@ -7,7 +7,7 @@
 //! over the same [`DmaBuffer`](crate::DmaBuffer), holding it exactly as
 //! [`Ioas::map`] does, with its own unmap on drop and its own orphan record
 //! (the destination IOAS's); it borrows the buffer and the destination,
-//! not the source guard, which may go first.
+//! not the source guard or the source IOAS, which may go first.
 //!
 //! The kernel copies whatever the source IOVAs map *now*. A guard's IOVAs
 //! map its buffer unless something else unmapped them: [`Ioas::unmap_raw`]
@@ -145,8 +145,9 @@ impl<'f> Ioas<'f> {
     /// Maps the buffer `source` maps, a second time: in this IOAS at `iova`
     /// (`IOMMU_IOAS_COPY` with `FIXED_IOVA`), from the source guard's IOAS
     /// (this one or another of the same iommufd). The guard returned holds
-    /// the buffer and unmaps the copy on drop; it may outlive `source` (the
-    /// kernel's copy stays when the source is unmapped).
+    /// the buffer and unmaps the copy on drop; it borrows this IOAS and the
+    /// buffer, and may outlive `source` and its IOAS (the kernel's copy
+    /// stays when the source is unmapped or its IOAS destroyed).
     ///
     /// Errors: [`DmaError::OtherIommufd`] when the source's IOAS is in
     /// another iommufd, [`DmaError::Stale`] when the source's range was
@@ -155,12 +156,12 @@ impl<'f> Ioas<'f> {
     /// over a mapping, `EINVAL` in a reserved range or unaligned, `EPERM`
     /// for device writes to a source the device may only read).
     #[doc(alias = "IOMMU_IOAS_COPY")]
-    pub fn copy<'a>(
+    pub fn copy<'a, 'b>(
         &'a self,
-        source: &IoasMapping<'a, '_>,
+        source: &IoasMapping<'_, '_, 'b>,
         iova: u64,
         access: DmaAccess,
-    ) -> Result<IoasMapping<'a, 'f>, DmaError> {
+    ) -> Result<IoasMapping<'a, 'f, 'b>, DmaError> {
         self.copy_mapping(source, Some(iova), access)
     }
 
@@ -168,20 +169,20 @@ impl<'f> Ioas<'f> {
     /// allowed ranges, if [`allow_iovas`](Self::allow_iovas) set some); the
     /// guard's [`iova`](IoasMapping::iova) says where.
     #[doc(alias = "IOMMU_IOAS_COPY")]
-    pub fn copy_anywhere<'a>(
+    pub fn copy_anywhere<'a, 'b>(
         &'a self,
-        source: &IoasMapping<'a, '_>,
+        source: &IoasMapping<'_, '_, 'b>,
         access: DmaAccess,
-    ) -> Result<IoasMapping<'a, 'f>, DmaError> {
+    ) -> Result<IoasMapping<'a, 'f, 'b>, DmaError> {
         self.copy_mapping(source, None, access)
     }
 
-    fn copy_mapping<'a>(
+    fn copy_mapping<'a, 'b>(
         &'a self,
-        source: &IoasMapping<'a, '_>,
+        source: &IoasMapping<'_, '_, 'b>,
         iova: Option<u64>,
         access: DmaAccess,
-    ) -> Result<IoasMapping<'a, 'f>, DmaError> {
+    ) -> Result<IoasMapping<'a, 'f, 'b>, DmaError> {
         let stamp = self.raw_unmaps.stamp();
         // Counted before the call: the device may reach the pages from the
         // moment the kernel maps them.

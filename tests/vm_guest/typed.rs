@@ -503,12 +503,7 @@ pub mod common {
 pub mod iommu {
     use super::*;
 
-    /// Binds (`bind`) or unbinds `bdf` and the driver `driver` through sysfs.
-    fn sysfs_driver(driver: &str, bdf: &str, bind: bool) {
-        let op = if bind { "bind" } else { "unbind" };
-        let path = format!("/sys/bus/pci/drivers/{driver}/{op}");
-        std::fs::write(&path, bdf).unwrap_or_else(|e| panic!("{path} <- {bdf}: {e}"));
-    }
+    use crate::rig::sysfs_driver;
 
     #[test]
     #[ignore = "needs a VFIO guest: run tests/vm/run"]
@@ -761,6 +756,48 @@ pub mod iommu {
 
 pub mod noiommu {
     use super::*;
+
+    #[test]
+    #[ignore = "needs a VFIO guest: run tests/vm/run"]
+    fn typed_noiommu_device_has_no_cdev_and_the_error_says_so() {
+        use typed_vfio::iommufd::{CdevDevice, IommufdError};
+        let (bdf, id) = first();
+        assert!(id.noiommu, "{id}");
+        // What the kernel leaves: a sysfs vfio-dev entry, no device node.
+        let sysfs = rig::sysfs_device(&bdf).join("vfio-dev");
+        let entries: Vec<String> = std::fs::read_dir(&sysfs)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let nodes: Vec<String> = std::fs::read_dir("/dev/vfio/devices")
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        println!(
+            "no-IOMMU {bdf}: {} holds {entries:?}; /dev/vfio/devices holds {nodes:?}",
+            sysfs.display()
+        );
+        for r in [
+            CdevDevice::path_of_pci_device(&bdf).map(drop),
+            CdevDevice::open_pci(&bdf).map(drop),
+        ] {
+            match r {
+                Err(IommufdError::NoIommu { address }) => assert_eq!(address, bdf),
+                other => panic!("expected NoIommu, got {other:?}"),
+            }
+        }
+        let e = CdevDevice::open_pci(&bdf).unwrap_err().to_string();
+        assert!(e.contains(&bdf) && e.contains("no-IOMMU"), "{e}");
+        // Its group path still works.
+        let group = Group::for_pci_device(&bdf).expect("the no-IOMMU group opens");
+        assert_eq!(group.id(), id);
+    }
 
     #[test]
     #[ignore = "needs a VFIO guest: run tests/vm/run"]

@@ -2,8 +2,10 @@
 //! `custom-iommufd` configuration (`TVFIO_IOMMU=iommufd`), skipped elsewhere.
 
 use super::*;
-use typed_vfio::iommufd::{BoundDevice, CdevDevice, Ioas, Iommufd, IommufdError};
-use typed_vfio::{Errno, sys};
+use typed_vfio::iommufd::{
+    BoundDevice, CdevDevice, CdevHotResetInfo, HotResetOwner, Ioas, Iommufd, IommufdError,
+};
+use typed_vfio::{Errno, IovaRange, sys};
 
 fn bound(bdf: &str, fd: &Iommufd) -> BoundDevice {
     CdevDevice::open_pci(bdf)
@@ -325,4 +327,421 @@ fn iommufd_errors_carry_the_kernels_errno() {
         Err(e) => panic!("the cdev did not open while the group is open: {e}"),
     }
     drop(group);
+}
+
+/// `(bus, devfn, owner)` of each device a cdev hot reset would reset.
+fn owners(info: &CdevHotResetInfo) -> Vec<(u8, u8, HotResetOwner)> {
+    info.devices
+        .iter()
+        .inspect(|d| assert_eq!(d.segment, 0, "{d:?}"))
+        .map(|d| (d.bus, d.devfn, d.owner))
+        .collect()
+}
+
+fn device_errno(r: Result<(), DeviceError>, ioctl: &str) -> Errno {
+    match r {
+        Err(DeviceError::Ioctl { ioctl: i, errno }) if i == ioctl => errno,
+        other => panic!("expected {ioctl} to fail, got {other:?}"),
+    }
+}
+
+#[test]
+#[ignore = "needs a VFIO guest: run tests/vm/run"]
+fn iommufd_cdev_hot_reset_answers_device_ids_and_needs_no_group_fd() {
+    let fd = Iommufd::open().unwrap();
+    let devices = rig::devices();
+    let (ioas, dev) = attached_first(&fd);
+    let info = dev
+        .hot_reset_info()
+        .expect("GET_PCI_HOT_RESET_INFO on the cdev");
+    println!("cdev hot reset info {info:x?}");
+    // edu sits alone behind its root port: the reset would reset it alone,
+    // named by its device id in this iommufd, and so owned.
+    let (bus, devfn) = rig::bus_devfn(&devices[0]);
+    assert_eq!(
+        owners(&info),
+        [(bus, devfn, HotResetOwner::Bound(dev.devid()))]
+    );
+    assert!(info.all_owned);
+    // The group path's reading of the same answer: the id is the devid.
+    let raw = dev.pci_hot_reset_info().unwrap();
+    assert_eq!(raw.len(), 1);
+    assert_eq!(raw[0].group_id, dev.devid());
+    let bar0 = dev.region(0).unwrap();
+    dev.hot_reset().expect("hot reset with no group fd");
+    assert_eq!(bar0.read_u32(IDENT).unwrap(), 0x010000ed);
+    // Group fds from a cdev-opened device: EINVAL (the second edu's group
+    // opens: its cdev is not bound).
+    let other = Group::open_id(group_ids()[1]).expect("the other group opens");
+    let errno = device_errno(dev.pci_hot_reset([&other]), "VFIO_DEVICE_PCI_HOT_RESET");
+    assert_eq!(errno, Errno::EINVAL);
+    // Still usable after all of it.
+    set_bus_master(&dev);
+    let buf = DmaBuffer::new(4096).unwrap();
+    buf.write(0, &pattern(64, 9)).unwrap();
+    let map = ioas.map(&buf, 0x20_0000, DmaAccess::ReadWrite).unwrap();
+    edu_dma(&dev, map.iova(), EDU_BUF, 64, false);
+    edu_dma(&dev, EDU_BUF, map.iova() + 1024, 64, true);
+    let mut back = vec![0u8; 64];
+    buf.read(1024, &mut back).unwrap();
+    assert_eq!(back, pattern(64, 9), "DMA after the hot reset");
+}
+
+#[test]
+#[ignore = "needs a VFIO guest: run tests/vm/run"]
+fn iommufd_cdev_hot_reset_needs_every_affected_device_owned() {
+    // The pci-testdev (function 0, vfio-pci) and the virtio-rng (function
+    // 1) share a slot, so a hot reset of one resets both, and an IOMMU group.
+    let (testdev, mate) = rig::non_viable();
+    let mate_driver = rig::driver_of(&mate).expect("the slot mate has a driver");
+    let (bus, devfn) = rig::bus_devfn(&testdev);
+    let mate_devfn = rig::bus_devfn(&mate).1;
+    let fd = Iommufd::open().unwrap();
+    // While the mate has a kernel driver the group is the kernel's: no bind.
+    match CdevDevice::open_pci(&testdev).unwrap().bind(&fd) {
+        Err(e) => {
+            println!("bind beside a kernel driver: {}", e.error);
+            assert!(e.device.is_some());
+            match e.error {
+                IommufdError::Ioctl { errno, .. } => assert_eq!(errno, Errno::EPERM),
+                other => panic!("{other:?}"),
+            }
+        }
+        Ok(_) => panic!("bound while the group's other device has a kernel driver"),
+    }
+    rig::sysfs_driver(&mate_driver, &mate, false);
+    let a = bound(&testdev, &fd);
+    // The mate, driverless, is no VFIO device: not owned, and the reset is
+    // refused.
+    let info = a.hot_reset_info().unwrap();
+    println!("mate without a driver: {info:x?}");
+    assert_eq!(
+        owners(&info),
+        [
+            (bus, devfn, HotResetOwner::Bound(a.devid())),
+            (bus, mate_devfn, HotResetOwner::NotOwned)
+        ]
+    );
+    assert!(!info.all_owned);
+    assert_eq!(
+        device_errno(a.hot_reset(), "VFIO_DEVICE_PCI_HOT_RESET"),
+        Errno::EINVAL
+    );
+    // The mate bound to vfio-pci but not to the iommufd: its group is the
+    // iommufd's (through the pci-testdev), so it is owned and the reset runs.
+    rig::driver_override(&mate, Some("vfio-pci"));
+    rig::sysfs_driver("vfio-pci", &mate, true);
+    let info = a.hot_reset_info().unwrap();
+    println!("mate on vfio-pci, unbound: {info:x?}");
+    assert_eq!(
+        owners(&info)[1],
+        (bus, mate_devfn, HotResetOwner::GroupOwned)
+    );
+    assert!(info.all_owned);
+    a.hot_reset()
+        .expect("hot reset with the mate's group owned");
+    // Another iommufd cannot take the mate: the group is the first one's.
+    let other_fd = Iommufd::open().unwrap();
+    match CdevDevice::open_pci(&mate).unwrap().bind(&other_fd) {
+        Err(e) => {
+            println!("bind to a second iommufd: {}", e.error);
+            match e.error {
+                IommufdError::Ioctl { errno, .. } => assert_eq!(errno, Errno::EPERM),
+                other => panic!("{other:?}"),
+            }
+        }
+        Ok(_) => panic!("a group's devices bound to two iommufds"),
+    }
+    // Bound to the same iommufd: its own device id, from either device.
+    let b = bound(&mate, &fd);
+    for dev in [&a, &b] {
+        let info = dev.hot_reset_info().unwrap();
+        assert_eq!(
+            owners(&info),
+            [
+                (bus, devfn, HotResetOwner::Bound(a.devid())),
+                (bus, mate_devfn, HotResetOwner::Bound(b.devid()))
+            ]
+        );
+        assert!(info.all_owned);
+    }
+    b.hot_reset().expect("hot reset from the mate");
+    drop(b);
+    drop(a);
+    rig::sysfs_driver("vfio-pci", &mate, false);
+    rig::driver_override(&mate, None);
+    rig::sysfs_driver(&mate_driver, &mate, true);
+    assert_eq!(rig::driver_of(&mate), Some(mate_driver));
+}
+
+#[test]
+#[ignore = "needs a VFIO guest: run tests/vm/run"]
+fn iommufd_allowed_iovas_confine_kernel_chosen_ones() {
+    let range = |start, end| IovaRange { start, end };
+    let allow_errno = |ioas: &Ioas<'_>, ranges: &[IovaRange]| match ioas.allow_iovas(ranges) {
+        Err(IommufdError::Ioctl {
+            ioctl: "IOMMU_IOAS_ALLOW_IOVAS",
+            errno,
+        }) => errno,
+        other => panic!("allow {ranges:x?}: expected the kernel to refuse, got {other:?}"),
+    };
+    let fd = Iommufd::open().unwrap();
+    let (ioas, dev) = attached_first(&fd);
+    set_bus_master(&dev);
+    let before = ioas.iova_ranges().unwrap();
+    // 1 MiB below edu's 28-bit DMA mask.
+    let allowed = range(0x0800_0000, 0x080f_ffff);
+    ioas.allow_iovas(&[allowed])
+        .expect("IOMMU_IOAS_ALLOW_IOVAS");
+    // The usable ranges the kernel reports are the reserved regions'
+    // holes: allowed ranges do not show there.
+    assert_eq!(ioas.iova_ranges().unwrap(), before);
+    let buf = DmaBuffer::new(8192).unwrap();
+    buf.write(0, &pattern(256, 13)).unwrap();
+    let map = ioas.map_anywhere(&buf, DmaAccess::ReadWrite).unwrap();
+    println!("kernel-chosen IOVA in {allowed:x?}: {:#x}", map.iova());
+    assert!(allowed.contains(map.iova(), 8192), "{:#x}", map.iova());
+    edu_dma(&dev, map.iova(), EDU_BUF, 256, false);
+    edu_dma(&dev, EDU_BUF, map.iova() + 4096, 256, true);
+    let mut back = vec![0u8; 256];
+    buf.read(4096, &mut back).unwrap();
+    assert_eq!(back, pattern(256, 13), "DMA at the allowed IOVA");
+    // No room for 2 MiB in the 1 MiB allowed: ENOSPC; a fixed IOVA outside
+    // the allowed ranges is not confined.
+    let big = DmaBuffer::new(2 << 20).unwrap();
+    assert_eq!(
+        map_errno(ioas.map_anywhere(&big, DmaAccess::ReadWrite)),
+        Errno::ENOSPC
+    );
+    drop(
+        ioas.map(&big, 0x0100_0000, DmaAccess::ReadWrite)
+            .expect("a fixed IOVA outside the allowed ranges"),
+    );
+    // Refused by the kernel, keeping the ranges it had: a range over the
+    // attached device's MSI window or past the IOMMU's aperture (both
+    // reserved: EADDRINUSE), a one-byte range, overlapping ranges (EINVAL).
+    let (msi, msi_end) = rig::msi_window(rig::first_group_number());
+    let top = before.ranges.last().unwrap().end;
+    for (ranges, want) in [
+        (vec![range(msi, msi + 0xfff)], Errno::EADDRINUSE),
+        (vec![range(top + 1, top + 0x10_0000)], Errno::EADDRINUSE),
+        (vec![range(0x0900_0000, 0x0900_0000)], Errno::EINVAL),
+        (
+            vec![
+                range(0x0900_0000, 0x09ff_ffff),
+                range(0x0980_0000, 0x0a7f_ffff),
+            ],
+            Errno::EINVAL,
+        ),
+    ] {
+        assert_eq!(allow_errno(&ioas, &ranges), want, "{ranges:x?}");
+    }
+    let small = DmaBuffer::new(4096).unwrap();
+    let again = ioas.map_anywhere(&small, DmaAccess::ReadWrite).unwrap();
+    assert!(
+        allowed.contains(again.iova(), 4096),
+        "a refused ALLOW_IOVAS changed the ranges: {:#x}",
+        again.iova()
+    );
+    // Refused before the call: a range that ends before it starts.
+    match ioas.allow_iovas(&[range(0x2000, 0x1000)]) {
+        Err(IommufdError::BadRange {
+            start: 0x2000,
+            end: 0x1000,
+            ..
+        }) => {}
+        other => panic!("a reversed range: {other:?}"),
+    }
+    // Cleared: 2 MiB fits again.
+    ioas.allow_iovas(&[]).unwrap();
+    drop(
+        ioas.map_anywhere(&big, DmaAccess::ReadWrite)
+            .expect("kernel-chosen IOVAs unconfined again"),
+    );
+    // An IOAS with no device has no reserved region: the MSI window may be
+    // allowed, but then a device reserving it cannot attach (EADDRINUSE).
+    let second = fd.alloc_ioas().unwrap();
+    second
+        .allow_iovas(&[range(msi, msi_end)])
+        .expect("nothing reserved yet");
+    let other = bound(&rig::devices()[1], &fd);
+    match other.attach(&second) {
+        Err(IommufdError::Ioctl { errno, .. }) => assert_eq!(errno, Errno::EADDRINUSE),
+        r => panic!("attach over an allowed range the device reserves: {r:?}"),
+    }
+    second.allow_iovas(&[]).unwrap();
+    other
+        .attach(&second)
+        .expect("attach once the range is gone");
+    drop((map, again));
+}
+
+#[test]
+#[ignore = "needs a VFIO guest: run tests/vm/run"]
+fn iommufd_copy_maps_a_buffer_in_a_second_ioas_and_outlives_its_source() {
+    let fd = Iommufd::open().unwrap();
+    let devices = rig::devices();
+    let src = fd.alloc_ioas().unwrap();
+    let dst = fd.alloc_ioas().unwrap();
+    let a = bound(&devices[0], &fd);
+    let b = bound(&devices[1], &fd);
+    a.attach(&src).unwrap();
+    b.attach(&dst).unwrap();
+    set_bus_master(&a);
+    set_bus_master(&b);
+    let buf = DmaBuffer::new(8192).unwrap();
+    let data = pattern(512, 77);
+    buf.write(0, &data).unwrap();
+    let source = src.map(&buf, 0x50_0000, DmaAccess::ReadWrite).unwrap();
+    // Before the copy, b's IOAS has nothing at the source's IOVA.
+    edu_dma(&b, EDU_BUF, 0x50_0000 + 6144, 64, true);
+    let mut back = vec![0u8; 512];
+    buf.read(6144, &mut back[..64]).unwrap();
+    assert!(back[..64].iter().all(|&x| x == 0), "b reached src");
+    let copy = dst
+        .copy(&source, 0x70_0000, DmaAccess::ReadWrite)
+        .expect("IOMMU_IOAS_COPY");
+    assert_eq!((copy.iova(), copy.size()), (0x70_0000, 8192));
+    // b reads and writes the buffer through the copy in its own IOAS.
+    edu_dma(&b, copy.iova(), EDU_BUF, 512, false);
+    edu_dma(&b, EDU_BUF, copy.iova() + 4096, 512, true);
+    buf.read(4096, &mut back).unwrap();
+    assert_eq!(back, data, "DMA through the copy");
+    // A kernel-chosen copy lands in the destination's usable ranges.
+    let anywhere = dst
+        .copy_anywhere(&source, DmaAccess::DeviceReads)
+        .expect("IOMMU_IOAS_COPY, kernel-chosen IOVA");
+    let ranges = dst.iova_ranges().unwrap();
+    println!("kernel-chosen copy IOVA {:#x}", anywhere.iova());
+    assert!(
+        ranges
+            .ranges
+            .iter()
+            .any(|r| r.contains(anywhere.iova(), 8192)),
+        "{:#x} outside {ranges:x?}",
+        anywhere.iova()
+    );
+    // The source goes, and its IOAS, and the copies stay: the kernel
+    // copied the pages, not the mapping; they hold the buffer.
+    source.unmap().expect("unmap the source");
+    a.detach().unwrap();
+    src.destroy()
+        .expect("destroy the source IOAS under live copies");
+    assert!(buf.is_mapped());
+    let later = pattern(256, 5);
+    buf.write(0, &later).unwrap();
+    edu_dma(&b, copy.iova(), EDU_BUF, 256, false);
+    edu_dma(&b, EDU_BUF, copy.iova() + 6144, 256, true);
+    buf.read(6144, &mut back[..256]).unwrap();
+    assert_eq!(
+        &back[..256],
+        &later[..],
+        "DMA through the copy once the source is gone"
+    );
+    // a, detached, reaches nothing.
+    buf.fill(0x5a);
+    edu_dma(&a, EDU_BUF, 0x50_0000, 256, true);
+    buf.read(0, &mut back[..256]).unwrap();
+    assert!(
+        back[..256].iter().all(|&x| x == 0x5a),
+        "a reached the unmapped source"
+    );
+    drop(anywhere);
+    assert!(buf.is_mapped());
+    copy.unmap().expect("unmap the copy");
+    assert!(!buf.is_mapped(), "every guard gone, the buffer is free");
+    // Unmapped from dst too: b's write reaches nothing.
+    edu_dma(&b, EDU_BUF, 0x70_0000, 256, true);
+    buf.read(0, &mut back[..256]).unwrap();
+    assert!(
+        back[..256].iter().all(|&x| x == 0x5a),
+        "DMA reached the unmapped copy"
+    );
+}
+
+#[test]
+#[ignore = "needs a VFIO guest: run tests/vm/run"]
+fn iommufd_copy_errors_carry_the_kernels_errno() {
+    let fd = Iommufd::open().unwrap();
+    let (src, _a) = attached_first(&fd);
+    let dst = fd.alloc_ioas().unwrap();
+    let b = bound(&rig::devices()[1], &fd);
+    b.attach(&dst).unwrap();
+    let rw = DmaAccess::ReadWrite;
+    let buf = DmaBuffer::new(8192).unwrap();
+    let source = src.map(&buf, 0x50_0000, rw).unwrap();
+    let copy = dst.copy(&source, 0x70_0000, rw).unwrap();
+    // Over a mapping: EEXIST; into the reserved MSI window, or unaligned:
+    // EINVAL; wrapping: EOVERFLOW.
+    let msi = rig::msi_window(rig::first_group_number()).0;
+    for (iova, want) in [
+        (0x70_1000, Errno::EEXIST),
+        (msi, Errno::EINVAL),
+        (0x74_0800, Errno::EINVAL),
+        (u64::MAX - 0xfff, Errno::EOVERFLOW),
+    ] {
+        assert_eq!(map_errno(dst.copy(&source, iova, rw)), want, "{iova:#x}");
+    }
+    // Device writes to pages mapped for device reads only: EPERM; a
+    // read-only copy of them is fine.
+    let ro_buf = DmaBuffer::new(4096).unwrap();
+    let ro = src.map(&ro_buf, 0x60_0000, DmaAccess::DeviceReads).unwrap();
+    assert_eq!(map_errno(dst.copy(&ro, 0x72_0000, rw)), Errno::EPERM);
+    drop(
+        dst.copy(&ro, 0x72_0000, DmaAccess::DeviceReads)
+            .expect("read-only copy"),
+    );
+    // Raw copies take any range of mapped IOVAs: part of a mapping is fine;
+    // a range reaching into a hole, or wholly unmapped: ENOENT; an empty or
+    // unaligned length, or an unaligned source: EINVAL.
+    // SAFETY: 0x50_1000..0x50_2000 maps `buf`, which outlives this copy
+    // (unmapped just below).
+    let part = unsafe { dst.copy_raw(&src, 0x50_1000, 4096, Some(0x74_0000), rw) }
+        .expect("a copy of part of a mapping");
+    assert_eq!(part, 0x74_0000);
+    assert_eq!(dst.unmap_raw(0x74_0000, 4096).unwrap(), 4096);
+    for (src_iova, size, want) in [
+        (0x50_1000, 8192, Errno::ENOENT),
+        (0x90_0000, 4096, Errno::ENOENT),
+        (0x50_0000, 0, Errno::EINVAL),
+        (0x50_0000, 0x800, Errno::EINVAL),
+        (0x50_0800, 4096, Errno::EINVAL),
+    ] {
+        // SAFETY: every one of these is refused (asserted); none that
+        // succeeded could map more than `buf`, which outlives the IOASes.
+        let r = unsafe { dst.copy_raw(&src, src_iova, size, Some(0x74_0000), rw) };
+        assert_eq!(map_errno(r), want, "{src_iova:#x} + {size:#x}");
+    }
+    // An IOAS of another iommufd: refused before the call.
+    let fd2 = Iommufd::open().unwrap();
+    let foreign = fd2.alloc_ioas().unwrap();
+    match foreign.copy(&source, 0x70_0000, rw) {
+        Err(DmaError::OtherIommufd {
+            ioctl: "IOMMU_IOAS_COPY",
+        }) => {}
+        other => panic!("a copy across iommufds: {other:?}"),
+    }
+    // A guard whose range was unmapped behind its back: refused before the
+    // call, once other memory is mapped there too; the new guard copies.
+    assert_eq!(src.unmap_raw(0x50_0000, 8192).unwrap(), 8192);
+    let other = DmaBuffer::new(8192).unwrap();
+    let squatter = src.map(&other, 0x50_0000, rw).unwrap();
+    match dst.copy(&source, 0x76_0000, rw) {
+        Err(DmaError::Stale {
+            ioctl: "IOMMU_IOAS_COPY",
+            iova: 0x50_0000,
+            size: 8192,
+        }) => {}
+        other => panic!("a copy of a stale guard: {other:?}"),
+    }
+    drop(
+        dst.copy(&squatter, 0x76_0000, rw)
+            .expect("the squatter's own copy"),
+    );
+    drop((copy, squatter, ro));
+    // The stale guard's unmap finds nothing now (ENOENT): its buffer stays
+    // held by the IOAS until the kernel confirms the range gone.
+    drop(source);
+    assert_eq!(src.orphaned_mappings(), 1);
+    assert!(buf.is_mapped());
 }
