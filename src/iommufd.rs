@@ -5,15 +5,21 @@
 //! The order the kernel imposes, as types:
 //!
 //! ```text
-//! Iommufd::open() ── alloc_ioas() ──▶ Ioas ── map(&DmaBuffer) ──▶ IoasMapping (unmaps on drop)
+//! Iommufd::open() ── alloc_ioas() ──▶ Ioas ── map(&DmaBuffer) / map_anywhere ──▶ IoasMapping (unmaps on drop)
+//!                                      │  └── allow_iovas(&[IovaRange]): where map_anywhere / copy_anywhere may land
+//!                                      └── copy(&IoasMapping) / copy_anywhere ──▶ IoasMapping in this IOAS, same buffer
 //! CdevDevice::open_pci(addr) ── bind(&Iommufd) ──▶ BoundDevice ── attach(&Ioas) ──▶ DMA through the IOAS
+//!                                                   ├── hot_reset_info() / hot_reset(): ownership by the iommufd
 //!                                                   └── Deref<Target = Device>: regions, IRQs, resets
 //! ```
 //!
 //! A cdev that is not bound can do nothing but bind (the kernel answers
 //! every other device request with `EINVAL`), so [`CdevDevice`] has no
 //! device operations at all; [`BoundDevice`] derefs to the same [`Device`]
-//! the group path opens: one copy of regions, MMIO, IRQs and resets.
+//! the group path opens: one copy of regions, MMIO, IRQs and resets. Its
+//! PCI hot reset proves ownership with the iommufd instead of group fds
+//! ([`BoundDevice::hot_reset`]). A device in a no-IOMMU group has no cdev
+//! ([`IommufdError::NoIommu`]).
 //!
 //! DMA memory follows the container's rules: an [`IoasMapping`] borrows
 //! the [`Ioas`] and the [`DmaBuffer`], so the buffer cannot be freed while
@@ -21,6 +27,13 @@
 //! the kernel confirms the range gone — an unmap of all of the IOAS, or its
 //! destruction. An IOAS whose destruction fails (`EBUSY`: a device is still
 //! attached) may keep its mappings, so their pages are then never freed.
+//! A copy ([`Ioas::copy`], `IOMMU_IOAS_COPY`) maps the same pages in a
+//! second place and outlives its source: it is a guard of its own, holding
+//! the buffer and borrowing it and the destination IOAS; [`Ioas::copy_raw`]
+//! is the `unsafe` form for memory mapped with [`Ioas::map_raw`].
+//!
+//! Where each of the kernel's rules is enforced: the [crate's rule
+//! table](crate#kernel-ordering-rules-and-where-they-are-enforced).
 //!
 //! Only the running kernel offers iommufd: the simulator does not model it
 //! (yet).
