@@ -66,7 +66,9 @@ impl Ioas<'_> {
     /// Replaces the previous ranges as a whole, or, on failure, keeps them.
     ///
     /// Refused before the call ([`IommufdError::BadRange`]): a range that
-    /// ends before it starts, or past the kernel's `unsigned long`. The
+    /// ends before it starts, or past the kernel's `unsigned long` (taken to
+    /// be as wide as this program's `usize`: a 32-bit program on a 64-bit
+    /// kernel is refused bounds past 4 GiB it could have had). The
     /// kernel refuses (`EINVAL`) a range of one byte (`start == end`) and
     /// ranges that overlap each other, and (`EADDRINUSE`) a range that
     /// intersects a reserved region of an attached device. Fixed-IOVA maps
