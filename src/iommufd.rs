@@ -636,7 +636,7 @@ impl<'f> Ioas<'f> {
     ) -> Result<u64, DmaError> {
         let mut arg = sys::iommu_ioas_map {
             size: size_of::<sys::iommu_ioas_map>() as u32,
-            flags: copy::map_flags(iova, access),
+            flags: map_flags(iova, access),
             ioas_id: self.id,
             __reserved: 0,
             user_va: vaddr as u64,
@@ -768,6 +768,21 @@ impl Drop for Ioas<'_> {
             self.orphans.all_gone();
         }
     }
+}
+
+/// `IOMMU_IOAS_MAP_*` flags (`IOMMU_IOAS_COPY` takes the same).
+pub(super) fn map_flags(iova: Option<u64>, access: DmaAccess) -> u32 {
+    let mut flags = 0;
+    if iova.is_some() {
+        flags |= sys::IOMMU_IOAS_MAP_FIXED_IOVA;
+    }
+    if access.device_reads() {
+        flags |= sys::IOMMU_IOAS_MAP_READABLE;
+    }
+    if access.device_writes() {
+        flags |= sys::IOMMU_IOAS_MAP_WRITEABLE;
+    }
+    flags
 }
 
 /// A live mapping of a [`DmaBuffer`] in an [`Ioas`]; unmaps on drop

@@ -21,7 +21,7 @@
 use std::os::fd::AsFd;
 use std::sync::{Mutex, MutexGuard};
 
-use super::{Ioas, IoasMapping};
+use super::{Ioas, IoasMapping, map_flags};
 use crate::container::IovaRange;
 use crate::dma::DmaAccess;
 use crate::error::DmaError;
@@ -124,21 +124,6 @@ impl Records {
             self.ranges.push((self.seq, IovaRange { start: iova, end }));
         }
     }
-}
-
-/// `IOMMU_IOAS_MAP_*` flags (`IOMMU_IOAS_COPY` takes the same).
-pub(super) fn map_flags(iova: Option<u64>, access: DmaAccess) -> u32 {
-    let mut flags = 0;
-    if iova.is_some() {
-        flags |= sys::IOMMU_IOAS_MAP_FIXED_IOVA;
-    }
-    if access.device_reads() {
-        flags |= sys::IOMMU_IOAS_MAP_READABLE;
-    }
-    if access.device_writes() {
-        flags |= sys::IOMMU_IOAS_MAP_WRITEABLE;
-    }
-    flags
 }
 
 impl<'f> Ioas<'f> {
