@@ -21,6 +21,27 @@ fn map_errno(r: Result<impl std::fmt::Debug, DmaError>) -> Errno {
     }
 }
 
+/// `data`, from the start of `buf`, to edu through `iova`, and back through
+/// `iova + back`: what arrives at `back`.
+fn round_trip(dev: &Device, buf: &DmaBuffer, iova: u64, back: usize, data: &[u8]) -> Vec<u8> {
+    buf.write(0, data).unwrap();
+    edu_dma(dev, iova, EDU_BUF, data.len() as u64, false);
+    edu_dma(dev, EDU_BUF, iova + back as u64, data.len() as u64, true);
+    let mut out = vec![0u8; data.len()];
+    buf.read(back, &mut out).unwrap();
+    out
+}
+
+/// Whether a device write of `len` bytes to `iova` changes `buf` at
+/// `offset` (filled first, so that any write there shows).
+fn write_reaches(dev: &Device, buf: &DmaBuffer, iova: u64, offset: usize, len: usize) -> bool {
+    buf.fill(0xA5);
+    edu_dma(dev, EDU_BUF, iova, len as u64, true);
+    let mut after = vec![0u8; len];
+    buf.read(offset, &mut after).unwrap();
+    after.iter().any(|&b| b != 0xA5)
+}
+
 fn attached_first(fd: &Iommufd) -> (Ioas<'_>, BoundDevice) {
     let ioas = fd.alloc_ioas().expect("IOMMU_IOAS_ALLOC");
     let dev = bound(&rig::devices()[0], fd);
@@ -52,25 +73,17 @@ fn iommufd_bind_attach_dma_both_ways_then_blocked_after_unmap() {
     set_bus_master(&dev);
     let buf = DmaBuffer::new(4096).unwrap();
     let data = pattern(1024, 11);
-    buf.write(0, &data).unwrap();
     let map = ioas.map(&buf, 0x20_0000, DmaAccess::ReadWrite).unwrap();
-    edu_dma(&dev, map.iova(), EDU_BUF, 1024, false);
-    edu_dma(&dev, EDU_BUF, map.iova() + 2048, 1024, true);
-    let mut back = vec![0u8; 1024];
-    buf.read(2048, &mut back).unwrap();
     assert_eq!(
-        back, data,
+        round_trip(&dev, &buf, map.iova(), 2048, &data),
+        data,
         "bytes did not survive RAM -> edu -> RAM through the IOAS"
     );
     map.unmap().expect("IOAS_UNMAP");
     assert!(!buf.is_mapped());
     // Unmapped: the device's write to that IOVA reaches nothing.
-    buf.fill(0xAA);
-    edu_dma(&dev, EDU_BUF, 0x20_0000, 512, true);
-    let mut after = vec![0u8; 512];
-    buf.read(0, &mut after).unwrap();
     assert!(
-        after.iter().all(|&b| b == 0xAA),
+        !write_reaches(&dev, &buf, 0x20_0000, 0, 512),
         "DMA reached an unmapped IOVA"
     );
 }
@@ -82,7 +95,6 @@ fn iommufd_kernel_chosen_iova_is_usable_and_inside_the_ranges() {
     let (ioas, dev) = attached_first(&fd);
     set_bus_master(&dev);
     let buf = DmaBuffer::new(8192).unwrap();
-    buf.write(0, &pattern(256, 3)).unwrap();
     let map = ioas.map_anywhere(&buf, DmaAccess::ReadWrite).unwrap();
     let ranges = ioas.iova_ranges().unwrap();
     assert!(
@@ -93,11 +105,8 @@ fn iommufd_kernel_chosen_iova_is_usable_and_inside_the_ranges() {
     assert_eq!(map.iova() % ranges.alignment, 0);
     // edu's DMA mask is 28 bits: only an IOVA below it can be tested.
     if map.iova() + 8192 <= 1 << 28 {
-        edu_dma(&dev, map.iova(), EDU_BUF, 256, false);
-        edu_dma(&dev, EDU_BUF, map.iova() + 4096, 256, true);
-        let mut back = vec![0u8; 256];
-        buf.read(4096, &mut back).unwrap();
-        assert_eq!(back, pattern(256, 3));
+        let data = pattern(256, 3);
+        assert_eq!(round_trip(&dev, &buf, map.iova(), 4096, &data), data);
     } else {
         println!(
             "kernel-chosen IOVA {:#x} is past edu's 28-bit mask: DMA not tried",
@@ -150,23 +159,18 @@ fn iommufd_two_devices_share_one_ioas_and_one_moves_to_a_second() {
     for (i, dev) in [&a, &b].into_iter().enumerate() {
         set_bus_master(dev);
         let data = pattern(128, 40 + i as u8);
-        buf.write(0, &data).unwrap();
-        edu_dma(dev, map.iova(), EDU_BUF, 128, false);
-        edu_dma(dev, EDU_BUF, map.iova() + 1024, 128, true);
-        let mut back = vec![0u8; 128];
-        buf.read(1024, &mut back).unwrap();
-        assert_eq!(back, data, "device {i}");
+        assert_eq!(
+            round_trip(dev, &buf, map.iova(), 1024, &data),
+            data,
+            "device {i}"
+        );
     }
     // b moves to a second IOAS (attach replaces), where the first
     // IOAS's mapping does not exist: its DMA there reaches nothing.
     let second = fd.alloc_ioas().unwrap();
     b.attach(&second).unwrap();
-    buf.fill(0x55);
-    edu_dma(&b, EDU_BUF, map.iova(), 64, true);
-    let mut after = vec![0u8; 64];
-    buf.read(0, &mut after).unwrap();
     assert!(
-        after.iter().all(|&x| x == 0x55),
+        !write_reaches(&b, &buf, map.iova(), 0, 64),
         "b still reaches the first IOAS"
     );
     b.detach().unwrap();
@@ -216,13 +220,13 @@ fn iommufd_hw_info_hwpt_alloc_replace_and_options() {
     assert_eq!(dev.attach_hwpt(&hwpt).unwrap(), hwpt.id());
     set_bus_master(&dev);
     let buf = DmaBuffer::new(4096).unwrap();
-    buf.write(0, &pattern(64, 21)).unwrap();
     let map = ioas.map(&buf, 0x60_0000, DmaAccess::ReadWrite).unwrap();
-    edu_dma(&dev, map.iova(), EDU_BUF, 64, false);
-    edu_dma(&dev, EDU_BUF, map.iova() + 512, 64, true);
-    let mut back = vec![0u8; 64];
-    buf.read(512, &mut back).unwrap();
-    assert_eq!(back, pattern(64, 21), "DMA through the HWPT");
+    let data = pattern(64, 21);
+    assert_eq!(
+        round_trip(&dev, &buf, map.iova(), 512, &data),
+        data,
+        "DMA through the HWPT"
+    );
     // Replace with the IOAS itself (its automatic HWPT): another id.
     let auto = dev.attach(&ioas).unwrap();
     assert_ne!(auto, hwpt.id());
@@ -378,13 +382,13 @@ fn iommufd_cdev_hot_reset_answers_device_ids_and_needs_no_group_fd() {
     // Still usable after all of it.
     set_bus_master(&dev);
     let buf = DmaBuffer::new(4096).unwrap();
-    buf.write(0, &pattern(64, 9)).unwrap();
     let map = ioas.map(&buf, 0x20_0000, DmaAccess::ReadWrite).unwrap();
-    edu_dma(&dev, map.iova(), EDU_BUF, 64, false);
-    edu_dma(&dev, EDU_BUF, map.iova() + 1024, 64, true);
-    let mut back = vec![0u8; 64];
-    buf.read(1024, &mut back).unwrap();
-    assert_eq!(back, pattern(64, 9), "DMA after the hot reset");
+    let data = pattern(64, 9);
+    assert_eq!(
+        round_trip(&dev, &buf, map.iova(), 1024, &data),
+        data,
+        "DMA after the hot reset"
+    );
 }
 
 /// A hot reset with every affected device owned gets past the kernel's
@@ -514,15 +518,15 @@ fn iommufd_allowed_iovas_confine_kernel_chosen_ones() {
     // holes: allowed ranges do not show there.
     assert_eq!(ioas.iova_ranges().unwrap(), before);
     let buf = DmaBuffer::new(8192).unwrap();
-    buf.write(0, &pattern(256, 13)).unwrap();
     let map = ioas.map_anywhere(&buf, DmaAccess::ReadWrite).unwrap();
     println!("kernel-chosen IOVA in {allowed:x?}: {:#x}", map.iova());
     assert!(allowed.contains(map.iova(), 8192), "{:#x}", map.iova());
-    edu_dma(&dev, map.iova(), EDU_BUF, 256, false);
-    edu_dma(&dev, EDU_BUF, map.iova() + 4096, 256, true);
-    let mut back = vec![0u8; 256];
-    buf.read(4096, &mut back).unwrap();
-    assert_eq!(back, pattern(256, 13), "DMA at the allowed IOVA");
+    let data = pattern(256, 13);
+    assert_eq!(
+        round_trip(&dev, &buf, map.iova(), 4096, &data),
+        data,
+        "DMA at the allowed IOVA"
+    );
     // No room for 2 MiB in the 1 MiB allowed: ENOSPC; a fixed IOVA outside
     // the allowed ranges is not confined.
     let big = DmaBuffer::new(2 << 20).unwrap();
@@ -607,23 +611,23 @@ fn iommufd_copy_maps_a_buffer_in_a_second_ioas_and_outlives_its_source() {
     set_bus_master(&a);
     set_bus_master(&b);
     let buf = DmaBuffer::new(8192).unwrap();
-    let data = pattern(512, 77);
-    buf.write(0, &data).unwrap();
     let source = src.map(&buf, 0x50_0000, DmaAccess::ReadWrite).unwrap();
     // Before the copy, b's IOAS has nothing at the source's IOVA.
-    edu_dma(&b, EDU_BUF, 0x50_0000 + 6144, 64, true);
-    let mut back = vec![0u8; 512];
-    buf.read(6144, &mut back[..64]).unwrap();
-    assert!(back[..64].iter().all(|&x| x == 0), "b reached src");
+    assert!(
+        !write_reaches(&b, &buf, 0x50_0000 + 6144, 6144, 64),
+        "b reached src"
+    );
     let copy = dst
         .copy(&source, 0x70_0000, DmaAccess::ReadWrite)
         .expect("IOMMU_IOAS_COPY");
     assert_eq!((copy.iova(), copy.size()), (0x70_0000, 8192));
     // b reads and writes the buffer through the copy in its own IOAS.
-    edu_dma(&b, copy.iova(), EDU_BUF, 512, false);
-    edu_dma(&b, EDU_BUF, copy.iova() + 4096, 512, true);
-    buf.read(4096, &mut back).unwrap();
-    assert_eq!(back, data, "DMA through the copy");
+    let data = pattern(512, 77);
+    assert_eq!(
+        round_trip(&b, &buf, copy.iova(), 4096, &data),
+        data,
+        "DMA through the copy"
+    );
     // A kernel-chosen copy lands in the destination's usable ranges.
     let anywhere = dst
         .copy_anywhere(&source, DmaAccess::DeviceReads)
@@ -646,21 +650,14 @@ fn iommufd_copy_maps_a_buffer_in_a_second_ioas_and_outlives_its_source() {
         .expect("destroy the source IOAS under live copies");
     assert!(buf.is_mapped());
     let later = pattern(256, 5);
-    buf.write(0, &later).unwrap();
-    edu_dma(&b, copy.iova(), EDU_BUF, 256, false);
-    edu_dma(&b, EDU_BUF, copy.iova() + 6144, 256, true);
-    buf.read(6144, &mut back[..256]).unwrap();
     assert_eq!(
-        &back[..256],
-        &later[..],
+        round_trip(&b, &buf, copy.iova(), 6144, &later),
+        later,
         "DMA through the copy once the source is gone"
     );
     // a, detached, reaches nothing.
-    buf.fill(0x5a);
-    edu_dma(&a, EDU_BUF, 0x50_0000, 256, true);
-    buf.read(0, &mut back[..256]).unwrap();
     assert!(
-        back[..256].iter().all(|&x| x == 0x5a),
+        !write_reaches(&a, &buf, 0x50_0000, 0, 256),
         "a reached the unmapped source"
     );
     drop(anywhere);
@@ -668,10 +665,8 @@ fn iommufd_copy_maps_a_buffer_in_a_second_ioas_and_outlives_its_source() {
     copy.unmap().expect("unmap the copy");
     assert!(!buf.is_mapped(), "every guard gone, the buffer is free");
     // Unmapped from dst too: b's write reaches nothing.
-    edu_dma(&b, EDU_BUF, 0x70_0000, 256, true);
-    buf.read(0, &mut back[..256]).unwrap();
     assert!(
-        back[..256].iter().all(|&x| x == 0x5a),
+        !write_reaches(&b, &buf, 0x70_0000, 0, 256),
         "DMA reached the unmapped copy"
     );
 }
