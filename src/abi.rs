@@ -83,6 +83,32 @@ pub(crate) struct DmaUnmap {
     pub(crate) size: u64,
 }
 
+/// `IOMMU_HW_INFO_TYPE_ARM_SMMUV3`: Linux 6.13 added it to
+/// `enum iommu_hw_info_type`, after the 6.12 headers the crate binds.
+pub(crate) const IOMMU_HW_INFO_TYPE_ARM_SMMUV3: u32 = 2;
+
+/// `struct iommu_hw_info_arm_smmuv3` (Linux 6.13+; absent from the 6.12
+/// uapi the crate binds, so there is no generated struct to mirror: its
+/// layout is asserted below from the ABI): `flags`, a reserved word (named
+/// `impl` in later kernels), the SMMU's `IDR0..IDR5`, `IIDR` and `AIDR`
+/// registers.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct HwInfoArmSmmuV3 {
+    pub(crate) flags: u32,
+    pub(crate) reserved: u32,
+    pub(crate) idr: [u32; 6],
+    pub(crate) iidr: u32,
+    pub(crate) aidr: u32,
+}
+
+const _: () = {
+    assert!(size_of::<HwInfoArmSmmuV3>() == 40);
+    assert!(offset_of!(HwInfoArmSmmuV3, idr) == 8);
+    assert!(offset_of!(HwInfoArmSmmuV3, iidr) == 32);
+    assert!(offset_of!(HwInfoArmSmmuV3, aidr) == 36);
+};
+
 // Each mirror is plain data, proved by the macro (no padding, plain fields).
 sys::plain::plain!(bytes IovaRangeCap { header: sys::vfio_info_cap_header, nr_iovas: u32, reserved: u32 });
 sys::plain::plain!(bytes SparseMmapCap { header: sys::vfio_info_cap_header, nr_areas: u32, reserved: u32 });
@@ -92,6 +118,7 @@ sys::plain::plain!(bytes HotReset { argsz: u32, flags: u32, count: u32 });
 sys::plain::plain!(bytes DependentDevice { id: u32, segment: u16, bus: u8, devfn: u8 });
 sys::plain::plain!(bytes DeviceFeature { argsz: u32, flags: u32 });
 sys::plain::plain!(bytes DmaUnmap { argsz: u32, flags: u32, iova: u64, size: u64 });
+sys::plain::plain!(bytes HwInfoArmSmmuV3 { flags: u32, reserved: u32, idr: [u32; 6], iidr: u32, aidr: u32 });
 
 /// Reads `n` consecutive `T`s from the start of `bytes` by copy, so the
 /// bytes need no alignment (a capability may start at any multiple of 4, and

@@ -510,6 +510,14 @@ impl Device {
     /// kernel answers `ENOSPC`).
     #[doc(alias = "VFIO_DEVICE_GET_PCI_HOT_RESET_INFO")]
     pub fn pci_hot_reset_info(&self) -> Result<Vec<HotResetDevice>, DeviceError> {
+        self.query_pci_hot_reset_info().map(|answer| answer.devices)
+    }
+
+    /// `VFIO_DEVICE_GET_PCI_HOT_RESET_INFO`'s answer, its flags too (the
+    /// cdev path reads them: [`BoundDevice::hot_reset_info`]).
+    ///
+    /// [`BoundDevice::hot_reset_info`]: crate::iommufd::BoundDevice::hot_reset_info
+    pub(crate) fn query_pci_hot_reset_info(&self) -> Result<HotResetAnswer, DeviceError> {
         let ioctl = req::VFIO_DEVICE_GET_PCI_HOT_RESET_INFO.name;
         let head_len = size_of::<abi::HotResetInfo>();
         let entry = size_of::<abi::DependentDevice>();
@@ -548,14 +556,25 @@ impl Device {
     }
 
     /// PCI hot reset (`VFIO_DEVICE_PCI_HOT_RESET`), proving ownership of every
-    /// affected group with its fd (e.g. `container.groups()`).
+    /// affected group with its fd (e.g. `container.groups()`). A device
+    /// opened through its cdev proves it with its iommufd instead:
+    /// [`BoundDevice::hot_reset`] (the kernel refuses group fds from it,
+    /// `EINVAL`).
+    ///
+    /// [`BoundDevice::hot_reset`]: crate::iommufd::BoundDevice::hot_reset
     #[doc(alias = "VFIO_DEVICE_PCI_HOT_RESET")]
     pub fn pci_hot_reset<'g>(
         &self,
         groups: impl IntoIterator<Item = &'g crate::Group>,
     ) -> Result<(), DeviceError> {
         let fds: Vec<i32> = groups.into_iter().map(|g| g.as_fd().as_raw_fd()).collect();
-        let buf = encode_hot_reset(&fds);
+        self.issue_pci_hot_reset(&fds)
+    }
+
+    /// `VFIO_DEVICE_PCI_HOT_RESET` with these group fds (none: the cdev
+    /// form, ownership proved by the device's iommufd).
+    pub(crate) fn issue_pci_hot_reset(&self, fds: &[i32]) -> Result<(), DeviceError> {
+        let buf = encode_hot_reset(fds);
         self.kernel
             .ioctl(
                 self.fd.as_fd(),
@@ -765,20 +784,34 @@ pub(crate) fn hot_reset_info_count(buf: &[u8]) -> Result<u32, &'static str> {
         .map_err(|_| "truncated")
 }
 
+/// A decoded `VFIO_DEVICE_GET_PCI_HOT_RESET_INFO` answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct HotResetAnswer {
+    /// `VFIO_PCI_HOT_RESET_FLAG_*`: on the cdev path, whether the ids are
+    /// device ids and whether every device is owned.
+    pub(crate) flags: u32,
+    /// The devices, their ids raw (group ids, or device ids on the cdev path).
+    pub(crate) devices: Vec<HotResetDevice>,
+}
+
 /// Decodes a successful `VFIO_DEVICE_GET_PCI_HOT_RESET_INFO` answer: the
-/// header's `count` dependent devices after it. Untrusted bytes.
-pub(crate) fn parse_hot_reset_info(buf: &[u8]) -> Result<Vec<HotResetDevice>, &'static str> {
+/// header's flags, and its `count` dependent devices after it. Untrusted
+/// bytes.
+pub(crate) fn parse_hot_reset_info(buf: &[u8]) -> Result<HotResetAnswer, &'static str> {
     let (head, tail) = abi::HotResetInfo::read_from_prefix(buf).map_err(|_| "truncated")?;
     let devices = abi::read_array::<abi::DependentDevice>(tail, head.count as usize)
         .ok_or("count exceeds the buffer")?;
-    Ok(devices
-        .map(|d| HotResetDevice {
-            group_id: d.id,
-            segment: d.segment,
-            bus: d.bus,
-            devfn: d.devfn,
-        })
-        .collect())
+    Ok(HotResetAnswer {
+        flags: head.flags,
+        devices: devices
+            .map(|d| HotResetDevice {
+                group_id: d.id,
+                segment: d.segment,
+                bus: d.bus,
+                devfn: d.devfn,
+            })
+            .collect(),
+    })
 }
 
 /// Builds a `VFIO_DEVICE_PCI_HOT_RESET` argument: the header, then one group

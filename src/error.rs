@@ -313,6 +313,28 @@ pub enum DmaError {
         /// The bytes the kernel says it unmapped.
         unmapped: u64,
     },
+    /// A copy of a mapping guard refused before the call: its range was
+    /// unmapped behind its back (an iommufd `unmap_raw` covering it, or its
+    /// own unmap that failed), so it may map other memory by now.
+    #[error(
+        "{ioctl} iova {iova:#x} size {size:#x}: the guard's range was unmapped behind its back"
+    )]
+    Stale {
+        /// The request, by its C name.
+        ioctl: &'static str,
+        /// The source guard's IOVA.
+        iova: u64,
+        /// Its size.
+        size: u64,
+    },
+    /// A request naming two IOASes of different iommufds (an iommufd
+    /// request names its objects by id within the one iommufd it is issued
+    /// on), refused before the call.
+    #[error("{ioctl}: the source and destination IOAS belong to different iommufds")]
+    OtherIommufd {
+        /// The request, by its C name.
+        ioctl: &'static str,
+    },
     /// The buffer is smaller than the size asked.
     #[error("a buffer of {len:#x} bytes cannot back a mapping of {size:#x}")]
     BufferTooSmall {

@@ -46,7 +46,23 @@ pub fn hot_reset_info_count(buf: &[u8]) -> Result<u32, &'static str> {
 
 /// The devices of a successful `VFIO_DEVICE_GET_PCI_HOT_RESET_INFO` answer.
 pub fn parse_hot_reset_info(buf: &[u8]) -> Result<Vec<HotResetDevice>, &'static str> {
-    device::parse_hot_reset_info(buf)
+    device::parse_hot_reset_info(buf).map(|answer| answer.devices)
+}
+
+/// A successful `VFIO_DEVICE_GET_PCI_HOT_RESET_INFO` answer read as a bound
+/// cdev's ([`BoundDevice::hot_reset_info`](crate::iommufd::BoundDevice::hot_reset_info)
+/// does): device ids and ownership.
+pub fn parse_cdev_hot_reset_info(
+    buf: &[u8],
+) -> Result<crate::iommufd::CdevHotResetInfo, &'static str> {
+    device::parse_hot_reset_info(buf).and_then(crate::iommufd::CdevHotResetInfo::from_answer)
+}
+
+/// Decodes an `IOMMU_GET_HW_INFO` answer (`head`: the `iommu_hw_info` the
+/// kernel wrote back; `data`: the driver data it filled) as
+/// [`Iommufd::hw_info`](crate::iommufd::Iommufd::hw_info) does.
+pub fn parse_hw_info(head: &[u8], data: &[u8]) -> Result<crate::iommufd::HwInfo, &'static str> {
+    crate::iommufd::HwInfo::parse(head, data)
 }
 
 /// The `VFIO_DEVICE_PCI_HOT_RESET` argument for these group fds.

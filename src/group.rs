@@ -120,12 +120,16 @@ impl Group {
     }
 
     /// Opens the group of a PCI device by its address (`0000:01:00.0`), read
-    /// from sysfs `iommu_group`; a no-IOMMU group is recognised by its node.
+    /// from sysfs `iommu_group`; a no-IOMMU group is recognised by its node
+    /// (see [`id_of_pci_device`](Self::id_of_pci_device)).
     pub fn for_pci_device(address: &str) -> Result<Group, GroupError> {
         Self::open_id(Self::id_of_pci_device(address)?)
     }
 
-    /// The group id of a PCI device, from sysfs.
+    /// The group id of a PCI device, from sysfs: its number, and whether it
+    /// is a no-IOMMU group, which is when `/dev/vfio/N` does not exist but
+    /// `/dev/vfio/noiommu-N` does (with neither, as on a kernel without the
+    /// group interface, it is not one).
     pub fn id_of_pci_device(address: &str) -> Result<GroupId, GroupError> {
         let link = Path::new("/sys/bus/pci/devices")
             .join(address)
@@ -145,10 +149,11 @@ impl Group {
                 errno: None,
             })?;
         let plain = GroupId::new(number);
-        if plain.path().exists() {
-            Ok(plain)
+        let noiommu = GroupId::noiommu(number);
+        if !plain.path().exists() && noiommu.path().exists() {
+            Ok(noiommu)
         } else {
-            Ok(GroupId::noiommu(number))
+            Ok(plain)
         }
     }
 

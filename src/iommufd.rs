@@ -5,15 +5,21 @@
 //! The order the kernel imposes, as types:
 //!
 //! ```text
-//! Iommufd::open() ── alloc_ioas() ──▶ Ioas ── map(&DmaBuffer) ──▶ IoasMapping (unmaps on drop)
+//! Iommufd::open() ── alloc_ioas() ──▶ Ioas ── map(&DmaBuffer) / map_anywhere ──▶ IoasMapping (unmaps on drop)
+//!                                      │  └── allow_iovas(&[IovaRange]): where map_anywhere / copy_anywhere may land
+//!                                      └── copy(&IoasMapping) / copy_anywhere ──▶ IoasMapping in this IOAS, same buffer
 //! CdevDevice::open_pci(addr) ── bind(&Iommufd) ──▶ BoundDevice ── attach(&Ioas) ──▶ DMA through the IOAS
+//!                                                   ├── hot_reset_info() / hot_reset(): ownership by the iommufd
 //!                                                   └── Deref<Target = Device>: regions, IRQs, resets
 //! ```
 //!
 //! A cdev that is not bound can do nothing but bind (the kernel answers
 //! every other device request with `EINVAL`), so [`CdevDevice`] has no
 //! device operations at all; [`BoundDevice`] derefs to the same [`Device`]
-//! the group path opens: one copy of regions, MMIO, IRQs and resets.
+//! the group path opens: one copy of regions, MMIO, IRQs and resets. Its
+//! PCI hot reset proves ownership with the iommufd instead of group fds
+//! ([`BoundDevice::hot_reset`]). A device in a no-IOMMU group has no cdev
+//! ([`IommufdError::NoIommu`]).
 //!
 //! DMA memory follows the container's rules: an [`IoasMapping`] borrows
 //! the [`Ioas`] and the [`DmaBuffer`], so the buffer cannot be freed while
@@ -21,6 +27,13 @@
 //! the kernel confirms the range gone — an unmap of all of the IOAS, or its
 //! destruction. An IOAS whose destruction fails (`EBUSY`: a device is still
 //! attached) may keep its mappings, so their pages are then never freed.
+//! A copy ([`Ioas::copy`], `IOMMU_IOAS_COPY`) maps the same pages in a
+//! second place and outlives its source: it is a guard of its own, holding
+//! the buffer and borrowing it and the destination IOAS; [`Ioas::copy_raw`]
+//! is the `unsafe` form for memory mapped with [`Ioas::map_raw`].
+//!
+//! Where each of the kernel's rules is enforced: the [crate's rule
+//! table](crate#kernel-ordering-rules-and-where-they-are-enforced).
 //!
 //! The simulated kernel models iommufd and the cdev too
 //! ([`Simulator::open_iommufd`](crate::sim::Simulator::open_iommufd),
@@ -37,6 +50,13 @@ use crate::dma::{DmaAccess, DmaBuffer, Orphans, UnmapError, try_unmap_with};
 use crate::error::{DeviceError, DmaError, Errno};
 use crate::kernel::{Arg, Kernel, req};
 use crate::sys::{self, FromBytes, IntoBytes, SliceBytes};
+
+mod allowed;
+mod copy;
+mod hot_reset;
+
+use copy::RawUnmaps;
+pub use hot_reset::{CdevHotResetDevice, CdevHotResetInfo, HotResetOwner};
 
 /// The iommufd node.
 pub const IOMMUFD_PATH: &str = "/dev/iommu";
@@ -67,6 +87,33 @@ pub enum IommufdError {
         path: PathBuf,
         /// What was wrong.
         what: String,
+    },
+    /// The device's IOMMU group is a no-IOMMU group: Linux makes no VFIO
+    /// device cdev for it (through 6.12 at least), so it can only be used
+    /// through its group (`/dev/vfio/noiommu-N`, a
+    /// [`Container<NoIommu>`](crate::NoIommu)).
+    #[error(
+        "{address} is in a no-IOMMU group: the kernel makes no VFIO device cdev for it \
+         (open its group /dev/vfio/noiommu-N with a NoIommu container instead)"
+    )]
+    NoIommu {
+        /// The PCI device.
+        address: String,
+    },
+    /// An IOVA range refused before the call: it ends before it starts, or
+    /// reaches past what the kernel's `unsigned long` holds (a 32-bit kernel
+    /// would silently cut it short), or there are more ranges than a
+    /// request can count.
+    #[error("{ioctl}: range {start:#x}..={end:#x}: {what}")]
+    BadRange {
+        /// The request.
+        ioctl: &'static str,
+        /// The range's first IOVA.
+        start: u64,
+        /// Its last IOVA.
+        end: u64,
+        /// What is wrong with it.
+        what: &'static str,
     },
     /// The kernel's answer did not parse.
     #[error("{ioctl}: malformed answer: {what}")]
@@ -131,6 +178,7 @@ impl Iommufd {
             iommufd: self,
             id: arg.out_ioas_id,
             orphans: Orphans::default(),
+            raw_unmaps: RawUnmaps::default(),
             destroyed: false,
         })
     }
@@ -171,7 +219,7 @@ impl Iommufd {
     }
 
     /// What the IOMMU behind a bound device is (`IOMMU_GET_HW_INFO`):
-    /// its type and driver data (decoded for Intel VT-d), and the
+    /// its type and driver data (decoded for Intel VT-d and ARM SMMUv3), and the
     /// capabilities iommufd reports (dirty tracking, PASID).
     #[doc(alias = "IOMMU_GET_HW_INFO")]
     pub fn hw_info(&self, device: &BoundDevice) -> Result<HwInfo, IommufdError> {
@@ -289,8 +337,20 @@ pub enum HwInfoData {
         /// The extended capability register.
         ecap_reg: u64,
     },
-    /// Another type (ARM SMMUv3 is 2): its number and the bytes the kernel
-    /// wrote, undecoded.
+    /// `IOMMU_HW_INFO_TYPE_ARM_SMMUV3` (Linux 6.13+): the SMMU's ID
+    /// registers, raw (SMMUv3 specification, 6.3.1–6.3.6). They report the
+    /// hardware, not what the kernel supports of it.
+    ArmSmmuV3 {
+        /// Flags (none defined yet).
+        flags: u32,
+        /// `SMMU_IDR0` .. `SMMU_IDR5`.
+        idr: [u32; 6],
+        /// `SMMU_IIDR`: implementer and implementation.
+        iidr: u32,
+        /// `SMMU_AIDR`: the architecture version.
+        aidr: u32,
+    },
+    /// Another type: its number and the bytes the kernel wrote, undecoded.
     Other {
         /// `out_data_type`.
         data_type: u32,
@@ -319,6 +379,16 @@ impl HwInfo {
                     flags: v.flags,
                     cap_reg: v.cap_reg,
                     ecap_reg: v.ecap_reg,
+                }
+            }
+            crate::abi::IOMMU_HW_INFO_TYPE_ARM_SMMUV3 => {
+                let (v, _) = crate::abi::HwInfoArmSmmuV3::read_from_prefix(data)
+                    .map_err(|_| "SMMUv3 data shorter than iommu_hw_info_arm_smmuv3")?;
+                HwInfoData::ArmSmmuV3 {
+                    flags: v.flags,
+                    idr: v.idr,
+                    iidr: v.iidr,
+                    aidr: v.aidr,
                 }
             }
             other => HwInfoData::Other {
@@ -424,6 +494,9 @@ pub struct Ioas<'f> {
     iommufd: &'f Iommufd,
     id: u32,
     orphans: Orphans,
+    /// Ranges unmapped other than by their guards (what a copy of a guard
+    /// must check first).
+    raw_unmaps: RawUnmaps,
     destroyed: bool,
 }
 
@@ -495,12 +568,12 @@ impl<'f> Ioas<'f> {
     /// `FIXED_IOVA`) and returns the guard that unmaps it.
     #[doc(alias = "IOMMU_IOAS_MAP")]
     #[inline]
-    pub fn map<'a>(
+    pub fn map<'a, 'b>(
         &'a self,
-        buffer: &'a DmaBuffer,
+        buffer: &'b DmaBuffer,
         iova: u64,
         access: DmaAccess,
-    ) -> Result<IoasMapping<'a, 'f>, DmaError> {
+    ) -> Result<IoasMapping<'a, 'f, 'b>, DmaError> {
         self.map_buffer(buffer, Some(iova), access)
     }
 
@@ -508,22 +581,24 @@ impl<'f> Ioas<'f> {
     /// (`IOMMU_IOAS_MAP` without `FIXED_IOVA`); the guard's
     /// [`iova`](IoasMapping::iova) says where.
     #[doc(alias = "IOMMU_IOAS_MAP")]
-    pub fn map_anywhere<'a>(
+    pub fn map_anywhere<'a, 'b>(
         &'a self,
-        buffer: &'a DmaBuffer,
+        buffer: &'b DmaBuffer,
         access: DmaAccess,
-    ) -> Result<IoasMapping<'a, 'f>, DmaError> {
+    ) -> Result<IoasMapping<'a, 'f, 'b>, DmaError> {
         self.map_buffer(buffer, None, access)
     }
 
     #[inline]
-    fn map_buffer<'a>(
+    fn map_buffer<'a, 'b>(
         &'a self,
-        buffer: &'a DmaBuffer,
+        buffer: &'b DmaBuffer,
         iova: Option<u64>,
         access: DmaAccess,
-    ) -> Result<IoasMapping<'a, 'f>, DmaError> {
+    ) -> Result<IoasMapping<'a, 'f, 'b>, DmaError> {
         let size = buffer.len() as u64;
+        // Taken before the call (see `RawUnmaps`).
+        let stamp = self.raw_unmaps.stamp();
         // Counted before the call: the device may reach the pages from the
         // moment the kernel maps them.
         buffer.hold();
@@ -539,6 +614,7 @@ impl<'f> Ioas<'f> {
                 buffer,
                 iova,
                 size,
+                stamp,
             }),
             Err(e) => {
                 buffer.release();
@@ -567,19 +643,9 @@ impl<'f> Ioas<'f> {
         iova: Option<u64>,
         access: DmaAccess,
     ) -> Result<u64, DmaError> {
-        let mut flags = 0;
-        if iova.is_some() {
-            flags |= sys::IOMMU_IOAS_MAP_FIXED_IOVA;
-        }
-        if access.device_reads() {
-            flags |= sys::IOMMU_IOAS_MAP_READABLE;
-        }
-        if access.device_writes() {
-            flags |= sys::IOMMU_IOAS_MAP_WRITEABLE;
-        }
         let mut arg = sys::iommu_ioas_map {
             size: size_of::<sys::iommu_ioas_map>() as u32,
-            flags,
+            flags: map_flags(iova, access),
             ioas_id: self.id,
             __reserved: 0,
             user_va: vaddr as u64,
@@ -610,10 +676,13 @@ impl<'f> Ioas<'f> {
     /// the kernel unmapped. The kernel unmaps only whole mappings inside
     /// the range (`ENOENT` for a range that covers none, or that would split
     /// one). Unmapping a range a guard owns makes that guard's own unmap
-    /// fail later.
+    /// fail later, and the guard can no longer be copied
+    /// ([`DmaError::Stale`]: its IOVAs may map other memory by then).
     #[doc(alias = "IOMMU_IOAS_UNMAP")]
     pub fn unmap_raw(&self, iova: u64, size: u64) -> Result<u64, DmaError> {
-        let unmapped = self.unmap_range(iova, size)?;
+        let unmapped = self
+            .raw_unmaps
+            .around(iova, size, || self.unmap_range(iova, size))?;
         // Every mapping inside the range is gone (iommufd never unmaps part
         // of one).
         self.orphans.range_gone(iova, size, false);
@@ -627,6 +696,8 @@ impl<'f> Ioas<'f> {
     pub fn unmap_all(&mut self) -> Result<u64, DmaError> {
         let unmapped = self.unmap_range(0, u64::MAX)?;
         self.orphans.all_gone();
+        // No guard is alive (`&mut self`): no record can concern one.
+        self.raw_unmaps.clear();
         Ok(unmapped)
     }
 
@@ -709,19 +780,40 @@ impl Drop for Ioas<'_> {
     }
 }
 
-/// A live mapping of a [`DmaBuffer`] in an [`Ioas`]; unmaps on drop
-/// (`IOMMU_IOAS_UNMAP`). Borrows the IOAS (so it cannot be destroyed) and
-/// the buffer (so it cannot be freed). A failed unmap in `Drop` keeps the
-/// buffer's pages until the kernel confirms the range gone.
-#[must_use = "dropping the guard unmaps the buffer at once"]
-pub struct IoasMapping<'a, 'f> {
-    ioas: &'a Ioas<'f>,
-    buffer: &'a DmaBuffer,
-    iova: u64,
-    size: u64,
+/// `IOMMU_IOAS_MAP_*` flags (`IOMMU_IOAS_COPY` takes the same).
+pub(super) fn map_flags(iova: Option<u64>, access: DmaAccess) -> u32 {
+    let mut flags = 0;
+    if iova.is_some() {
+        flags |= sys::IOMMU_IOAS_MAP_FIXED_IOVA;
+    }
+    if access.device_reads() {
+        flags |= sys::IOMMU_IOAS_MAP_READABLE;
+    }
+    if access.device_writes() {
+        flags |= sys::IOMMU_IOAS_MAP_WRITEABLE;
+    }
+    flags
 }
 
-impl fmt::Debug for IoasMapping<'_, '_> {
+/// A live mapping of a [`DmaBuffer`] in an [`Ioas`]; unmaps on drop
+/// (`IOMMU_IOAS_UNMAP`). Borrows the IOAS (`'a`, so it cannot be destroyed;
+/// `'f` is the IOAS's own borrow of its [`Iommufd`]) and the buffer (`'b`,
+/// so it cannot be freed). A failed unmap in `Drop` keeps the buffer's
+/// pages until the kernel confirms the range gone.
+///
+/// [`Ioas::copy`] makes a second guard over the same buffer in another
+/// IOAS: it borrows that IOAS and the buffer, not this guard or its IOAS.
+#[must_use = "dropping the guard unmaps the buffer at once"]
+pub struct IoasMapping<'a, 'f, 'b> {
+    ioas: &'a Ioas<'f>,
+    buffer: &'b DmaBuffer,
+    iova: u64,
+    size: u64,
+    /// The IOAS's raw-unmap count just before the mapping was made.
+    stamp: u64,
+}
+
+impl fmt::Debug for IoasMapping<'_, '_, '_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IoasMapping")
             .field("ioas", &self.ioas.id)
@@ -731,7 +823,7 @@ impl fmt::Debug for IoasMapping<'_, '_> {
     }
 }
 
-impl<'a, 'f> IoasMapping<'a, 'f> {
+impl<'a, 'f, 'b> IoasMapping<'a, 'f, 'b> {
     /// The IOVA devices use.
     pub fn iova(&self) -> u64 {
         self.iova
@@ -752,7 +844,7 @@ impl<'a, 'f> IoasMapping<'a, 'f> {
 
     /// Unmaps now; on failure the guard comes back inside the error.
     #[doc(alias = "IOMMU_IOAS_UNMAP")]
-    pub fn try_unmap(self) -> Result<(), UnmapError<IoasMapping<'a, 'f>>> {
+    pub fn try_unmap(self) -> Result<(), UnmapError<IoasMapping<'a, 'f, 'b>>> {
         try_unmap_with(self, Self::do_unmap)
     }
 
@@ -765,8 +857,15 @@ impl<'a, 'f> IoasMapping<'a, 'f> {
 
     #[inline]
     fn do_unmap(&self) -> Result<(), DmaError> {
-        let unmapped = self.ioas.unmap_range(self.iova, self.size)?;
+        let unmapped = self
+            .ioas
+            .unmap_range(self.iova, self.size)
+            // Failed: part of the range may be gone (the kernel stops at the
+            // first area it cannot unmap), and other memory may be mapped
+            // there later, so a guard handed back can no longer be copied.
+            .inspect_err(|_| self.ioas.raw_unmaps.record(self.iova, self.size))?;
         if unmapped < self.size {
+            self.ioas.raw_unmaps.record(self.iova, self.size);
             // Not all of it went: keep the pages.
             return Err(DmaError::PartialUnmap {
                 ioctl: req::IOMMU_IOAS_UNMAP.name,
@@ -780,7 +879,7 @@ impl<'a, 'f> IoasMapping<'a, 'f> {
     }
 }
 
-impl Drop for IoasMapping<'_, '_> {
+impl Drop for IoasMapping<'_, '_, '_> {
     #[inline]
     fn drop(&mut self) {
         if self.do_unmap().is_err() {
@@ -814,9 +913,29 @@ pub struct BindError {
 impl CdevDevice {
     /// The cdev node of a PCI device, from sysfs
     /// (`/sys/bus/pci/devices/<addr>/vfio-dev/vfioN`): needs the device
-    /// bound to vfio-pci on a kernel with `CONFIG_VFIO_DEVICE_CDEV`. (Linux
-    /// 6.12 makes no cdev for a no-IOMMU device.)
+    /// bound to vfio-pci on a kernel with `CONFIG_VFIO_DEVICE_CDEV`.
+    ///
+    /// Linux (6.12) makes no cdev for a device in a no-IOMMU group (its
+    /// sysfs `vfio-dev/vfioN` exists, its `/dev/vfio/devices/vfioN` does
+    /// not): that is [`IommufdError::NoIommu`], known the way
+    /// [`Group::id_of_pci_device`](crate::Group::id_of_pci_device) knows a
+    /// no-IOMMU group.
     pub fn path_of_pci_device(address: &str) -> Result<PathBuf, IommufdError> {
+        let path = Self::cdev_of_pci_device(address);
+        if path.as_ref().is_ok_and(|p| p.exists()) {
+            return path;
+        }
+        // No cdev: a no-IOMMU device has none to find.
+        match crate::Group::id_of_pci_device(address) {
+            Ok(id) if id.noiommu => Err(IommufdError::NoIommu {
+                address: address.into(),
+            }),
+            _ => path,
+        }
+    }
+
+    /// The cdev node sysfs names for a PCI device (it may not exist).
+    fn cdev_of_pci_device(address: &str) -> Result<PathBuf, IommufdError> {
         let dir = Path::new("/sys/bus/pci/devices")
             .join(address)
             .join("vfio-dev");
@@ -824,7 +943,7 @@ impl CdevDevice {
             path: dir.clone(),
             what: format!(
                 "{e} (no VFIO device cdev: is the device bound to vfio-pci, on a kernel \
-                 with CONFIG_VFIO_DEVICE_CDEV, and not a no-IOMMU device?)"
+                 with CONFIG_VFIO_DEVICE_CDEV?)"
             ),
         })?;
         let mut names: Vec<String> = entries
@@ -1063,13 +1182,13 @@ mod tests {
         // VT-d data shorter than its struct, or a truncated header: refused.
         assert!(HwInfo::parse(h.as_bytes(), &vtd.as_bytes()[..8]).is_err());
         assert!(HwInfo::parse(&h.as_bytes()[..20], vtd.as_bytes()).is_err());
-        h.out_data_type = 2;
+        h.out_data_type = 4;
         h.out_capabilities = 0;
         let other = HwInfo::parse(h.as_bytes(), &[1, 2, 3]).unwrap();
         assert_eq!(
             other.data,
             HwInfoData::Other {
-                data_type: 2,
+                data_type: 4,
                 bytes: vec![1, 2, 3]
             }
         );
@@ -1079,6 +1198,46 @@ mod tests {
             HwInfo::parse(h.as_bytes(), &[]).unwrap().data,
             HwInfoData::None
         );
+    }
+
+    #[test]
+    fn hw_info_decodes_arm_smmuv3_and_refuses_short_data() {
+        let mut h = sys::iommu_hw_info::new_zeroed();
+        h.out_data_type = 2; // IOMMU_HW_INFO_TYPE_ARM_SMMUV3 (Linux 6.13+)
+        h.out_max_pasid_log2 = 20;
+        // flags, reserved, IDR0..5, IIDR, AIDR: ten native-endian words.
+        let words: [u32; 10] = [
+            0,
+            0,
+            0x0c8a_7efb,
+            0x2,
+            0x3,
+            0x4,
+            0x0000_0075,
+            0x5,
+            0x43b,
+            0x2,
+        ];
+        let data: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        let info = HwInfo::parse(h.as_bytes(), &data).unwrap();
+        assert_eq!(
+            info.data,
+            HwInfoData::ArmSmmuV3 {
+                flags: 0,
+                idr: [0x0c8a_7efb, 0x2, 0x3, 0x4, 0x0000_0075, 0x5],
+                iidr: 0x43b,
+                aidr: 0x2
+            }
+        );
+        assert_eq!(info.max_pasid_log2, 20);
+        // Longer data (a newer kernel's extra words) decodes the same;
+        // shorter than the struct, by a word or entirely, is refused.
+        let mut longer = data.clone();
+        longer.extend_from_slice(&[0xff; 8]);
+        assert_eq!(HwInfo::parse(h.as_bytes(), &longer).unwrap(), info);
+        for cut in [0, 4, 36, 39] {
+            assert!(HwInfo::parse(h.as_bytes(), &data[..cut]).is_err(), "{cut}");
+        }
     }
 
     #[test]

@@ -48,7 +48,9 @@ pub(crate) enum Shape {
     /// `argsz >= 12`), so `12 + 4 * count` must fit the buffer too.
     CountedInts,
     /// A struct that carries a user address the kernel dereferences
-    /// (`MAP_DMA`'s `vaddr`): never issued through the safe path.
+    /// (`MAP_DMA`'s `vaddr`), or a request that gives devices access to
+    /// process memory without one (`IOMMU_IOAS_COPY`): never issued through
+    /// the safe path.
     UserPointer,
 }
 
@@ -154,6 +156,12 @@ pub(crate) mod req {
     request!(IOMMU_IOAS_IOVA_RANGES, Iommufd, Shape::UserPointer);
     // `user_va`: the memory devices will reach.
     request!(IOMMU_IOAS_MAP, Iommufd, Shape::UserPointer);
+    // `allowed_iovas`: a user array the kernel reads.
+    request!(IOMMU_IOAS_ALLOW_IOVAS, Iommufd, Shape::UserPointer);
+    // No pointer, but it gives devices the pages of an existing mapping a
+    // second time, as MAP gives new ones: only through `ioctl_unchecked`,
+    // whose caller proves the memory outlives the copy.
+    request!(IOMMU_IOAS_COPY, Iommufd, Shape::UserPointer);
     request!(
         IOMMU_IOAS_UNMAP,
         Iommufd,

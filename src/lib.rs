@@ -45,8 +45,11 @@
 //! objects ([`iommufd`]):
 //!
 //! ```text
-//! Iommufd::open() ── alloc_ioas() ──▶ Ioas ── map(&buf) / map_anywhere(&buf) ──▶ IoasMapping<'_>
+//! Iommufd::open() ── alloc_ioas() ──▶ Ioas ── map(&buf) / map_anywhere(&buf) ──▶ IoasMapping<'_, '_, '_>
+//!                                     │  └── allow_iovas(&[IovaRange])   (where map_anywhere / copy_anywhere land)
+//!                                     └── copy(&mapping) / copy_anywhere(&mapping) ──▶ IoasMapping (same buffer, this IOAS)
 //! CdevDevice::open_pci(addr) ── bind(&Iommufd) ──▶ BoundDevice ── attach(&Ioas) / detach()
+//!                                                    ├── hot_reset_info() / hot_reset()   (no group fds)
 //!                                                    └── derefs to Device (regions, IRQs, resets)
 //! ```
 //!
@@ -83,6 +86,12 @@
 //! | PAMU ("type2") rules: request codes only on PAMU containers, windows after geometry, mappings after windows, no reconfiguration under a mapping, MSI banks before MSI | compile time and run time | see the [type2 chapter's table](type2#rules-and-where-they-are-enforced) (`msi_bank_before_set_iommu`, `msi_bank_on_type1v2`, `pamu_attr_on_type1`, `windows_before_geometry`, `pamu_dma_before_windows`, `pamu_geometry_while_mapped`, `pamu_windows_while_bank_mapped`, `pamu_map_plain_buffer`, `pamu_stash_before_windows`, `pamu_iommu_info`, `pamu_assume_present_without_unsafe`; [`Type2Error`], [`DeviceError::MsiBanksUnmapped`]) |
 //! | iommufd: an unbound cdev can only bind (every other request `EINVAL`); a cdev binds once (`EINVAL`) | compile time | [`iommufd::CdevDevice`] has only `bind`, which consumes it; [`iommufd::BoundDevice`] has no `bind` (`iommufd_cdev_region_before_bind`, `iommufd_cdev_irq_before_bind`, `iommufd_cdev_reset_before_bind`, `iommufd_attach_unbound`, `iommufd_double_bind`, `iommufd_bound_device_rebind`) |
 //! | iommufd: mapped memory stays valid while mapped; an IOAS lives in its iommufd; destroying or unmapping all of an IOAS ends mappings guards rely on; `IOAS_MAP` of raw memory is the caller's promise | compile time | [`iommufd::IoasMapping`] borrows the [`iommufd::Ioas`] and the buffer, the `Ioas` borrows the [`iommufd::Iommufd`]; `destroy(self)`, `unmap_all(&mut self)`, `unsafe map_raw` (`iommufd_mapping_outlives_buffer`, `iommufd_ioas_outlives_iommufd`, `iommufd_destroy_while_mapped`, `iommufd_unmap_all_while_mapped`, `iommufd_map_raw_without_unsafe`) |
+//! | iommufd: a copy (`IOMMU_IOAS_COPY`) maps the buffer until it is unmapped itself, whatever becomes of its source; a copy of raw IOVAs hands devices whatever memory they map | compile time | the copy is an [`iommufd::IoasMapping`] of its own, holding and borrowing the buffer and the destination IOAS (not the source guard or IOAS); `unsafe copy_raw` (`iommufd_copy_outlives_buffer`, `iommufd_copy_outlives_destination`, `iommufd_copy_unmap_all_destination`, `iommufd_copy_raw_without_unsafe`; `pass/iommufd_copy`) |
+//! | iommufd: a copy copies what the source IOVAs map now; one request names both IOASes in one iommufd | run time | [`DmaError::Stale`] (the guard's range was unmapped behind its back: [`iommufd::Ioas::unmap_raw`] or a failed unmap), [`DmaError::OtherIommufd`], both before the call |
+//! | iommufd: `COPY` over a mapping (`EEXIST`), into a reserved range or unaligned (`EINVAL`), wrapping (`EOVERFLOW`), from a range with a hole (`ENOENT`), device writes to read-only pages (`EPERM`) | run time | [`DmaError::Ioctl`] with the kernel's errno (`typed::iommufd::iommufd_copy_errors_carry_the_kernels_errno`) |
+//! | iommufd: allowed IOVAs confine only kernel-chosen ones (none left: `ENOSPC`); one-byte or overlapping ranges (`EINVAL`); ranges over a reserved region, or attaching a device that reserves inside them (`EADDRINUSE`); bounds the kernel would truncate | run time | [`iommufd::IommufdError::Ioctl`]; [`iommufd::IommufdError::BadRange`] before the call for a reversed range or a bound past `unsigned long` (`typed::iommufd::iommufd_allowed_iovas_confine_kernel_chosen_ones`) |
+//! | iommufd: a cdev's hot reset passes no group fd (`EINVAL`) and needs every affected device owned by its iommufd (`EINVAL`) | run time | [`iommufd::BoundDevice::hot_reset`] takes none; [`iommufd::BoundDevice::hot_reset_info`] reports each device's [`iommufd::HotResetOwner`] |
+//! | iommufd: a no-IOMMU device has no cdev | run time | [`iommufd::IommufdError::NoIommu`] from [`iommufd::CdevDevice::open_pci`] |
 //! | iommufd: group and cdev exclude each other (`EBUSY`); overlapping maps (`EEXIST`); maps in a reserved range (`EINVAL`) or that wrap (`EOVERFLOW`); unmapping part of a mapping (`ENOENT`); attaching over a reserved region already mapped (`EADDRINUSE`); destroying an IOAS in use (`EBUSY`) | run time | [`iommufd::IommufdError`], [`iommufd::BindError`] (device handed back), [`iommufd::DestroyError`] (IOAS handed back), [`DmaError::Ioctl`], with the kernel's errno (`typed::iommufd::iommufd_errors_carry_the_kernels_errno` in the guest) |
 //! | automasked INTx must be unmasked after servicing | documented | [`Device::unmask_irq`]; the kernel cannot be told otherwise |
 //! | closing an eventfd does not disarm its trigger | documented | [`Device::disable_irq`] is explicit |
@@ -115,7 +124,8 @@
 //! - `Drop` never panics and tears down in order (mapping guards, then groups
 //!   leave the container, then the container closes).
 //!
-//! What is left to the caller: [`Container::map_raw`] is `unsafe` — a VMM
+//! What is left to the caller: [`Container::map_raw`] (and iommufd's
+//! [`iommufd::Ioas::map_raw`] and [`iommufd::Ioas::copy_raw`]) is `unsafe` — a VMM
 //! mapping guest memory promises that memory stays valid and that device
 //! writes to it are acceptable; what a device does with its DMA engine
 //! (which IOVA it is told to use, when Bus Master is on) is the program's

@@ -1178,7 +1178,7 @@ fn iommufd_bind_attach_map_dma_detach_on_the_simulator() {
         .unwrap();
     assert!(matches!(
         noiommu.open_cdev(BDF),
-        Err(IommufdError::Sysfs { .. })
+        Err(IommufdError::NoIommu { .. })
     ));
     drop(dev);
     assert!(

@@ -1,12 +1,14 @@
-//! Device info, IRQ info and PCI hot-reset info decoding over the same
-//! arbitrary bytes: never a panic, the reference decoder's answer,
-//! independent of alignment; and the `PCI_HOT_RESET` argument built from fds
+//! Device info, IRQ info and PCI hot-reset info decoding (the group path's
+//! reading and a bound cdev's) over the same arbitrary bytes: never a panic,
+//! the reference decoder's answer, independent of alignment; and the
+//! `PCI_HOT_RESET` argument built from fds
 //! taken from the bytes round-trips and passes the seam's shape check.
 #![no_main]
 
 use fuzz_oracle::{RefCap, Shifted, i32_at, ref_walk, u16_at, u32_at};
 use libfuzzer_sys::fuzz_target;
 use typed_vfio::fuzzing::{self, SeamRequest};
+use typed_vfio::iommufd::HotResetOwner;
 
 fuzz_target!(|data: &[u8]| {
     let buf = Shifted::new(data, 0);
@@ -86,6 +88,36 @@ fuzz_target!(|data: &[u8]| {
                 assert!(12 + 8 * u64::from(count) > data.len() as u64);
             }
         }
+    }
+
+    // The same answer read as a bound cdev's: ids are device ids (flag
+    // DEV_ID, bit 0), 0 is VFIO_PCI_DEVID_OWNED, u32::MAX (-1) NOT_OWNED;
+    // DEV_ID_OWNED (bit 1) may not stand beside a device not owned.
+    let cdev = fuzzing::parse_cdev_hot_reset_info(bytes);
+    assert_eq!(cdev, fuzzing::parse_cdev_hot_reset_info(odd.bytes()));
+    if let Ok(info) = &cdev {
+        let flags = u32_at(data, 4).unwrap();
+        assert_ne!(flags & 1, 0, "group ids read as device ids");
+        assert_eq!(info.all_owned, flags & 2 != 0);
+        let groups = devices
+            .as_ref()
+            .expect("the cdev reading decoded what the group one refused");
+        assert_eq!(info.devices.len(), groups.len());
+        for (c, g) in info.devices.iter().zip(groups) {
+            assert_eq!((c.segment, c.bus, c.devfn), (g.segment, g.bus, g.devfn));
+            let owner = match g.group_id {
+                0 => HotResetOwner::GroupOwned,
+                u32::MAX => HotResetOwner::NotOwned,
+                id => HotResetOwner::Bound(id),
+            };
+            assert_eq!(c.owner, owner);
+            assert!(!info.all_owned || owner != HotResetOwner::NotOwned);
+        }
+    } else if let (Ok(groups), Some(flags)) = (&devices, u32_at(data, 4)) {
+        // Refused only for group ids or a false all-owned claim.
+        assert!(
+            flags & 1 == 0 || (flags & 2 != 0 && groups.iter().any(|g| g.group_id == u32::MAX))
+        );
     }
 
     // VFIO_DEVICE_PCI_HOT_RESET: argsz, flags 0, count, then the group fds.

@@ -16,7 +16,10 @@ const HEAD: usize = 32;
 fuzz_target!(|data: &[u8]| {
     let split = HEAD.min(data.len());
     let (head, array) = data.split_at(split);
-    let parsed = parse_ioas_iova_ranges(Shifted::new(head, 0).bytes(), Shifted::new(array, 0).bytes());
+    let parsed = parse_ioas_iova_ranges(
+        Shifted::new(head, 0).bytes(),
+        Shifted::new(array, 0).bytes(),
+    );
     for shift in [1, 4] {
         let other = parse_ioas_iova_ranges(
             Shifted::new(head, shift).bytes(),

@@ -326,7 +326,7 @@ fn map<'a, 'f>(
     ioases: &'a [Ioas<'f>],
     buffers: &'a [DmaBuffer],
     w: &mut World,
-    guards: &mut Vec<IoasMapping<'a, 'f>>,
+    guards: &mut Vec<IoasMapping<'a, 'f, 'a>>,
     owners: &mut Vec<u32>,
     (ioas, buffer, iova): (u8, u8, u8),
 ) {
@@ -358,7 +358,7 @@ fn map<'a, 'f>(
 
 /// Unmaps one guard (by `unmap` or by drop); a failed unmap leaves its range
 /// mapped (the IOAS keeps the pages as an orphan), which the model keeps.
-fn unmap_guard(w: &mut World, guard: IoasMapping<'_, '_>, id: u32, explicit: bool) {
+fn unmap_guard(w: &mut World, guard: IoasMapping<'_, '_, '_>, id: u32, explicit: bool) {
     w.faults.sync(&w.sim);
     let range = (guard.iova(), guard.size());
     let result = if explicit {
@@ -388,10 +388,10 @@ fn mapped(
     ops: &mut Peekable<IntoIter<Op>>,
     first: (u8, u8, u8),
 ) {
-    let mut guards: Vec<IoasMapping<'_, '_>> = Vec::new();
+    let mut guards: Vec<IoasMapping<'_, '_, '_>> = Vec::new();
     let mut owners: Vec<u32> = Vec::new();
     map(ioases, buffers, w, &mut guards, &mut owners, first);
-    let ranges = |g: &Vec<IoasMapping<'_, '_>>, o: &Vec<u32>| {
+    let ranges = |g: &Vec<IoasMapping<'_, '_, '_>>, o: &Vec<u32>| {
         g.iter()
             .zip(o)
             .map(|(m, &id)| (id, m.iova(), m.size()))

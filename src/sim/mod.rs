@@ -543,9 +543,8 @@ impl Simulator {
             });
         };
         if noiommu {
-            return Err(crate::iommufd::IommufdError::Sysfs {
-                path: sysfs(),
-                what: "no VFIO device cdev: a no-IOMMU device has none".into(),
+            return Err(crate::iommufd::IommufdError::NoIommu {
+                address: address.to_owned(),
             });
         }
         let path = PathBuf::from(format!("/dev/vfio/devices/vfio{i}"));

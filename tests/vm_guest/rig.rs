@@ -91,6 +91,34 @@ pub fn driver_of(bdf: &str) -> Option<String> {
     Some(link.file_name()?.to_string_lossy().into_owned())
 }
 
+/// Binds (`bind`) or unbinds `bdf` and the driver `driver` through sysfs.
+pub fn sysfs_driver(driver: &str, bdf: &str, bind: bool) {
+    let op = if bind { "bind" } else { "unbind" };
+    let path = format!("/sys/bus/pci/drivers/{driver}/{op}");
+    std::fs::write(&path, bdf).unwrap_or_else(|e| panic!("{path} <- {bdf}: {e}"));
+}
+
+/// Sets (or, with `None`, clears) the driver `bdf` binds to, whatever the
+/// drivers' id tables say (sysfs `driver_override`).
+pub fn driver_override(bdf: &str, driver: Option<&str>) {
+    let path = sysfs_device(bdf).join("driver_override");
+    let value = driver.unwrap_or("\n");
+    std::fs::write(&path, value).unwrap_or_else(|e| panic!("{} <- {value:?}: {e}", path.display()));
+}
+
+/// The PCI bus and devfn of `DDDD:BB:DD.F`.
+pub fn bus_devfn(bdf: &str) -> (u8, u8) {
+    let parse = || -> Option<(u8, u8)> {
+        let (_, rest) = bdf.split_once(':')?;
+        let (bus, rest) = rest.split_once(':')?;
+        let (dev, func) = rest.split_once('.')?;
+        let dev = u8::from_str_radix(dev, 16).ok()?;
+        let func = u8::from_str_radix(func, 16).ok()?;
+        Some((u8::from_str_radix(bus, 16).ok()?, dev << 3 | func))
+    };
+    parse().unwrap_or_else(|| panic!("not a PCI address: {bdf:?}"))
+}
+
 /// `/dev/vfio/<name>` for a group node name from [`groups`].
 pub fn group_path(name: &str) -> PathBuf {
     PathBuf::from("/dev/vfio").join(name)
