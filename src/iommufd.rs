@@ -100,6 +100,14 @@ pub enum IommufdError {
         /// The PCI device.
         address: String,
     },
+    /// An object of another iommufd was named (an IOAS or HWPT for a
+    /// device bound elsewhere, or such a device): refused before the call,
+    /// since object ids name objects of one iommufd context only.
+    #[error("{ioctl}: the device and the object belong to different iommufds")]
+    OtherIommufd {
+        /// The request, by its C name.
+        ioctl: &'static str,
+    },
     /// An IOVA range refused before the call: it ends before it starts, or
     /// reaches past what the kernel's `unsigned long` holds (a 32-bit kernel
     /// would silently cut it short), or there are more ranges than a
@@ -134,6 +142,16 @@ pub enum IommufdError {
 pub struct Iommufd {
     kernel: Kernel,
     fd: OwnedFd,
+    /// Which `Iommufd` of this process this is: object ids are per context,
+    /// so a device bound to one must never be handed the ids of another.
+    uid: u64,
+}
+
+/// A fresh [`Iommufd::uid`].
+fn next_uid() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 impl Iommufd {
@@ -150,15 +168,32 @@ impl Iommufd {
                 path: IOMMUFD_PATH.into(),
                 errno,
             })?;
-        Ok(Iommufd { kernel, fd })
+        Ok(Iommufd {
+            kernel,
+            fd,
+            uid: next_uid(),
+        })
     }
 
-    /// Adopts an already-open iommufd (privilege separation).
+    /// Adopts an already-open iommufd (privilege separation). Each adopted
+    /// fd is an iommufd of its own to the crate: objects of one are not
+    /// accepted by devices bound to another, even if both fds name the same
+    /// kernel context.
     pub fn from_fd(fd: OwnedFd) -> Iommufd {
         Iommufd {
             kernel: Kernel::for_fd(fd.as_fd()),
             fd,
+            uid: next_uid(),
         }
+    }
+
+    /// Refuses (before the call) a device bound to another iommufd: object
+    /// ids name objects of one context only.
+    fn check_device(&self, device: &BoundDevice, ioctl: &'static str) -> Result<(), IommufdError> {
+        if device.iommufd != self.uid {
+            return Err(IommufdError::OtherIommufd { ioctl });
+        }
+        Ok(())
     }
 
     /// The iommufd, borrowed.
@@ -224,6 +259,7 @@ impl Iommufd {
     #[doc(alias = "IOMMU_GET_HW_INFO")]
     pub fn hw_info(&self, device: &BoundDevice) -> Result<HwInfo, IommufdError> {
         let ioctl = req::IOMMU_GET_HW_INFO.name;
+        self.check_device(device, ioctl)?;
         let mut data = [0u64; 32];
         let mut arg = sys::iommu_hw_info::new_zeroed();
         arg.size = size_of::<sys::iommu_hw_info>() as u32;
@@ -260,6 +296,10 @@ impl Iommufd {
         flags: u32,
     ) -> Result<Hwpt<'i>, IommufdError> {
         let ioctl = req::IOMMU_HWPT_ALLOC.name;
+        self.check_device(device, ioctl)?;
+        if ioas.iommufd.uid != self.uid {
+            return Err(IommufdError::OtherIommufd { ioctl });
+        }
         let known = sys::IOMMU_HWPT_ALLOC_NEST_PARENT | sys::IOMMU_HWPT_ALLOC_DIRTY_TRACKING;
         if flags & !known != 0 {
             return Err(IommufdError::Ioctl {
@@ -1029,6 +1069,7 @@ impl CdevDevice {
         Ok(BoundDevice {
             device,
             devid: arg.out_devid,
+            iommufd: iommufd.uid,
         })
     }
 }
@@ -1039,6 +1080,8 @@ impl CdevDevice {
 pub struct BoundDevice {
     device: Device,
     devid: u32,
+    /// The [`Iommufd::uid`] it is bound to.
+    iommufd: u64,
 }
 
 impl BoundDevice {
@@ -1052,11 +1095,19 @@ impl BoundDevice {
     /// answers with (the automatic HWPT it made or found for the IOAS).
     /// Attaching again replaces the attachment.
     #[doc(alias = "VFIO_DEVICE_ATTACH_IOMMUFD_PT")]
+    /// An IOAS of another iommufd is refused before the call
+    /// ([`IommufdError::OtherIommufd`]): its id would name some other
+    /// object of this device's context.
     pub fn attach(&self, ioas: &Ioas<'_>) -> Result<u32, IommufdError> {
-        self.attach_pt(ioas.id)
+        self.attach_pt(ioas.id, ioas.iommufd.uid)
     }
 
-    fn attach_pt(&self, pt_id: u32) -> Result<u32, IommufdError> {
+    fn attach_pt(&self, pt_id: u32, owner: u64) -> Result<u32, IommufdError> {
+        if owner != self.iommufd {
+            return Err(IommufdError::OtherIommufd {
+                ioctl: req::VFIO_DEVICE_ATTACH_IOMMUFD_PT.name,
+            });
+        }
         // Field by field over zeroes: newer headers add fields (a PASID).
         let mut arg = sys::vfio_device_attach_iommufd_pt::new_zeroed();
         arg.argsz = size_of::<sys::vfio_device_attach_iommufd_pt>() as u32;
@@ -1082,7 +1133,7 @@ impl BoundDevice {
     /// page-table id the kernel answers (the HWPT's own).
     #[doc(alias = "VFIO_DEVICE_ATTACH_IOMMUFD_PT")]
     pub fn attach_hwpt(&self, hwpt: &Hwpt<'_>) -> Result<u32, IommufdError> {
-        self.attach_pt(hwpt.id)
+        self.attach_pt(hwpt.id, hwpt.iommufd.uid)
     }
 
     /// Detaches the device from its IOAS (`VFIO_DEVICE_DETACH_IOMMUFD_PT`):

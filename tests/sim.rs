@@ -1186,3 +1186,37 @@ fn iommufd_bind_attach_map_dma_detach_on_the_simulator() {
         "unbound: the group opens again"
     );
 }
+
+/// Object ids are per iommufd: a device bound to one is never handed the
+/// id of another's IOAS (it would name some other object of its own
+/// context). Refused before any call.
+#[test]
+fn iommufd_objects_of_another_iommufd_are_refused_before_the_call() {
+    use typed_vfio::iommufd::IommufdError;
+    let sim = Simulator::new();
+    let (one, two) = (sim.open_iommufd().unwrap(), sim.open_iommufd().unwrap());
+    let ioas_one = one.alloc_ioas().unwrap();
+    let ioas_two = two.alloc_ioas().unwrap();
+    // Both contexts gave id 1: the ids alone cannot tell them apart.
+    assert_eq!(ioas_one.id(), ioas_two.id());
+    let dev = sim.open_cdev(BDF).unwrap().bind(&one).unwrap();
+    let attaches = sim.calls("VFIO_DEVICE_ATTACH_IOMMUFD_PT");
+    assert!(matches!(
+        dev.attach(&ioas_two),
+        Err(IommufdError::OtherIommufd { .. })
+    ));
+    assert!(matches!(
+        two.hw_info(&dev),
+        Err(IommufdError::OtherIommufd { .. })
+    ));
+    assert!(matches!(
+        two.alloc_hwpt(&dev, &ioas_two, 0).map(drop),
+        Err(IommufdError::OtherIommufd { .. })
+    ));
+    assert!(matches!(
+        one.alloc_hwpt(&dev, &ioas_two, 0).map(drop),
+        Err(IommufdError::OtherIommufd { .. })
+    ));
+    assert_eq!(sim.calls("VFIO_DEVICE_ATTACH_IOMMUFD_PT"), attaches);
+    assert!(dev.attach(&ioas_one).is_ok());
+}

@@ -37,6 +37,8 @@ const VTD_ECAP_NEST: u64 = 1 << 26;
 pub(crate) trait UserMemory {
     /// Writes `data` at user address `addr`.
     fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), Errno>;
+    /// Reads `out.len()` bytes at user address `addr`.
+    fn read(&mut self, addr: u64, out: &mut [u8]) -> Result<(), Errno>;
     /// Whether `addr..addr + len` can be pinned (is mapped).
     fn pinnable(&self, addr: u64, len: u64) -> bool;
 }
@@ -62,6 +64,9 @@ struct Reserved {
 pub(crate) struct Ioas {
     /// Areas by IOVA.
     areas: BTreeMap<u64, Mapping>,
+    /// Per area (by IOVA): whether its pages were taken writable (the
+    /// `iopt_pages` of the first map, shared by its copies).
+    pages_writable: BTreeMap<u64, bool>,
     /// The `allowed_itree` (inclusive ranges), empty: everything.
     allowed: Vec<(u64, u64)>,
     reserved: Vec<Reserved>,
@@ -258,8 +263,7 @@ impl Ioas {
         if self.domains > 0 && !mem.pinnable(uptr & !(PAGE - 1), length) {
             return Err(Errno::EFAULT);
         }
-        self.areas.insert(
-            iova,
+        self.insert_area(
             Mapping {
                 iova,
                 size: length,
@@ -267,8 +271,88 @@ impl Ioas {
                 read,
                 write,
             },
+            write,
         );
         Ok(iova)
+    }
+
+    fn insert_area(&mut self, m: Mapping, pages_writable: bool) {
+        self.areas.insert(m.iova, m);
+        self.pages_writable.insert(m.iova, pages_writable);
+    }
+
+    /// `iopt_get_pages`: the slices of the areas that cover `iova` and
+    /// `length` bytes after it without a hole: (vaddr, length, writable).
+    fn get_pages(&self, iova: u64, length: u64) -> Result<Vec<(u64, u64, bool)>, Errno> {
+        if length == 0 {
+            return Err(Errno::EINVAL);
+        }
+        let last = iova.checked_add(length - 1).ok_or(Errno::EOVERFLOW)?;
+        let mut out = Vec::new();
+        let mut at = iova;
+        loop {
+            let m = self.translate(at).ok_or(Errno::ENOENT)?;
+            let m_last = m.iova + (m.size - 1);
+            let end = m_last.min(last);
+            let writable = self.pages_writable.get(&m.iova).copied().unwrap_or(m.write);
+            out.push((m.vaddr + (at - m.iova), end - at + 1, writable));
+            if end == last {
+                return Ok(out);
+            }
+            at = end + 1;
+        }
+    }
+
+    /// `iopt_map_pages` of slices another IOAS's areas hold (`IOAS_COPY`).
+    fn map_pages(
+        &mut self,
+        pages: &[(u64, u64, bool)],
+        length: u64,
+        iova: Option<u64>,
+        (read, write): (bool, bool),
+        mem: &dyn UserMemory,
+    ) -> Result<u64, Errno> {
+        if length & (self.alignment() - 1) != 0 || length == 0 {
+            return Err(Errno::EINVAL);
+        }
+        let first = pages.first().map_or(0, |p| p.0);
+        let start = match iova {
+            None => self.alloc_iova(first, length)?,
+            Some(iova) => {
+                self.check_iova(iova, length)?;
+                iova
+            }
+        };
+        for &(vaddr, _, writable) in pages {
+            if write && !writable {
+                return Err(Errno::EPERM);
+            }
+            if (vaddr % PAGE) & (self.alignment() - 1) != 0 {
+                return Err(Errno::EINVAL);
+            }
+        }
+        if self.domains > 0
+            && pages
+                .iter()
+                .any(|&(v, l, _)| !mem.pinnable(v & !(PAGE - 1), l))
+        {
+            return Err(Errno::EFAULT);
+        }
+        let mut at = start;
+        for &(vaddr, len, writable) in pages {
+            self.insert_area(
+                Mapping {
+                    iova: at,
+                    size: len,
+                    vaddr,
+                    read,
+                    write,
+                },
+                writable,
+            );
+            at += len;
+        }
+        Ok(start)
     }
 
     /// `iopt_unmap_iova_range`: whole areas inside `start..=last`, lowest
@@ -281,6 +365,7 @@ impl Ioas {
                 return (unmapped, Err(Errno::ENOENT));
             }
             self.areas.remove(&m.iova);
+            self.pages_writable.remove(&m.iova);
             unmapped += m.size;
         }
         let rc = if unmapped > 0 {
@@ -654,6 +739,8 @@ impl Ictx {
             "IOMMU_OPTION" => size_of::<sys::iommu_option>(),
             "IOMMU_GET_HW_INFO" => 24, // offsetofend(.., __reserved)
             "IOMMU_HWPT_ALLOC" => 32,  // offsetofend(.., data_uptr)
+            "IOMMU_IOAS_ALLOW_IOVAS" => size_of::<sys::iommu_ioas_allow_iovas>(),
+            "IOMMU_IOAS_COPY" => size_of::<sys::iommu_ioas_copy>(),
             _ => return Err(Errno::ENOTTY),
         };
         if size < min {
@@ -733,6 +820,70 @@ impl Ictx {
                     mem,
                 )?;
                 cmd.iova = iova;
+                respond(arg, &cmd)
+            }
+            "IOMMU_IOAS_ALLOW_IOVAS" => {
+                let cmd: sys::iommu_ioas_allow_iovas = read(arg)?;
+                if cmd.__reserved != 0 {
+                    return Err(Errno::EOPNOTSUPP);
+                }
+                self.ioas(cmd.ioas_id)?;
+                // iommufd_ioas_load_iovas: one entry at a time.
+                let mut loaded: Vec<(u64, u64)> = Vec::new();
+                let elem = size_of::<sys::iommu_iova_range>() as u64;
+                for i in 0..u64::from(cmd.num_iovas) {
+                    let at = i
+                        .checked_mul(elem)
+                        .and_then(|o| cmd.allowed_iovas.checked_add(o))
+                        .ok_or(Errno::EFAULT)?;
+                    let mut raw = [0u8; size_of::<sys::iommu_iova_range>()];
+                    mem.read(at, &mut raw)?;
+                    let range: sys::iommu_iova_range = read(&raw)?;
+                    if range.start >= range.last {
+                        return Err(Errno::EINVAL);
+                    }
+                    if loaded
+                        .iter()
+                        .any(|&l| overlaps(l, (range.start, range.last)))
+                    {
+                        return Err(Errno::EINVAL);
+                    }
+                    loaded.push((range.start, range.last));
+                }
+                let ioas = self.ioas_mut(cmd.ioas_id)?;
+                // iopt_set_allow_iova: all or nothing.
+                if loaded.iter().any(|&(s, e)| ioas.reserved_in(s, e)) {
+                    return Err(Errno::EADDRINUSE);
+                }
+                ioas.allowed = loaded;
+                Ok(())
+            }
+            "IOMMU_IOAS_COPY" => {
+                let mut cmd: sys::iommu_ioas_copy = read(arg)?;
+                let (fixed, w, r) = (
+                    sys::IOMMU_IOAS_MAP_FIXED_IOVA,
+                    sys::IOMMU_IOAS_MAP_WRITEABLE,
+                    sys::IOMMU_IOAS_MAP_READABLE,
+                );
+                if cmd.flags & !(fixed | w | r) != 0 {
+                    return Err(Errno::EOPNOTSUPP);
+                }
+                if ulong_overflow(cmd.length)
+                    || ulong_overflow(cmd.src_iova)
+                    || ulong_overflow(cmd.dst_iova)
+                {
+                    return Err(Errno::EOVERFLOW);
+                }
+                if cmd.flags & (w | r) == 0 {
+                    return Err(Errno::EINVAL);
+                }
+                let pages = self
+                    .ioas(cmd.src_ioas_id)?
+                    .get_pages(cmd.src_iova, cmd.length)?;
+                let dst = self.ioas_mut(cmd.dst_ioas_id)?;
+                let at = (cmd.flags & fixed != 0).then_some(cmd.dst_iova);
+                let prot = (cmd.flags & r != 0, cmd.flags & w != 0);
+                cmd.dst_iova = dst.map_pages(&pages, cmd.length, at, prot, mem)?;
                 respond(arg, &cmd)
             }
             "IOMMU_IOAS_UNMAP" => {

@@ -88,6 +88,8 @@ const IOMMUFD_REQUESTS: &[(u32, &str)] = &[
     (sys::IOMMU_OPTION, "IOMMU_OPTION"),
     (sys::IOMMU_GET_HW_INFO, "IOMMU_GET_HW_INFO"),
     (sys::IOMMU_HWPT_ALLOC, "IOMMU_HWPT_ALLOC"),
+    (sys::IOMMU_IOAS_ALLOW_IOVAS, "IOMMU_IOAS_ALLOW_IOVAS"),
+    (sys::IOMMU_IOAS_COPY, "IOMMU_IOAS_COPY"),
 ];
 /// The syscalls that can be failed by name too.
 const SYSCALLS: &[&str] = &["open", "pread", "pwrite"];
@@ -450,7 +452,8 @@ impl Machine {
                 // SAFETY: our caller's contract covers the user pointers the
                 // iommufd requests carry (IOVA_RANGES' `allowed_iovas` and
                 // GET_HW_INFO's `data_uptr` name memory the kernel may write,
-                // as many bytes as the request says).
+                // ALLOW_IOVAS' `allowed_iovas` memory it may read, as many
+                // bytes as the request says).
                 let mut mem = unsafe { Process::new() };
                 ictx.ioctl(name, inout(&mut arg)?, &mut mem)?;
                 Ok(0)
@@ -888,8 +891,96 @@ impl State {
                 }
                 Ok(0)
             }
+            "VFIO_DEVICE_GET_PCI_HOT_RESET_INFO" | "VFIO_DEVICE_PCI_HOT_RESET" => {
+                let Some((i, _)) = bound else {
+                    return Err(Errno::EINVAL);
+                };
+                self.cdev_hot_reset(d, i, name == "VFIO_DEVICE_PCI_HOT_RESET", arg)
+            }
             _ => self.device_ioctl(d, name, arg),
         }
+    }
+
+    /// How iommufd context `i` holds device `p` for a hot reset: its device
+    /// id if bound to `i`, `VFIO_PCI_DEVID_OWNED` if another device of its
+    /// group is, else `VFIO_PCI_DEVID_NOT_OWNED`.
+    fn reset_owner(&self, p: usize, i: usize) -> u32 {
+        let bound_to = |d: usize| {
+            self.cdevs
+                .iter()
+                .flatten()
+                .find(|f| f.device == d)
+                .and_then(|f| f.bound)
+                .filter(|&(ctx, _)| ctx == i)
+                .map(|(_, devid)| devid)
+        };
+        if let Some(devid) = bound_to(p) {
+            return devid;
+        }
+        let g = self.devices[p].group;
+        if self.groups[g]
+            .devices
+            .iter()
+            .any(|&x| bound_to(x).is_some())
+        {
+            sys::VFIO_PCI_DEVID_OWNED
+        } else {
+            sys::VFIO_PCI_DEVID_NOT_OWNED as u32
+        }
+    }
+
+    /// The cdev forms of `GET_PCI_HOT_RESET_INFO` (device ids) and
+    /// `PCI_HOT_RESET` (no group fds: ownership by the iommufd `i`).
+    fn cdev_hot_reset(
+        &mut self,
+        d: usize,
+        i: usize,
+        reset: bool,
+        arg: &mut Arg<'_>,
+    ) -> Result<c_int, Errno> {
+        let not_owned = sys::VFIO_PCI_DEVID_NOT_OWNED as u32;
+        if reset {
+            let b = input(arg)?;
+            let (argsz, flags, count) = (word(b, 0)?, word(b, 4)?, word(b, 8)?);
+            if argsz < 12 || flags != 0 || count != 0 {
+                return Err(Errno::EINVAL);
+            }
+            if !self.devices[d].reset_works {
+                return Err(Errno::ENODEV);
+            }
+            let peers = self.bus_peers(d);
+            if peers.iter().any(|&p| self.reset_owner(p, i) == not_owned) {
+                return Err(Errno::EINVAL);
+            }
+            return Ok(0);
+        }
+        let b = inout(arg)?;
+        let argsz = word(b, 0)? as usize;
+        if argsz < 12 {
+            return Err(Errno::EINVAL);
+        }
+        if !self.devices[d].reset_works {
+            return Err(Errno::ENODEV);
+        }
+        let peers = self.bus_peers(d);
+        let owners: Vec<u32> = peers.iter().map(|&p| self.reset_owner(p, i)).collect();
+        let mut flags = sys::VFIO_PCI_HOT_RESET_FLAG_DEV_ID;
+        if owners.iter().all(|&o| o != not_owned) {
+            flags |= sys::VFIO_PCI_HOT_RESET_FLAG_DEV_ID_OWNED;
+        }
+        put(b, 4, &flags.to_ne_bytes())?;
+        put(b, 8, &(peers.len() as u32).to_ne_bytes())?;
+        if argsz < 12 + 8 * peers.len() {
+            return Err(Errno::ENOSPC);
+        }
+        for (k, (&p, &owner)) in peers.iter().zip(&owners).enumerate() {
+            let dev = &self.devices[p];
+            let at = 12 + 8 * k;
+            put(b, at, &owner.to_ne_bytes())?;
+            put(b, at + 4, &dev.segment.to_ne_bytes())?;
+            put(b, at + 6, &[dev.bus, dev.devfn])?;
+        }
+        Ok(0)
     }
 
     /// A closed cdev file: unbound (detached, its device object gone, the
@@ -1806,9 +1897,10 @@ struct Process {
 impl Process {
     /// # Safety
     ///
-    /// Every address handed to [`UserMemory::write`] must name memory the
-    /// caller of the request allowed the kernel to write, as much of it as
-    /// written (the `Kernel::ioctl_unchecked` contract of the request).
+    /// Every address handed to [`UserMemory::write`] (`read`) must name
+    /// memory the caller of the request allowed the kernel to write (read),
+    /// as much of it as accessed (the `Kernel::ioctl_unchecked` contract of
+    /// the request).
     unsafe fn new() -> Self {
         Process { writable: true }
     }
@@ -1820,6 +1912,19 @@ impl Process {
 }
 
 impl UserMemory for Process {
+    fn read(&mut self, addr: u64, out: &mut [u8]) -> Result<(), Errno> {
+        if !self.writable {
+            return Err(Errno::EFAULT);
+        }
+        if addr.checked_add(out.len() as u64).is_none() {
+            return Err(Errno::EFAULT);
+        }
+        // SAFETY: `Process::new`'s contract: the request's caller lent
+        // these bytes for the kernel to read; byte-sized atomic loads.
+        unsafe { os::read_process(addr, out) };
+        Ok(())
+    }
+
     fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), Errno> {
         if !self.writable {
             return Err(Errno::EFAULT);

@@ -72,9 +72,8 @@
 //!   flags answer `EOPNOTSUPP`, as there). Every device's reserved regions
 //!   are the x86 MSI window and its group's. Pinning charges no rlimit, and
 //!   the process may set `IOMMU_OPTION_RLIMIT_MODE` (as root can). Access
-//!   objects (emulated devices), `IOMMU_IOAS_COPY`, `ALLOW_IOVAS`, fault
-//!   queues and the cdev form of hot reset are not modelled (`ENOTTY` /
-//!   the group form).
+//!   objects (emulated devices), fault queues, nested HWPTs and PASIDs are
+//!   not modelled (`ENOTTY` or `EOPNOTSUPP`).
 //!
 //! ## The PAMU ("type2") platform
 //!

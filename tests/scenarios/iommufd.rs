@@ -387,3 +387,115 @@ pub fn iommufd_interrupts(env: &dyn Env, r: &mut Record) -> Result<(), Failure> 
     r.note("iommufd.reset", super::dev(dev.reset()));
     Ok(())
 }
+
+/// Allowed IOVAs, copies between IOASes, and hot reset through the cdev.
+pub fn iommufd_copy_allow_reset(env: &dyn Env, r: &mut Record) -> Result<(), Failure> {
+    use typed_vfio::IovaRange;
+    let range = |start, end| IovaRange { start, end };
+    let fd = env.open_iommufd().at("open /dev/iommu")?;
+    let src = fd.alloc_ioas().at("alloc an IOAS")?;
+    let dst = fd.alloc_ioas().at("alloc a second IOAS")?;
+    let dev = bind(env, &fd, 0)?;
+    let buf = DmaBuffer::new(4096).at("buffer")?;
+    let data: Vec<u8> = (0..256u32).map(|i| (i * 5 + 1) as u8).collect();
+    buf.write(0, &data).at("buffer")?;
+    {
+        let step = "allowed IOVAs";
+        src.allow_iovas(&[range(0x800_0000, 0x80f_ffff)]).at(step)?;
+        let m = src.map_anywhere(&buf, DmaAccess::ReadWrite).at(step)?;
+        r.note("iommufd.allow.map_anywhere", format!("{:#x}", m.iova()));
+        drop(m);
+        r.note(
+            "iommufd.allow.one_byte",
+            ifd(src.allow_iovas(&[range(0x900_0000, 0x900_0000)])),
+        );
+        r.note(
+            "iommufd.allow.overlapping",
+            ifd(src.allow_iovas(&[range(0x800_0000, 0x80f_ffff), range(0x808_0000, 0x8ff_ffff)])),
+        );
+        // Allowed where the device reserves its MSI window: the attach fails.
+        src.allow_iovas(&[range(0xfe00_0000, 0xfeff_ffff)])
+            .at(step)?;
+        r.note("iommufd.allow.attach_over_allowed", ifd(dev.attach(&src)));
+        src.allow_iovas(&[]).at(step)?;
+        dev.attach(&src).at(step)?;
+        r.note(
+            "iommufd.allow.over_reserved",
+            ifd(src.allow_iovas(&[range(0xfe00_0000, 0xfeff_ffff)])),
+        );
+        r.note(
+            "iommufd.allow.past_aperture",
+            ifd(src.allow_iovas(&[range(0x80_0000_0000, 0x80_0000_ffff)])),
+        );
+        src.allow_iovas(&[]).at(step)?;
+    }
+    {
+        let step = "copies";
+        dev.set_bus_master(true).at(step)?;
+        let m = src.map(&buf, 0x20_0000, DmaAccess::ReadWrite).at(step)?;
+        dev.attach(&dst).at(step)?;
+        let copy = dst.copy(&m, 0x30_0000, DmaAccess::ReadWrite).at(step)?;
+        edu_dma(env, &dev, 0x30_0000, EDU_BUF, 256, 0)?;
+        edu_dma(env, &dev, EDU_BUF, 0x30_0000 + 1024, 256, 2)?;
+        let mut back = vec![0u8; 256];
+        buf.read(1024, &mut back).at(step)?;
+        r.note("iommufd.copy.dma", back == data);
+        r.note(
+            "iommufd.copy.over_copy",
+            dma(dst.copy(&m, 0x30_0000, DmaAccess::ReadWrite)),
+        );
+        r.note(
+            "iommufd.copy.msi_window",
+            dma(dst.copy(&m, 0xfee0_0000, DmaAccess::ReadWrite)),
+        );
+        let anywhere = dst.copy_anywhere(&m, DmaAccess::DeviceReads).at(step)?;
+        r.note("iommufd.copy.anywhere", format!("{:#x}", anywhere.iova()));
+        let ro_buf = DmaBuffer::new(4096).at(step)?;
+        let ro = src
+            .map(&ro_buf, 0x50_0000, DmaAccess::DeviceReads)
+            .at(step)?;
+        r.note(
+            "iommufd.copy.write_of_read_only",
+            dma(dst.copy(&ro, 0x60_0000, DmaAccess::ReadWrite)),
+        );
+        r.note(
+            "iommufd.copy.read_of_read_only",
+            dma(dst.copy(&ro, 0x60_0000, DmaAccess::DeviceReads).map(drop)),
+        );
+        // The copy stays when the source goes.
+        drop(ro);
+        m.unmap().at(step)?;
+        buf.fill(0x11);
+        edu_dma(env, &dev, EDU_BUF, 0x30_0000, 256, 2)?;
+        buf.read(0, &mut back).at(step)?;
+        r.note("iommufd.copy.outlives_source", back == data);
+        drop(anywhere);
+        copy.unmap().at(step)?;
+        buf.fill(0x22);
+        edu_dma(env, &dev, EDU_BUF, 0x30_0000, 256, 2)?;
+        buf.read(0, &mut back).at(step)?;
+        r.note(
+            "iommufd.copy.unmapped_blocks",
+            back.iter().all(|&b| b == 0x22),
+        );
+        dev.set_bus_master(false).at(step)?;
+    }
+    {
+        let step = "hot reset";
+        let info = dev.hot_reset_info().at(step)?;
+        let owners: Vec<String> = info
+            .devices
+            .iter()
+            .map(|d| format!("{:?}", d.owner))
+            .collect();
+        r.note(
+            "iommufd.hot_reset_info",
+            format!("all owned {} [{}]", info.all_owned, owners.join(", ")),
+        );
+        r.note("iommufd.hot_reset", super::dev(dev.hot_reset()));
+    }
+    drop(dev);
+    drop(dst);
+    drop(src);
+    Ok(())
+}

@@ -478,6 +478,10 @@ pub fn scenarios(kind: Kind) -> Vec<(&'static str, Scenario)> {
             ("iommufd_objects", iommufd::iommufd_objects as Scenario),
             ("iommufd_dma", iommufd::iommufd_dma),
             ("iommufd_interrupts", iommufd::iommufd_interrupts),
+            (
+                "iommufd_copy_allow_reset",
+                iommufd::iommufd_copy_allow_reset,
+            ),
         ];
     }
     let mut all: Vec<(&'static str, Scenario)> = vec![
