@@ -48,16 +48,26 @@ const IOVAS: [Option<u64>; 8] = [
     None,
 ];
 
+/// Allowed-IOVA lists: none, a window, the MSI window, overlapping ones.
+const ALLOWED: [&[(u64, u64)]; 4] = [
+    &[],
+    &[(0x800_0000, 0x80f_ffff)],
+    &[(0xfee0_0000, 0xfeef_ffff)],
+    &[(0x800_0000, 0x80f_ffff), (0x808_0000, 0x8ff_ffff)],
+];
+
 const DEVICES: [&str; 3] = ["0000:01:00.0", "0000:02:00.0", "bogus"];
 
 /// Requests faults may be injected on.
-const REQUESTS: [&str; 13] = [
+const REQUESTS: [&str; 15] = [
     "open",
     "IOMMU_IOAS_ALLOC",
     "IOMMU_DESTROY",
     "IOMMU_IOAS_MAP",
     "IOMMU_IOAS_UNMAP",
     "IOMMU_IOAS_IOVA_RANGES",
+    "IOMMU_IOAS_COPY",
+    "IOMMU_IOAS_ALLOW_IOVAS",
     "VFIO_DEVICE_BIND_IOMMUFD",
     "VFIO_DEVICE_ATTACH_IOMMUFD_PT",
     "VFIO_DEVICE_DETACH_IOMMUFD_PT",
@@ -93,6 +103,8 @@ enum Op {
     Detach(u8),
     Map { ioas: u8, buffer: u8, iova: u8 },
     DropMapping { index: u8, explicit: bool },
+    Copy { source: u8, ioas: u8, iova: u8 },
+    Allow { ioas: u8, ranges: u8 },
     BusMaster(u8),
     Reset(u8),
     Fault { request: u8, nth: u8, errno: u8 },
@@ -242,6 +254,15 @@ impl World {
                         assert!(r.ranges.windows(2).all(|w| w[0].end < w[1].start));
                         assert!(r.alignment.is_power_of_two());
                     }
+                }
+            }
+            Op::Allow { ioas, ranges } => {
+                if let Some(ioas) = pick_ioas(ioases, ioas) {
+                    let list: Vec<typed_vfio::IovaRange> = pick(&ALLOWED, ranges)
+                        .iter()
+                        .map(|&(start, end)| typed_vfio::IovaRange { start, end })
+                        .collect();
+                    let _ = ioas.allow_iovas(&list);
                 }
             }
             Op::Bind(d) => {
@@ -410,6 +431,32 @@ fn mapped(
         match op {
             Op::Map { ioas, buffer, iova } => {
                 map(ioases, buffers, w, &mut guards, &mut owners, (ioas, buffer, iova));
+            }
+            Op::Copy { source, ioas, iova } => {
+                let Some(dst) = pick_ioas(ioases, ioas) else {
+                    continue;
+                };
+                if guards.len() >= MAX_GUARDS {
+                    continue;
+                }
+                let src = &guards[source as usize % guards.len()];
+                let size = src.size();
+                let result = match pick(&IOVAS, iova) {
+                    Some(at) => dst.copy(src, at, DmaAccess::ReadWrite),
+                    None => dst.copy_anywhere(src, DmaAccess::ReadWrite),
+                };
+                if let Ok(copy) = result {
+                    if let Some(at) = pick(&IOVAS, iova) {
+                        assert_eq!(copy.iova(), at);
+                    }
+                    assert_eq!(copy.size(), size);
+                    w.expected
+                        .entry(dst.id())
+                        .or_default()
+                        .push((copy.iova(), copy.size()));
+                    owners.push(dst.id());
+                    guards.push(copy);
+                }
             }
             Op::DropMapping { index, explicit } => {
                 let i = index as usize % guards.len();

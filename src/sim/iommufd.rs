@@ -350,7 +350,9 @@ impl Ioas {
                 },
                 writable,
             );
-            at += len;
+            // The last slice may end at the top of the IOVA space (the
+            // range was checked not to wrap): the next start is unused.
+            at = at.wrapping_add(len);
         }
         Ok(start)
     }
