@@ -188,7 +188,12 @@ pub mod common {
             _ => {
                 assert!(c.supports::<Type1>().unwrap());
                 assert!(c.supports::<Type1v2>().unwrap());
-                assert!(!c.supports::<NoIommu>().unwrap());
+                // iommufd's compatibility container answers NOIOMMU with
+                // IS_ENABLED(CONFIG_VFIO_NOIOMMU), whatever the groups
+                // (Linux 6.12 drivers/iommu/iommufd/vfio_compat.c,
+                // iommufd_vfio_check_extension); VFIO's container has no
+                // no-IOMMU driver registered without enable_unsafe_noiommu_mode.
+                assert_eq!(c.supports::<NoIommu>().unwrap(), rig::compat());
             }
         }
     }
@@ -420,20 +425,39 @@ pub mod common {
             c.set_iommu::<NoIommu>().map(drop)
         };
         let err = wrong.unwrap_err();
-        // With a no-IOMMU group attached, CHECK_EXTENSION(TYPE1v2) answers 0
-        // (on an empty container it answers 1); with an IOMMU group,
-        // CHECK_EXTENSION(NOIOMMU) answers 0. Either way the typed API stops
-        // before SET_IOMMU.
-        let wanted = if rig::iommu() == IommuKind::NoIommu {
-            3
+        if rig::compat() {
+            // iommufd's compatibility container claims NOIOMMU in
+            // CHECK_EXTENSION (CONFIG_VFIO_NOIOMMU), so the typed API goes on
+            // to SET_IOMMU, which refuses it: not a type1 model and no
+            // no-IOMMU group -> EINVAL (Linux 6.12
+            // drivers/iommu/iommufd/vfio_compat.c, iommufd_vfio_set_iommu).
+            assert!(
+                matches!(
+                    err.error,
+                    ContainerError::Ioctl {
+                        ioctl: "VFIO_SET_IOMMU",
+                        errno: typed_vfio::Errno::EINVAL
+                    }
+                ),
+                "{}",
+                err.error
+            );
         } else {
-            8
-        };
-        assert!(
-            matches!(err.error, ContainerError::Unsupported { id, .. } if id == wanted),
-            "{}",
-            err.error
-        );
+            // With a no-IOMMU group attached, CHECK_EXTENSION(TYPE1v2)
+            // answers 0 (on an empty container it answers 1); with an IOMMU
+            // group, CHECK_EXTENSION(NOIOMMU) answers 0. Either way the
+            // typed API stops before SET_IOMMU.
+            let wanted = if rig::iommu() == IommuKind::NoIommu {
+                3
+            } else {
+                8
+            };
+            assert!(
+                matches!(err.error, ContainerError::Unsupported { id, .. } if id == wanted),
+                "{}",
+                err.error
+            );
+        }
         // The same container, retried with the right model, works.
         let retry = err.container;
         match rig::iommu() {
@@ -449,6 +473,23 @@ pub mod common {
         fn run<M: typed_vfio::IommuModel>(bdf: &str, id: GroupId) {
             let c = set_model::<M>(attached(id));
             let dev = c.open_device(bdf).unwrap();
+            if rig::compat() {
+                // iommufd's compatibility container: a group leaves with its
+                // device open (only VFIO's own container counts users:
+                // Linux 6.12 drivers/vfio/group.c,
+                // vfio_group_ioctl_unset_container, EBUSY for
+                // group->container only). The device stays attached to the
+                // compat IOAS and keeps answering.
+                let (unset, groups) = c.release_groups().map_err(|e| e.error).unwrap();
+                assert_eq!(groups.len(), 1);
+                assert!(!groups[0].status().unwrap().container_set);
+                let bar0 = dev.region(0).unwrap();
+                assert_eq!(bar0.read_u32(0).unwrap(), 0x0100_00ed, "edu ident");
+                drop(dev);
+                let again = unset.attach(groups.into_iter().next().unwrap()).unwrap();
+                assert!(set_model::<M>(again).open_device(bdf).is_ok());
+                return;
+            }
             let err = c.release_groups().unwrap_err();
             match &err.error {
                 GroupError::Ioctl {
@@ -535,18 +576,39 @@ pub mod iommu {
         // The kernel's answer to attaching it, through the raw layer: EPERM.
         let container = Container::open().unwrap();
         let cfd = std::os::fd::AsRawFd::as_raw_fd(&container.as_fd());
+        let gfd = || typed_vfio::sys::GroupFd::new(group.as_fd());
         // SAFETY: a pointer to a live int holding the container fd.
-        let raw = unsafe {
-            typed_vfio::sys::ioctl::vfio_group_set_container(
-                typed_vfio::sys::GroupFd::new(group.as_fd()),
-                &cfd,
-            )
-        };
-        assert_eq!(
-            raw.err(),
-            Some(typed_vfio::Errno::EPERM),
-            "raw SET_CONTAINER"
-        );
+        let raw = unsafe { typed_vfio::sys::ioctl::vfio_group_set_container(gfd(), &cfd) };
+        if rig::compat() {
+            // iommufd's compatibility container claims DMA ownership at
+            // VFIO_GROUP_GET_DEVICE_FD, not at SET_CONTAINER: the attach
+            // succeeds, GET_STATUS then says viable, and opening the device
+            // is refused (Linux 6.12 drivers/vfio/group.c,
+            // vfio_group_ioctl_get_status: "with iommufd
+            // VFIO_GROUP_FLAGS_VIABLE could be set but GET_DEVICE_FD will
+            // fail due to viability").
+            assert_eq!(raw, Ok(0), "raw SET_CONTAINER under compat");
+            let st = group.status().unwrap();
+            assert!(st.viable && st.container_set, "{st:?}");
+            let name = std::ffi::CString::new(vfio_dev.as_str()).unwrap();
+            // SAFETY: a live NUL-terminated name; a returned fd is closed.
+            let open = unsafe { typed_vfio::sys::ioctl::vfio_group_get_device_fd(gfd(), name.as_ptr()) };
+            if let Ok(fd) = open {
+                // SAFETY: the kernel returned a new fd nothing else owns.
+                drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
+            }
+            println!("compat: GET_DEVICE_FD of the non-viable group's device: {open:?}");
+            assert_eq!(open.err(), Some(typed_vfio::Errno::EPERM), "GET_DEVICE_FD");
+            // SAFETY: the group fd; the request takes no argument.
+            let unset = unsafe { typed_vfio::sys::ioctl::vfio_group_unset_container(gfd()) };
+            assert_eq!(unset, Ok(0), "raw UNSET_CONTAINER");
+        } else {
+            assert_eq!(
+                raw.err(),
+                Some(typed_vfio::Errno::EPERM),
+                "raw SET_CONTAINER"
+            );
+        }
 
         // The typed attach refuses it by name and hands both back, usable.
         let err = container.attach(group).unwrap_err();
