@@ -592,7 +592,8 @@ pub mod iommu {
             assert!(st.viable && st.container_set, "{st:?}");
             let name = std::ffi::CString::new(vfio_dev.as_str()).unwrap();
             // SAFETY: a live NUL-terminated name; a returned fd is closed.
-            let open = unsafe { typed_vfio::sys::ioctl::vfio_group_get_device_fd(gfd(), name.as_ptr()) };
+            let open =
+                unsafe { typed_vfio::sys::ioctl::vfio_group_get_device_fd(gfd(), name.as_ptr()) };
             if let Ok(fd) = open {
                 // SAFETY: the kernel returned a new fd nothing else owns.
                 drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });

@@ -86,7 +86,10 @@ fn set_iommu_with_the_configured_model_succeeds_once_a_group_is_attached() {
         } else {
             sys::VFIO_TYPE1_IOMMU
         };
-        let r = expect_ok("VFIO_SET_IOMMU, the other type1 model", set_iommu(&c, other));
+        let r = expect_ok(
+            "VFIO_SET_IOMMU, the other type1 model",
+            set_iommu(&c, other),
+        );
         assert_eq!(r, 0, "the other type1 model under compat");
         return;
     }

@@ -770,7 +770,11 @@ fn compat_ioas_is_unconstrained_until_a_device_opens() {
     // range, all of it (iommufd_fill_cap_iova walks the holes of an empty
     // reserved_itree). Linux 6.12 drivers/iommu/iommufd/vfio_compat.c.
     assert_eq!(info.iova_pgsizes, !0xfff, "compat, no device: page sizes");
-    assert_eq!(ranges, vec![(0, u64::MAX)], "compat, no device: IOVA ranges");
+    assert_eq!(
+        ranges,
+        vec![(0, u64::MAX)],
+        "compat, no device: IOVA ranges"
+    );
 
     // 1. A mapping in the group's MSI window is accepted, and then the
     //    device cannot attach: reserving the window finds the area
