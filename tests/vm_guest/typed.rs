@@ -820,6 +820,114 @@ pub mod iommu {
         }
         with_dma_model!(run)
     }
+
+    /// `IOMMU_VFIO_IOAS` (`op`: GET, SET or CLEAR) on the container fd, an
+    /// iommufd request; the IOAS id the kernel answers (GET).
+    fn vfio_ioas(
+        c: std::os::fd::BorrowedFd<'_>,
+        op: u32,
+        id: u32,
+    ) -> Result<u32, typed_vfio::Errno> {
+        use typed_vfio::sys;
+        let mut arg = sys::iommu_vfio_ioas {
+            size: std::mem::size_of::<sys::iommu_vfio_ioas>() as u32,
+            ioas_id: id,
+            op: op as u16,
+            __reserved: 0,
+        };
+        // SAFETY: `arg` is a live, writable iommu_vfio_ioas whose size field
+        // is its own size. It only moves which IOAS the compatibility
+        // container's requests reach; no memory is handed to the kernel.
+        unsafe { sys::ioctl::iommu_vfio_ioas(sys::IommufdFd::new(c), &mut arg) }?;
+        Ok(arg.ioas_id)
+    }
+
+    /// `VFIO_IOMMU_UNMAP_DMA` of `iova..iova + size` on the container fd;
+    /// the bytes unmapped.
+    fn raw_unmap(
+        c: std::os::fd::BorrowedFd<'_>,
+        iova: u64,
+        size: u64,
+    ) -> Result<u64, typed_vfio::Errno> {
+        use typed_vfio::sys;
+        let mut arg = sys::vfio_iommu_type1_dma_unmap {
+            argsz: std::mem::size_of::<sys::vfio_iommu_type1_dma_unmap>() as u32,
+            iova,
+            size,
+            ..Default::default()
+        };
+        // SAFETY: a container fd; `arg` is live and writable, argsz = its
+        // size. Removing device access is always memory safe.
+        unsafe { sys::ioctl::vfio_iommu_unmap_dma(sys::ContainerFd::new(c), &mut arg) }?;
+        Ok(arg.size)
+    }
+
+    /// The pages of a guard whose unmap failed (an orphan) are released when
+    /// the last group leaves only once no mapping can remain. On VFIO's
+    /// container the last group takes the IOMMU driver and every mapping
+    /// with it (the container then answers EINVAL: no driver, Linux 6.12
+    /// drivers/vfio/container.c, __vfio_group_unset_container and
+    /// vfio_fops_unl_ioctl). iommufd's compatibility container keeps its
+    /// IOAS, mappings and all, with the container fd (drivers/vfio/group.c,
+    /// vfio_group_ioctl_unset_container only drops its iommufd_ctx
+    /// reference), so `release_groups` unmaps everything there before it
+    /// frees the orphan's pages: a device attaching later would otherwise
+    /// pin whatever the process then has at the orphan's addresses.
+    #[test]
+    #[ignore = "needs a VFIO guest: run tests/vm/run"]
+    fn typed_release_groups_frees_an_orphan_only_once_no_mapping_remains() {
+        fn run<M: DmaModel>() {
+            use typed_vfio::sys::{
+                IOMMU_VFIO_IOAS_CLEAR, IOMMU_VFIO_IOAS_GET, IOMMU_VFIO_IOAS_SET,
+            };
+            let (c, dev) = open_first!(M);
+            let buf = DmaBuffer::new(4096).unwrap();
+            let iova = 0x50_0000;
+            let m = c.map(&buf, iova, DmaAccess::ReadWrite).unwrap();
+            if rig::compat() {
+                // The real kernel fails the guard's unmap when the compat IOAS
+                // is taken away from the container for a moment: iommufd's
+                // own IOMMU_VFIO_IOAS on the container fd (an iommufd here),
+                // then get_compat_ioas's -ENODEV (vfio_compat.c).
+                let id = vfio_ioas(c.as_fd(), IOMMU_VFIO_IOAS_GET, 0).expect("IOMMU_VFIO_IOAS GET");
+                vfio_ioas(c.as_fd(), IOMMU_VFIO_IOAS_CLEAR, 0).expect("IOMMU_VFIO_IOAS CLEAR");
+                drop(m);
+                assert_eq!(c.orphaned_mappings(), 1, "the failed unmap left an orphan");
+                assert!(buf.is_mapped(), "the orphan's pages are kept");
+                vfio_ioas(c.as_fd(), IOMMU_VFIO_IOAS_SET, id).expect("IOMMU_VFIO_IOAS SET");
+                drop(dev);
+                let (unset, _groups) = c.release_groups().map_err(|e| e.error).unwrap();
+                assert!(!buf.is_mapped(), "the orphan's pages are released");
+                // ... and the kernel really holds nothing at the orphan's
+                // IOVA any more (no group attached: the IOAS answers still).
+                assert_eq!(
+                    raw_unmap(unset.as_fd(), iova, 4096),
+                    Ok(0),
+                    "the orphaned mapping is gone from the compat IOAS"
+                );
+            } else {
+                // VFIO's container has no such detour (an unknown request,
+                // handed to the type1 driver: ENOTTY) ...
+                assert_eq!(
+                    vfio_ioas(c.as_fd(), IOMMU_VFIO_IOAS_GET, 0),
+                    Err(typed_vfio::Errno::ENOTTY)
+                );
+                drop(m);
+                assert!(!buf.is_mapped());
+                drop(dev);
+                let (unset, _groups) = c.release_groups().map_err(|e| e.error).unwrap();
+                // ... and after the last group left it refuses every IOMMU
+                // request with EINVAL: the answer the crate reads as
+                // "nothing is mapped any more" when it frees orphans.
+                assert_eq!(
+                    raw_unmap(unset.as_fd(), iova, 4096),
+                    Err(typed_vfio::Errno::EINVAL),
+                    "VFIO's container after the last group left"
+                );
+            }
+        }
+        with_dma_model!(run)
+    }
 }
 
 pub mod noiommu {
