@@ -61,7 +61,7 @@ fn iova_ranges(c: &File) -> Vec<(u64, u64)> {
 
 #[test]
 #[ignore = "needs a VFIO guest: run tests/vm/run"]
-fn check_extension_reports_type1_and_type1v2_but_not_noiommu() {
+fn check_extension_reports_type1_and_type1v2_and_noiommu_only_under_compat() {
     let c = open_container();
     let t1 = expect_ok(
         "CHECK_EXTENSION TYPE1",
@@ -270,7 +270,7 @@ fn iommu_info_reports_page_sizes_iova_ranges_and_dma_avail_capabilities() {
 
 #[test]
 #[ignore = "needs a VFIO guest: run tests/vm/run"]
-fn dma_avail_counts_down_per_mapping() {
+fn dma_avail_counts_down_per_mapping_except_under_compat() {
     let (_group, c) = container_with_group();
     let avail = |c: &File| -> u32 {
         let bytes = iommu_info_bytes(c);
@@ -494,7 +494,7 @@ fn map_dma_of_unmapped_process_memory_fails_efault() {
 
 #[test]
 #[ignore = "needs a VFIO guest: run tests/vm/run"]
-fn unmap_dma_bisecting_a_mapping_fails_on_type1v2_and_unmaps_all_of_it_on_type1() {
+fn unmap_dma_bisecting_a_mapping_fails_on_type1v2_and_unmaps_all_of_it_on_type1_unless_compat() {
     let (_group, c) = container_with_group();
     let mem = Mmap::anon(2 * PAGE as usize);
     expect_ok(
@@ -611,7 +611,7 @@ fn unmap_dma_flag_all_removes_every_mapping() {
 
 #[test]
 #[ignore = "needs a VFIO guest: run tests/vm/run"]
-fn iommu_requests_before_set_iommu_fail() {
+fn iommu_requests_before_set_iommu_fail_except_under_compat() {
     let (_, g) = &rig::devices_with_groups()[0];
     let c = open_container();
     let group = open_group(g);
