@@ -162,9 +162,41 @@ impl Inner {
                 .ioctl(group.as_fd(), req::VFIO_GROUP_UNSET_CONTAINER, Arg::None)
                 .is_ok();
         }
-        // The last group leaving drops every mapping: orphaned pages may go.
-        // Otherwise the kernel may still map them: they stay leaked.
+        // The last group left: orphaned pages may go once no mapping can
+        // remain (see `last_group_left`). Otherwise the kernel may still map
+        // them: they stay leaked.
         if all_left {
+            self.last_group_left();
+        }
+    }
+
+    /// Every group has left the container: releases the pages of the
+    /// mappings whose unmap failed (the orphans), once no mapping can
+    /// remain.
+    ///
+    /// VFIO's container drops its IOMMU driver, and with it every mapping,
+    /// when the last group leaves. iommufd's VFIO compatibility container
+    /// (`CONFIG_IOMMUFD_VFIO_CONTAINER`, which then provides
+    /// `/dev/vfio/vfio`) does not: its IOAS and the mappings in it belong to
+    /// the container fd, and a device that attaches to it later pins the
+    /// user memory behind those mappings afresh, whatever the process has
+    /// mapped at those addresses by then. So, with orphans pending, every
+    /// mapping is unmapped first (`VFIO_IOMMU_UNMAP_DMA` with
+    /// `VFIO_DMA_UNMAP_FLAG_ALL`): VFIO's container, without a driver,
+    /// refuses it with `EINVAL` (nothing is mapped any more), iommufd's
+    /// performs it. Any other answer leaves the pages leaked. Without
+    /// orphans nothing is issued.
+    fn last_group_left(&self) {
+        if self.orphans.count() == 0 {
+            return;
+        }
+        let mut arg = crate::dma::unmap_dma_arg(0, 0, sys::VFIO_DMA_UNMAP_FLAG_ALL);
+        let answer = self.kernel.ioctl(
+            self.fd.as_fd(),
+            req::VFIO_IOMMU_UNMAP_DMA,
+            Arg::InOut(arg.as_mut_bytes()),
+        );
+        if matches!(answer, Ok(_) | Err(crate::Errno::EINVAL)) {
             self.orphans.all_gone();
         }
     }
@@ -453,15 +485,24 @@ impl<S: HasGroups> Container<S> {
 
     /// Detaches every group (`VFIO_GROUP_UNSET_CONTAINER`, last attached
     /// first) and returns them with the container, back in the `Unset`
-    /// state. The kernel drops all DMA mappings and the IOMMU model when the
-    /// last group leaves; taking `self` by value guarantees no mapping guard
-    /// is alive.
+    /// state. VFIO's container drops all DMA mappings and the IOMMU model
+    /// when the last group leaves; taking `self` by value guarantees no
+    /// mapping guard is alive.
     ///
-    /// The kernel refuses to detach a group while one of its devices is open
-    /// (`EBUSY`): close the devices first. On such a failure the container
-    /// comes back in its current state, still holding the groups that did not
-    /// leave (so its model and mappings are intact, as in the kernel), with
-    /// the groups that did leave beside it.
+    /// VFIO's container refuses to detach a group while one of its devices
+    /// is open (`EBUSY`): close the devices first. On such a failure the
+    /// container comes back in its current state, still holding the groups
+    /// that did not leave (so its model and mappings are intact, as in the
+    /// kernel), with the groups that did leave beside it.
+    ///
+    /// iommufd's VFIO compatibility container (a kernel built with
+    /// `CONFIG_IOMMUFD_VFIO_CONTAINER`) differs: a group leaves even with a
+    /// device open (which stays attached and working), and mappings belong
+    /// to the container fd, not to the groups, so mappings made with
+    /// [`map_raw`](Container::map_raw) outlive the last group there until
+    /// unmapped or until the container fd and every device are closed. The
+    /// pages of guards whose unmap failed are released only once no mapping
+    /// can remain on either kernel.
     #[doc(alias = "VFIO_GROUP_UNSET_CONTAINER")]
     pub fn release_groups(mut self) -> Result<(Container<Unset>, Vec<Group>), ReleaseError<S>> {
         let mut stay = self.inner.groups.take_all();
@@ -491,8 +532,9 @@ impl<S: HasGroups> Container<S> {
             released.push(group);
         }
         released.reverse();
-        // The last group left: the kernel dropped every mapping.
-        self.inner.orphans.all_gone();
+        // The last group left: VFIO's container dropped every mapping
+        // (iommufd's compatibility container is made to, for the orphans).
+        self.inner.last_group_left();
         #[cfg(feature = "type2")]
         {
             self.inner.type2 = Default::default();

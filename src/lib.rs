@@ -103,6 +103,23 @@
 //! by the guest scenarios of `tests/vm_guest/typed.rs` on a real kernel, and
 //! by `tests/sim.rs` on the simulated kernel.
 //!
+//! The rules are VFIO's container's. A kernel built with
+//! `CONFIG_IOMMUFD_VFIO_CONTAINER` serves `/dev/vfio/vfio` from iommufd
+//! instead (its "compatibility container"), which is laxer: it accepts a
+//! second `SET_IOMMU`, device fds and DMA before `SET_IOMMU`, a group that
+//! is not viable (refusing its device later), and a group leaving with a
+//! device open; its mappings belong to the container fd rather than to the
+//! groups. The typed API keeps its own, stricter order there (the
+//! compile-time rules and the viability check hold as they are), with two
+//! differences a caller sees: [`Container::supports`] answers `true` for
+//! [`NoIommu`] (so a wrong `set_iommu::<NoIommu>()` fails at `SET_IOMMU`
+//! with `EINVAL`, not as [`ContainerError::Unsupported`]), and
+//! [`Container::release_groups`] succeeds with a device open. Mappings made
+//! with `map_raw` outlive the last group there; the pages of guards whose
+//! unmap failed are released only once no mapping can remain on either
+//! kernel. The rig's `compat-type1`/`compat-type1v2` configurations run the
+//! container suites on such a kernel (`tests/vm/README.md`).
+//!
 //! ## Safety model
 //!
 //! What the types guarantee, with no `unsafe` in the caller's code:

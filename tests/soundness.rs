@@ -381,6 +381,25 @@ fn item6_release_groups_confirms_and_a_leaked_guard_stays_leaked() {
     assert!(leaked.is_mapped());
 }
 
+#[test]
+fn item6_release_groups_keeps_an_orphan_unless_the_kernel_confirms_nothing_is_mapped() {
+    // With an orphan pending, the last group leaving is confirmed by an
+    // unmap-all: EINVAL (VFIO's container has no driver any more) or success
+    // (iommufd's compatibility container, which keeps its mappings) frees
+    // the pages; any other answer keeps them.
+    let sim = Simulator::new();
+    let c = type1v2(&sim);
+    let failed = DmaBuffer::new(4096).unwrap();
+    let m = c.map(&failed, 0x10_0000, DmaAccess::ReadWrite).unwrap();
+    sim.inject_fault(UNMAP, 1, Errno::EIO).unwrap();
+    drop(m);
+    // the guard's unmap failed; the release's unmap-all fails too
+    sim.inject_fault(UNMAP, 1, Errno::EIO).unwrap();
+    let (_unset, _groups) = c.release_groups().map_err(|e| e.error).unwrap();
+    assert!(sim.mappings().is_empty(), "the last group took the mapping");
+    assert!(failed.is_mapped(), "not confirmed: the pages stay");
+}
+
 // ---- item 7: the planner at the top of the IOVA space ----------------------------------
 
 #[test]

@@ -423,6 +423,43 @@ pub mod seeds {
             let ids: Vec<u16> = caps.iter().map(|c| c.id).collect();
             assert_eq!(ids, vec![2, 3, 1], "MIGRATION, DMA_AVAIL, IOVA_RANGE");
 
+            // iommufd's VFIO compatibility container (tests/vm/README.md,
+            // compat-*): DMA_AVAIL a constant U32_MAX, no MIGRATION, the
+            // chain DMA_AVAIL then IOVA_RANGE; before a device has attached
+            // the compat IOAS, no domain (page sizes: every multiple of
+            // 4 KiB) and no reserved region (one range, all of it).
+            let group_only = seed("iommu_info", "compat-iommu-info");
+            let device_open = seed("iommu_info", "compat-iommu-info-device-open");
+            for (what, bytes, page_sizes, want) in [
+                ("group only", &group_only, !0xfffu64, vec![(0, u64::MAX)]),
+                ("device open", &device_open, 0x4020_1000, want.clone()),
+            ] {
+                assert_eq!(bytes.len(), 256, "{what}: the crate's buffer");
+                assert_eq!(crate::u32_at(bytes, 4), Some(0x3), "{what}: PGSIZES | CAPS");
+                let r = crate::ref_iommu(bytes).unwrap();
+                assert_eq!(r.page_sizes, page_sizes, "{what}");
+                assert_eq!(r.ranges, want, "{what}");
+                assert_eq!(r.dma_avail, Some(u32::MAX), "{what}");
+                assert_eq!(r.migration, None, "{what}");
+                let info = typed_vfio::fuzzing::parse_iommu_info(bytes).unwrap();
+                assert_eq!(info.page_sizes, page_sizes, "{what}");
+                assert_eq!(ranges(&info), want, "{what}");
+                assert_eq!(info.dma_avail, Some(u32::MAX), "{what}");
+                assert_eq!(info.migration, None, "{what}");
+                let (caps, failed) = crate::ref_walk(bytes, 24, 24);
+                assert!(!failed, "{what}");
+                let ids: Vec<u16> = caps.iter().map(|c| c.id).collect();
+                assert_eq!(ids, vec![3, 1], "{what}: DMA_AVAIL, IOVA_RANGE");
+            }
+            let chain = seed("cap_chain", "compat-iommu-info-device-open");
+            // the chain the crate walks ends at the argsz iommufd wrote (88)
+            let argsz = crate::u32_at(&device_open, 0).unwrap() as usize;
+            assert_eq!(
+                argsz, 88,
+                "compat argsz: the fixed struct and both capabilities"
+            );
+            assert_eq!(chain, cap_chain_input(24, 24, &device_open[..argsz]));
+
             // VFIO_DEVICE_GET_INFO: PCI | RESET, 9 regions, 5 IRQ indexes.
             for what in ["edu-device-info", "edu-device-info-buf4096"] {
                 let bytes = seed("device_info", what);

@@ -796,14 +796,21 @@ fn resets_and_names<M: IommuModel>(env: &dyn Env, r: &mut Record) -> Result<(), 
     r.note("name.second_fd", grp(c.open_device(&env.devices()[0])));
     let err = match c.release_groups() {
         Ok(_) => {
-            return Err(unexpected(
-                "release with a device open",
-                "a group left its container with a device open",
-            ));
+            // iommufd's VFIO compatibility container lets a group leave
+            // with a device open (Linux 6.12 drivers/vfio/group.c,
+            // vfio_group_ioctl_unset_container counts container users
+            // only); the device stays attached to its IOAS and answers.
+            r.note("release.with_open_device", "ok");
+            r.note(
+                "release.device_after",
+                format!("{:#x}", bar0.read_u32(0).at("BAR0 after release")?),
+            );
+            return Ok(());
         }
         Err(err) => err,
     };
     r.note("release.with_open_device", grp::<()>(Err(err.error)));
+    drop(bar0);
     drop(d);
     r.note(
         "release.after_close",

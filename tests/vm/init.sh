@@ -5,12 +5,13 @@
 #    /lib/modules/load-order (stock kernel only; the custom kernel has VFIO
 #    built in and no such file);
 # 2. binds every QEMU edu device (1234:11e8) to vfio-pci;
-# 3. exports TVFIO_CONFIG, TVFIO_IOMMU, TVFIO_DEVICES, TVFIO_GROUPS and runs
+# 3. exports TVFIO_CONFIG, TVFIO_IOMMU, TVFIO_COMPAT, TVFIO_DEVICES, TVFIO_GROUPS and runs
 #    /vm_guest --ignored --test-threads=1 --nocapture [--skip S...] [FILTER];
 # 4. reports the exit status through isa-debug-exit (port 0xf4) and powers off.
 #
 # Settings come from the kernel command line: tvfio.config=NAME,
-# tvfio.iommu=type1|type1v2|noiommu|iommufd, tvfio.filter=SUBSTRING (optional),
+# tvfio.iommu=type1|type1v2|noiommu|iommufd, tvfio.compat=1 (optional: the
+# container is iommufd's compatibility container), tvfio.filter=SUBSTRING (optional),
 # tvfio.skip=S1,S2 (optional: libtest --skip filters for this configuration).
 # The host (tests/vm/run) reads the serial log: keep the marker lines stable.
 
@@ -53,6 +54,9 @@ param() {
 }
 TVFIO_CONFIG=$(param tvfio.config || echo unknown)
 TVFIO_IOMMU=$(param tvfio.iommu || echo unknown)
+# tvfio.compat=1: /dev/vfio/vfio is iommufd's VFIO compatibility container
+# (the compat kernel); the tests expect its answers where it differs.
+TVFIO_COMPAT=$(param tvfio.compat || echo 0)
 filter=$(param tvfio.filter || true)
 # tvfio.skip=A,B: tests of other configurations, passed as --skip A --skip B
 skip=$(param tvfio.skip || true)
@@ -61,7 +65,7 @@ for s in $(echo "$skip" | tr ',' ' '); do
     set -- "$@" --skip "$s"
 done
 
-log "config=$TVFIO_CONFIG iommu=$TVFIO_IOMMU kernel=$(uname -r)"
+log "config=$TVFIO_CONFIG iommu=$TVFIO_IOMMU compat=$TVFIO_COMPAT kernel=$(uname -r)"
 
 # --- modules (stock kernel) -------------------------------------------------
 setup_ok=1
@@ -155,12 +159,13 @@ fi
 [ -c /dev/iommu ] && log "/dev/iommu present (iommufd)"
 [ "$setup_ok" = 1 ] || log "ERROR: setup incomplete, running the tests anyway"
 
-export TVFIO_CONFIG TVFIO_IOMMU
+export TVFIO_CONFIG TVFIO_IOMMU TVFIO_COMPAT
 export TVFIO_DEVICES="$devices"
 export TVFIO_GROUPS="$groups"
 export TVFIO_NONVIABLE="$nonviable"
 log "TVFIO_CONFIG=$TVFIO_CONFIG"
 log "TVFIO_IOMMU=$TVFIO_IOMMU"
+log "TVFIO_COMPAT=$TVFIO_COMPAT"
 log "TVFIO_DEVICES=$TVFIO_DEVICES"
 log "TVFIO_GROUPS=$TVFIO_GROUPS"
 log "TVFIO_NONVIABLE=$TVFIO_NONVIABLE"

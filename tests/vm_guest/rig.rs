@@ -2,7 +2,10 @@
 //! environment:
 //!
 //! - `TVFIO_CONFIG`: configuration name, e.g. `custom-type1v2`;
-//! - `TVFIO_IOMMU`: `type1`, `type1v2`, `noiommu` (or, later, `iommufd`);
+//! - `TVFIO_IOMMU`: `type1`, `type1v2`, `noiommu` or `iommufd`;
+//! - `TVFIO_COMPAT`: `1` when `/dev/vfio/vfio` is iommufd's VFIO
+//!   compatibility container (the compat kernel: `IOMMUFD_VFIO_CONTAINER=y`,
+//!   no `VFIO_CONTAINER`), `0` otherwise;
 //! - `TVFIO_DEVICES`: space-separated PCI addresses of the edu devices bound
 //!   to vfio-pci, e.g. `0000:01:00.0 0000:02:00.0`;
 //! - `TVFIO_GROUPS`: the matching group node names under `/dev/vfio`, in the
@@ -35,7 +38,7 @@ pub enum IommuKind {
     Type1v2,
     /// `VFIO_NOIOMMU_IOMMU`: no IOMMU, group nodes are `noiommu-N`.
     NoIommu,
-    /// iommufd + VFIO device cdev (no configuration uses it yet).
+    /// iommufd + VFIO device cdev (`custom-iommufd`).
     Iommufd,
 }
 
@@ -63,6 +66,18 @@ pub fn iommu() -> IommuKind {
         "noiommu" => IommuKind::NoIommu,
         "iommufd" => IommuKind::Iommufd,
         other => panic!("TVFIO_IOMMU: unknown value {other:?}"),
+    }
+}
+
+/// `TVFIO_COMPAT`: whether the container is iommufd's VFIO compatibility
+/// container (`drivers/iommu/iommufd/vfio_compat.c`) rather than VFIO's own
+/// (`drivers/vfio/container.c`). Tests branch on it where the two answer
+/// differently, and assert compat's answer there.
+pub fn compat() -> bool {
+    match var("TVFIO_COMPAT").as_str() {
+        "1" => true,
+        "0" => false,
+        other => panic!("TVFIO_COMPAT: want 0 or 1, got {other:?}"),
     }
 }
 

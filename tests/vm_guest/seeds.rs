@@ -16,7 +16,8 @@
 //! form) and holds nothing that changes from boot to boot. A name carries a
 //! qualifier only where the answer depends on it: the IOMMU model where the
 //! type1 and type1v2 answers differ, `iommu` / `noiommu` for the hot-reset
-//! list (its group numbers). The same name printed by two configurations
+//! list (its group numbers), `compat` for iommufd's compatibility
+//! container's IOMMU info (`tvfio.compat=1`). The same name printed by two configurations
 //! must be the same bytes; the host checks it. Answers the kernel refuses
 //! (edu's VGA region, the ERR IRQ of a conventional PCI device) are not
 //! seeds.
@@ -290,6 +291,10 @@ fn iommu_info_seeds() {
         return;
     }
     let k = kernel_tag();
+    if rig::compat() {
+        compat_iommu_info_seeds(&k);
+        return;
+    }
     let (fresh1, mapped1) = iommu_answers(sys::VFIO_TYPE1_IOMMU);
     let (fresh2, mapped2) = iommu_answers(sys::VFIO_TYPE1v2_IOMMU);
     for (what, bytes) in [
@@ -339,6 +344,85 @@ fn iommu_info_seeds() {
         "iommu-info",
         &chain(&fresh1),
         &chain(&fresh2),
+    );
+}
+
+/// iommufd's compatibility container (`tvfio.compat=1`) answers
+/// `VFIO_IOMMU_GET_INFO` from its IOAS: DMA_AVAIL a constant U32_MAX (no
+/// "one mapping" seed: mapping a page changes nothing), no MIGRATION
+/// capability, and the IOMMU's page sizes and the group's reserved regions
+/// only once a device has attached the IOAS (Linux 6.12
+/// drivers/iommu/iommufd/vfio_compat.c, iommufd_vfio_iommu_get_info). Hence
+/// `compat-` names, one for the group-only answer and one with the device
+/// open.
+fn compat_iommu_info_seeds(k: &str) {
+    let (bdf, _) = &rig::devices_with_groups()[0];
+    let answers = |model: u32| {
+        let a = Attached::new(model);
+        let fresh = expect_info(iommu_info(&a.container), model);
+        let page = page_size();
+        let mem = Mmap::anon(page as usize);
+        expect_ok(
+            "VFIO_IOMMU_MAP_DMA",
+            map_dma(&a.container, mem.addr(), ONE_MAPPING_IOVA, page),
+        );
+        let mapped = expect_info(iommu_info(&a.container), model);
+        assert_eq!(fresh, mapped, "compat: a mapping changes the answer");
+        let unmapped = unmap_dma(&a.container, ONE_MAPPING_IOVA, page)
+            .unwrap_or_else(|e| panic!("VFIO_IOMMU_UNMAP_DMA: {e}"));
+        assert_eq!(unmapped, page, "UNMAP_DMA size");
+        let dev = get_device_fd(&a.group, bdf)
+            .unwrap_or_else(|e| panic!("VFIO_GROUP_GET_DEVICE_FD {bdf}: {e}"));
+        let with_device = expect_info(iommu_info(&a.container), model);
+        drop(dev);
+        (fresh, with_device)
+    };
+    let (group1, device1) = answers(sys::VFIO_TYPE1_IOMMU);
+    let (group2, device2) = answers(sys::VFIO_TYPE1v2_IOMMU);
+    let (msi, _) = rig::msi_window(rig::first_group_number());
+    for (what, bytes, open) in [
+        ("type1, group only", &group1, false),
+        ("type1v2, group only", &group2, false),
+        ("type1, device open", &device1, true),
+        ("type1v2, device open", &device2, true),
+    ] {
+        let info = fuzzing::parse_iommu_info(bytes)
+            .unwrap_or_else(|e| panic!("{what}: the crate refuses the kernel's answer: {e}"));
+        let ranges: Vec<(u64, u64)> = info.iova_ranges.iter().map(|r| (r.start, r.end)).collect();
+        println!(
+            "compat {what}: flags {:#x}, argsz {}, page sizes {:#x}, IOVA ranges {ranges:x?}, DMA_AVAIL {:?}, migration {:?}",
+            u32_at(bytes, 4),
+            u32_at(bytes, 0),
+            info.page_sizes,
+            info.dma_avail,
+            info.migration
+        );
+        assert_eq!(info.dma_avail, Some(u32::MAX), "{what}: DMA_AVAIL");
+        assert!(info.migration.is_none(), "{what}: a MIGRATION capability");
+        if open {
+            assert!(
+                ranges.len() >= 2 && !ranges.iter().any(|&(s, e)| s <= msi && e >= msi),
+                "{what}: the MSI window is not excluded: {ranges:x?}"
+            );
+        } else {
+            assert_eq!(ranges, vec![(0, u64::MAX)], "{what}: no reserved IOVA yet");
+        }
+    }
+    emit_per_model("iommu_info", k, "compat-iommu-info", &group1, &group2);
+    emit_per_model(
+        "iommu_info",
+        k,
+        "compat-iommu-info-device-open",
+        &device1,
+        &device2,
+    );
+    let chain = |b: &[u8]| cap_chain_input(b, u32_at(b, 16), IOMMU_INFO_FIXED);
+    emit_per_model(
+        "cap_chain",
+        k,
+        "compat-iommu-info-device-open",
+        &chain(&device1),
+        &chain(&device2),
     );
 }
 

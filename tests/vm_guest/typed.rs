@@ -188,7 +188,12 @@ pub mod common {
             _ => {
                 assert!(c.supports::<Type1>().unwrap());
                 assert!(c.supports::<Type1v2>().unwrap());
-                assert!(!c.supports::<NoIommu>().unwrap());
+                // iommufd's compatibility container answers NOIOMMU with
+                // IS_ENABLED(CONFIG_VFIO_NOIOMMU), whatever the groups
+                // (Linux 6.12 drivers/iommu/iommufd/vfio_compat.c,
+                // iommufd_vfio_check_extension); VFIO's container has no
+                // no-IOMMU driver registered without enable_unsafe_noiommu_mode.
+                assert_eq!(c.supports::<NoIommu>().unwrap(), rig::compat());
             }
         }
     }
@@ -420,20 +425,39 @@ pub mod common {
             c.set_iommu::<NoIommu>().map(drop)
         };
         let err = wrong.unwrap_err();
-        // With a no-IOMMU group attached, CHECK_EXTENSION(TYPE1v2) answers 0
-        // (on an empty container it answers 1); with an IOMMU group,
-        // CHECK_EXTENSION(NOIOMMU) answers 0. Either way the typed API stops
-        // before SET_IOMMU.
-        let wanted = if rig::iommu() == IommuKind::NoIommu {
-            3
+        if rig::compat() {
+            // iommufd's compatibility container claims NOIOMMU in
+            // CHECK_EXTENSION (CONFIG_VFIO_NOIOMMU), so the typed API goes on
+            // to SET_IOMMU, which refuses it: not a type1 model and no
+            // no-IOMMU group -> EINVAL (Linux 6.12
+            // drivers/iommu/iommufd/vfio_compat.c, iommufd_vfio_set_iommu).
+            assert!(
+                matches!(
+                    err.error,
+                    ContainerError::Ioctl {
+                        ioctl: "VFIO_SET_IOMMU",
+                        errno: typed_vfio::Errno::EINVAL
+                    }
+                ),
+                "{}",
+                err.error
+            );
         } else {
-            8
-        };
-        assert!(
-            matches!(err.error, ContainerError::Unsupported { id, .. } if id == wanted),
-            "{}",
-            err.error
-        );
+            // With a no-IOMMU group attached, CHECK_EXTENSION(TYPE1v2)
+            // answers 0 (on an empty container it answers 1); with an IOMMU
+            // group, CHECK_EXTENSION(NOIOMMU) answers 0. Either way the
+            // typed API stops before SET_IOMMU.
+            let wanted = if rig::iommu() == IommuKind::NoIommu {
+                3
+            } else {
+                8
+            };
+            assert!(
+                matches!(err.error, ContainerError::Unsupported { id, .. } if id == wanted),
+                "{}",
+                err.error
+            );
+        }
         // The same container, retried with the right model, works.
         let retry = err.container;
         match rig::iommu() {
@@ -445,10 +469,27 @@ pub mod common {
 
     #[test]
     #[ignore = "needs a VFIO guest: run tests/vm/run"]
-    fn typed_release_groups_with_an_open_device_is_ebusy_and_keeps_the_model() {
+    fn typed_release_groups_with_an_open_device_is_ebusy_and_keeps_the_model_except_under_compat() {
         fn run<M: typed_vfio::IommuModel>(bdf: &str, id: GroupId) {
             let c = set_model::<M>(attached(id));
             let dev = c.open_device(bdf).unwrap();
+            if rig::compat() {
+                // iommufd's compatibility container: a group leaves with its
+                // device open (only VFIO's own container counts users:
+                // Linux 6.12 drivers/vfio/group.c,
+                // vfio_group_ioctl_unset_container, EBUSY for
+                // group->container only). The device stays attached to the
+                // compat IOAS and keeps answering.
+                let (unset, groups) = c.release_groups().map_err(|e| e.error).unwrap();
+                assert_eq!(groups.len(), 1);
+                assert!(!groups[0].status().unwrap().container_set);
+                let bar0 = dev.region(0).unwrap();
+                assert_eq!(bar0.read_u32(0).unwrap(), 0x0100_00ed, "edu ident");
+                drop(dev);
+                let again = unset.attach(groups.into_iter().next().unwrap()).unwrap();
+                assert!(set_model::<M>(again).open_device(bdf).is_ok());
+                return;
+            }
             let err = c.release_groups().unwrap_err();
             match &err.error {
                 GroupError::Ioctl {
@@ -530,18 +571,40 @@ pub mod iommu {
         // The kernel's answer to attaching it, through the raw layer: EPERM.
         let container = Container::open().unwrap();
         let cfd = std::os::fd::AsRawFd::as_raw_fd(&container.as_fd());
+        let gfd = || typed_vfio::sys::GroupFd::new(group.as_fd());
         // SAFETY: a pointer to a live int holding the container fd.
-        let raw = unsafe {
-            typed_vfio::sys::ioctl::vfio_group_set_container(
-                typed_vfio::sys::GroupFd::new(group.as_fd()),
-                &cfd,
-            )
-        };
-        assert_eq!(
-            raw.err(),
-            Some(typed_vfio::Errno::EPERM),
-            "raw SET_CONTAINER"
-        );
+        let raw = unsafe { typed_vfio::sys::ioctl::vfio_group_set_container(gfd(), &cfd) };
+        if rig::compat() {
+            // iommufd's compatibility container claims DMA ownership at
+            // VFIO_GROUP_GET_DEVICE_FD, not at SET_CONTAINER: the attach
+            // succeeds, GET_STATUS then says viable, and opening the device
+            // is refused (Linux 6.12 drivers/vfio/group.c,
+            // vfio_group_ioctl_get_status: "with iommufd
+            // VFIO_GROUP_FLAGS_VIABLE could be set but GET_DEVICE_FD will
+            // fail due to viability").
+            assert_eq!(raw, Ok(0), "raw SET_CONTAINER under compat");
+            let st = group.status().unwrap();
+            assert!(st.viable && st.container_set, "{st:?}");
+            let name = std::ffi::CString::new(vfio_dev.as_str()).unwrap();
+            // SAFETY: a live NUL-terminated name; a returned fd is closed.
+            let open =
+                unsafe { typed_vfio::sys::ioctl::vfio_group_get_device_fd(gfd(), name.as_ptr()) };
+            if let Ok(fd) = open {
+                // SAFETY: the kernel returned a new fd nothing else owns.
+                drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
+            }
+            println!("compat: GET_DEVICE_FD of the non-viable group's device: {open:?}");
+            assert_eq!(open.err(), Some(typed_vfio::Errno::EPERM), "GET_DEVICE_FD");
+            // SAFETY: the group fd; the request takes no argument.
+            let unset = unsafe { typed_vfio::sys::ioctl::vfio_group_unset_container(gfd()) };
+            assert_eq!(unset, Ok(0), "raw UNSET_CONTAINER");
+        } else {
+            assert_eq!(
+                raw.err(),
+                Some(typed_vfio::Errno::EPERM),
+                "raw SET_CONTAINER"
+            );
+        }
 
         // The typed attach refuses it by name and hands both back, usable.
         let err = container.attach(group).unwrap_err();
@@ -748,6 +811,114 @@ pub mod iommu {
                 let mut back = vec![0u8; 256];
                 buf.read(1024 * (n + 1), &mut back).unwrap();
                 assert_eq!(back, pattern(256, 3), "device {bdf}");
+            }
+        }
+        with_dma_model!(run)
+    }
+
+    /// `IOMMU_VFIO_IOAS` (`op`: GET, SET or CLEAR) on the container fd, an
+    /// iommufd request; the IOAS id the kernel answers (GET).
+    fn vfio_ioas(
+        c: std::os::fd::BorrowedFd<'_>,
+        op: u32,
+        id: u32,
+    ) -> Result<u32, typed_vfio::Errno> {
+        use typed_vfio::sys;
+        let mut arg = sys::iommu_vfio_ioas {
+            size: std::mem::size_of::<sys::iommu_vfio_ioas>() as u32,
+            ioas_id: id,
+            op: op as u16,
+            __reserved: 0,
+        };
+        // SAFETY: `arg` is a live, writable iommu_vfio_ioas whose size field
+        // is its own size. It only moves which IOAS the compatibility
+        // container's requests reach; no memory is handed to the kernel.
+        unsafe { sys::ioctl::iommu_vfio_ioas(sys::IommufdFd::new(c), &mut arg) }?;
+        Ok(arg.ioas_id)
+    }
+
+    /// `VFIO_IOMMU_UNMAP_DMA` of `iova..iova + size` on the container fd;
+    /// the bytes unmapped.
+    fn raw_unmap(
+        c: std::os::fd::BorrowedFd<'_>,
+        iova: u64,
+        size: u64,
+    ) -> Result<u64, typed_vfio::Errno> {
+        use typed_vfio::sys;
+        let mut arg = sys::vfio_iommu_type1_dma_unmap {
+            argsz: std::mem::size_of::<sys::vfio_iommu_type1_dma_unmap>() as u32,
+            iova,
+            size,
+            ..Default::default()
+        };
+        // SAFETY: a container fd; `arg` is live and writable, argsz = its
+        // size. Removing device access is always memory safe.
+        unsafe { sys::ioctl::vfio_iommu_unmap_dma(sys::ContainerFd::new(c), &mut arg) }?;
+        Ok(arg.size)
+    }
+
+    /// The pages of a guard whose unmap failed (an orphan) are released when
+    /// the last group leaves only once no mapping can remain. On VFIO's
+    /// container the last group takes the IOMMU driver and every mapping
+    /// with it (the container then answers EINVAL: no driver, Linux 6.12
+    /// drivers/vfio/container.c, __vfio_group_unset_container and
+    /// vfio_fops_unl_ioctl). iommufd's compatibility container keeps its
+    /// IOAS, mappings and all, with the container fd (drivers/vfio/group.c,
+    /// vfio_group_ioctl_unset_container only drops its iommufd_ctx
+    /// reference), so `release_groups` unmaps everything there before it
+    /// frees the orphan's pages: a device attaching later would otherwise
+    /// pin whatever the process then has at the orphan's addresses.
+    #[test]
+    #[ignore = "needs a VFIO guest: run tests/vm/run"]
+    fn typed_release_groups_frees_an_orphan_only_once_no_mapping_remains() {
+        fn run<M: DmaModel>() {
+            use typed_vfio::sys::{
+                IOMMU_VFIO_IOAS_CLEAR, IOMMU_VFIO_IOAS_GET, IOMMU_VFIO_IOAS_SET,
+            };
+            let (c, dev) = open_first!(M);
+            let buf = DmaBuffer::new(4096).unwrap();
+            let iova = 0x50_0000;
+            let m = c.map(&buf, iova, DmaAccess::ReadWrite).unwrap();
+            if rig::compat() {
+                // The real kernel fails the guard's unmap when the compat IOAS
+                // is taken away from the container for a moment: iommufd's
+                // own IOMMU_VFIO_IOAS on the container fd (an iommufd here),
+                // then get_compat_ioas's -ENODEV (vfio_compat.c).
+                let id = vfio_ioas(c.as_fd(), IOMMU_VFIO_IOAS_GET, 0).expect("IOMMU_VFIO_IOAS GET");
+                vfio_ioas(c.as_fd(), IOMMU_VFIO_IOAS_CLEAR, 0).expect("IOMMU_VFIO_IOAS CLEAR");
+                drop(m);
+                assert_eq!(c.orphaned_mappings(), 1, "the failed unmap left an orphan");
+                assert!(buf.is_mapped(), "the orphan's pages are kept");
+                vfio_ioas(c.as_fd(), IOMMU_VFIO_IOAS_SET, id).expect("IOMMU_VFIO_IOAS SET");
+                drop(dev);
+                let (unset, _groups) = c.release_groups().map_err(|e| e.error).unwrap();
+                assert!(!buf.is_mapped(), "the orphan's pages are released");
+                // ... and the kernel really holds nothing at the orphan's
+                // IOVA any more (no group attached: the IOAS answers still).
+                assert_eq!(
+                    raw_unmap(unset.as_fd(), iova, 4096),
+                    Ok(0),
+                    "the orphaned mapping is gone from the compat IOAS"
+                );
+            } else {
+                // VFIO's container has no such detour (an unknown request,
+                // handed to the type1 driver: ENOTTY) ...
+                assert_eq!(
+                    vfio_ioas(c.as_fd(), IOMMU_VFIO_IOAS_GET, 0),
+                    Err(typed_vfio::Errno::ENOTTY)
+                );
+                drop(m);
+                assert!(!buf.is_mapped());
+                drop(dev);
+                let (unset, _groups) = c.release_groups().map_err(|e| e.error).unwrap();
+                // ... and after the last group left it refuses every IOMMU
+                // request with EINVAL: the answer the crate reads as
+                // "nothing is mapped any more" when it frees orphans.
+                assert_eq!(
+                    raw_unmap(unset.as_fd(), iova, 4096),
+                    Err(typed_vfio::Errno::EINVAL),
+                    "VFIO's container after the last group left"
+                );
             }
         }
         with_dma_model!(run)
