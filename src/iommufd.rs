@@ -144,14 +144,7 @@ pub struct Iommufd {
     fd: OwnedFd,
     /// Which `Iommufd` of this process this is: object ids are per context,
     /// so a device bound to one must never be handed the ids of another.
-    uid: u64,
-}
-
-/// A fresh [`Iommufd::uid`].
-fn next_uid() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    NEXT.fetch_add(1, Ordering::Relaxed)
+    token: std::sync::Arc<()>,
 }
 
 impl Iommufd {
@@ -171,7 +164,7 @@ impl Iommufd {
         Ok(Iommufd {
             kernel,
             fd,
-            uid: next_uid(),
+            token: std::sync::Arc::new(()),
         })
     }
 
@@ -183,14 +176,14 @@ impl Iommufd {
         Iommufd {
             kernel: Kernel::for_fd(fd.as_fd()),
             fd,
-            uid: next_uid(),
+            token: std::sync::Arc::new(()),
         }
     }
 
     /// Refuses (before the call) a device bound to another iommufd: object
     /// ids name objects of one context only.
     fn check_device(&self, device: &BoundDevice, ioctl: &'static str) -> Result<(), IommufdError> {
-        if device.iommufd != self.uid {
+        if !device.bound_to(self) {
             return Err(IommufdError::OtherIommufd { ioctl });
         }
         Ok(())
@@ -297,7 +290,7 @@ impl Iommufd {
     ) -> Result<Hwpt<'i>, IommufdError> {
         let ioctl = req::IOMMU_HWPT_ALLOC.name;
         self.check_device(device, ioctl)?;
-        if ioas.iommufd.uid != self.uid {
+        if !std::sync::Arc::ptr_eq(&ioas.iommufd.token, &self.token) {
             return Err(IommufdError::OtherIommufd { ioctl });
         }
         let known = sys::IOMMU_HWPT_ALLOC_NEST_PARENT | sys::IOMMU_HWPT_ALLOC_DIRTY_TRACKING;
@@ -1069,7 +1062,7 @@ impl CdevDevice {
         Ok(BoundDevice {
             device,
             devid: arg.out_devid,
-            iommufd: iommufd.uid,
+            iommufd: std::sync::Arc::downgrade(&iommufd.token),
         })
     }
 }
@@ -1080,8 +1073,10 @@ impl CdevDevice {
 pub struct BoundDevice {
     device: Device,
     devid: u32,
-    /// The [`Iommufd::uid`] it is bound to.
-    iommufd: u64,
+    /// The token of the [`Iommufd`] it is bound to (a `Weak` keeps the
+    /// token's allocation, so no later `Iommufd`'s token can share its
+    /// address).
+    iommufd: std::sync::Weak<()>,
 }
 
 impl BoundDevice {
@@ -1099,11 +1094,19 @@ impl BoundDevice {
     /// ([`IommufdError::OtherIommufd`]): its id would name some other
     /// object of this device's context.
     pub fn attach(&self, ioas: &Ioas<'_>) -> Result<u32, IommufdError> {
-        self.attach_pt(ioas.id, ioas.iommufd.uid)
+        self.attach_pt(ioas.id, ioas.iommufd)
     }
 
-    fn attach_pt(&self, pt_id: u32, owner: u64) -> Result<u32, IommufdError> {
-        if owner != self.iommufd {
+    /// Whether this device is bound to `iommufd`.
+    fn bound_to(&self, iommufd: &Iommufd) -> bool {
+        std::ptr::eq(
+            self.iommufd.as_ptr(),
+            std::sync::Arc::as_ptr(&iommufd.token),
+        )
+    }
+
+    fn attach_pt(&self, pt_id: u32, owner: &Iommufd) -> Result<u32, IommufdError> {
+        if !self.bound_to(owner) {
             return Err(IommufdError::OtherIommufd {
                 ioctl: req::VFIO_DEVICE_ATTACH_IOMMUFD_PT.name,
             });
@@ -1133,7 +1136,7 @@ impl BoundDevice {
     /// page-table id the kernel answers (the HWPT's own).
     #[doc(alias = "VFIO_DEVICE_ATTACH_IOMMUFD_PT")]
     pub fn attach_hwpt(&self, hwpt: &Hwpt<'_>) -> Result<u32, IommufdError> {
-        self.attach_pt(hwpt.id, hwpt.iommufd.uid)
+        self.attach_pt(hwpt.id, hwpt.iommufd)
     }
 
     /// Detaches the device from its IOAS (`VFIO_DEVICE_DETACH_IOMMUFD_PT`):

@@ -18,8 +18,9 @@ use crate::sys::{self, FromBytes, IntoBytes};
 
 /// The CPU page size the model assumes (x86's).
 pub(crate) const PAGE: u64 = 4096;
-/// `ULONG_MAX` of the simulated kernel: the host's `unsigned long`.
-const ULONG_MAX: u64 = usize::MAX as u64;
+/// `ULONG_MAX` of the simulated kernel, an x86_64 one whatever the host
+/// (a 32-bit process on it still sees 64-bit IOVAs).
+const ULONG_MAX: u64 = u64::MAX;
 /// The VT-d domain's aperture end: QEMU's default 39-bit address width.
 const APERTURE_END: u64 = 0x7f_ffff_ffff;
 /// The IOMMU_RESV_MSI region every device behind the Intel IOMMU has.
@@ -103,7 +104,7 @@ pub(crate) struct Ictx {
 }
 
 /// `v >= ULONG_MAX`: the kernel's check that a `__u64` fits its
-/// `unsigned long` arithmetic (on a 64-bit host: `v == u64::MAX`).
+/// `unsigned long` arithmetic (on x86_64: `v == u64::MAX`).
 #[allow(clippy::absurd_extreme_comparisons)]
 fn ulong_overflow(v: u64) -> bool {
     v >= ULONG_MAX
