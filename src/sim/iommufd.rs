@@ -379,17 +379,20 @@ impl Ioas {
         (unmapped, rc)
     }
 
+    /// `iopt_check_iova_alignment` for page alignment: whether an area's
+    /// IOVA, length or page offset is not page-aligned (`EADDRINUSE` when
+    /// the alignment would rise to a page).
+    fn misaligned_for_pages(&self) -> bool {
+        self.areas
+            .values()
+            .any(|m| (m.iova | m.size | (m.vaddr % PAGE)) & (PAGE - 1) != 0)
+    }
+
     /// `iopt_table_add_domain`: a VT-d domain (4 KiB pages, the 39-bit
     /// aperture) joins, and is filled (its pages pinned).
     fn add_domain(&mut self, hwpt: u32, mem: &dyn UserMemory) -> Result<(), Errno> {
-        if self.alignment() < PAGE {
-            let misaligned = self
-                .areas
-                .values()
-                .any(|m| (m.iova | m.size | (m.vaddr % PAGE)) & (PAGE - 1) != 0);
-            if misaligned {
-                return Err(Errno::EADDRINUSE);
-            }
+        if self.alignment() < PAGE && self.misaligned_for_pages() {
+            return Err(Errno::EADDRINUSE);
         }
         if let Err(e) = self.reserve(APERTURE_END + 1, ULONG_MAX, Owner::Domain(hwpt)) {
             self.unreserve(Owner::Domain(hwpt));
@@ -957,10 +960,7 @@ impl Ictx {
                                     if ioas.domains > 0 && !ioas.areas.is_empty() {
                                         return Err(Errno::EINVAL);
                                     }
-                                    let misaligned = ioas.areas.values().any(|m| {
-                                        (m.iova | m.size | (m.vaddr % PAGE)) & (PAGE - 1) != 0
-                                    });
-                                    if misaligned {
+                                    if ioas.misaligned_for_pages() {
                                         return Err(Errno::EADDRINUSE);
                                     }
                                     ioas.disable_large_pages = true;
