@@ -246,35 +246,8 @@ impl Ioas {
         write: bool,
         mem: &dyn UserMemory,
     ) -> Result<u64, Errno> {
-        if length & (self.alignment() - 1) != 0 || length == 0 {
-            return Err(Errno::EINVAL);
-        }
-        let iova = match iova {
-            None => self.alloc_iova(uptr, length)?,
-            Some(iova) => {
-                self.check_iova(iova, length)?;
-                iova
-            }
-        };
-        if (uptr % PAGE) & (self.alignment() - 1) != 0 {
-            return Err(Errno::EINVAL);
-        }
-        // Pages are pinned only to fill domains; without one the area is a
-        // lazy reference.
-        if self.domains > 0 && !mem.pinnable(uptr & !(PAGE - 1), length) {
-            return Err(Errno::EFAULT);
-        }
-        self.insert_area(
-            Mapping {
-                iova,
-                size: length,
-                vaddr: uptr,
-                read,
-                write,
-            },
-            write,
-        );
-        Ok(iova)
+        // One slice of fresh pages, writable as the map asks.
+        self.map_pages(&[(uptr, length, write)], length, iova, (read, write), mem)
     }
 
     fn insert_area(&mut self, m: Mapping, pages_writable: bool) {
@@ -304,7 +277,9 @@ impl Ioas {
         }
     }
 
-    /// `iopt_map_pages` of slices another IOAS's areas hold (`IOAS_COPY`).
+    /// `iopt_map_pages`: slices of process memory (vaddr, length, pages
+    /// writable), one per area (`IOAS_MAP` maps one, `IOAS_COPY` the slices
+    /// the source's areas hold).
     fn map_pages(
         &mut self,
         pages: &[(u64, u64, bool)],
@@ -332,6 +307,8 @@ impl Ioas {
                 return Err(Errno::EINVAL);
             }
         }
+        // Pages are pinned only to fill domains; without one an area is a
+        // lazy reference.
         if self.domains > 0
             && pages
                 .iter()
