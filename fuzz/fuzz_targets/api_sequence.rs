@@ -11,12 +11,12 @@
 //! it had before the input.
 #![no_main]
 
-use std::collections::HashMap;
 use std::iter::Peekable;
 use std::os::fd::AsFd;
 use std::vec::IntoIter;
 
 use arbitrary::Arbitrary;
+use fuzz_oracle::Faults;
 use libfuzzer_sys::fuzz_target;
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use typed_vfio::sim::Simulator;
@@ -189,55 +189,6 @@ impl Cont {
             Cont::Type1(c) => Some(c.groups().len()),
             Cont::Type1v2(c) => Some(c.groups().len()),
             Cont::NoIommu(c) => Some(c.groups().len()),
-        }
-    }
-}
-
-/// The simulator's pending injected faults, counted down as it does (per
-/// request; a call fires at most one), so the harness knows which call
-/// failed.
-#[derive(Default)]
-struct Faults {
-    pending: Vec<(&'static str, u64)>,
-    seen: HashMap<&'static str, u64>,
-}
-
-impl Faults {
-    fn inject(&mut self, sim: &Simulator, name: &'static str, nth: u64) {
-        self.sync(sim);
-        self.pending.push((name, nth));
-    }
-
-    /// One call of `name`: whether it fired a fault.
-    fn call(&mut self, name: &str) -> bool {
-        let mut fired = false;
-        self.pending.retain_mut(|(n, countdown)| {
-            if *n != name {
-                return true;
-            }
-            *countdown = countdown.saturating_sub(1);
-            if *countdown == 0 && !fired {
-                fired = true;
-                false
-            } else {
-                if *countdown == 0 {
-                    *countdown = 1;
-                }
-                true
-            }
-        });
-        fired
-    }
-
-    /// Accounts for the calls made since the last sync.
-    fn sync(&mut self, sim: &Simulator) {
-        for name in REQUESTS {
-            let now = sim.calls(name);
-            let before = self.seen.insert(name, now).unwrap_or(0);
-            assert!(now >= before, "{name}: call count went back");
-            for _ in before..now {
-                self.call(name);
-            }
         }
     }
 }
@@ -678,7 +629,7 @@ fuzz_target!(|input: Vec<Op>| {
         .collect();
     let mut w = World {
         sim: sim.clone(),
-        faults: Faults::default(),
+        faults: Faults::new(&REQUESTS),
         groups: Vec::new(),
         devices: Vec::new(),
         eventfds: Vec::new(),

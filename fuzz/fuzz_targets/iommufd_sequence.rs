@@ -19,6 +19,7 @@ use std::iter::Peekable;
 use std::vec::IntoIter;
 
 use arbitrary::Arbitrary;
+use fuzz_oracle::Faults;
 use libfuzzer_sys::fuzz_target;
 use typed_vfio::iommufd::{BoundDevice, Ioas, IoasMapping, Iommufd};
 use typed_vfio::sim::Simulator;
@@ -124,63 +125,6 @@ fn pick<T: Copy>(list: &[T], i: u8) -> T {
     list[i as usize % list.len()]
 }
 
-/// The simulator's pending injected faults, counted down as it does, so the
-/// harness knows which call failed.
-#[derive(Default)]
-struct Faults {
-    pending: Vec<(&'static str, u64)>,
-    seen: HashMap<&'static str, u64>,
-}
-
-impl Faults {
-    fn inject(&mut self, sim: &Simulator, name: &'static str, nth: u64) {
-        self.sync(sim);
-        self.pending.push((name, nth));
-    }
-
-    fn call(&mut self, name: &str) -> bool {
-        let mut fired = false;
-        self.pending.retain_mut(|(n, countdown)| {
-            if *n != name {
-                return true;
-            }
-            *countdown = countdown.saturating_sub(1);
-            if *countdown == 0 && !fired {
-                fired = true;
-                false
-            } else {
-                if *countdown == 0 {
-                    *countdown = 1;
-                }
-                true
-            }
-        });
-        fired
-    }
-
-    fn sync(&mut self, sim: &Simulator) {
-        for name in REQUESTS {
-            let now = sim.calls(name);
-            let before = self.seen.insert(name, now).unwrap_or(0);
-            assert!(now >= before, "{name}: call count went back");
-            for _ in before..now {
-                self.call(name);
-            }
-        }
-    }
-
-    /// Calls of `name` since the last sync, and how many of them fired.
-    fn since(&mut self, sim: &Simulator, name: &'static str) -> (u64, u64) {
-        let now = sim.calls(name);
-        let before = self.seen.insert(name, now).unwrap_or(0);
-        let mut fired = 0;
-        for _ in before..now {
-            fired += u64::from(self.call(name));
-        }
-        (now - before, fired)
-    }
-}
-
 /// A bound device and the IOAS (by id) the model says it is attached to.
 struct Dev {
     dev: BoundDevice,
@@ -227,7 +171,10 @@ impl World {
 
     fn forget(&mut self, id: u32, range: (u64, u64)) {
         let list = self.expected.get_mut(&id).expect("a known IOAS");
-        let at = list.iter().position(|&e| e == range).expect("a known range");
+        let at = list
+            .iter()
+            .position(|&e| e == range)
+            .expect("a known range");
         list.swap_remove(at);
     }
 
@@ -430,7 +377,14 @@ fn mapped(
         }
         match op {
             Op::Map { ioas, buffer, iova } => {
-                map(ioases, buffers, w, &mut guards, &mut owners, (ioas, buffer, iova));
+                map(
+                    ioases,
+                    buffers,
+                    w,
+                    &mut guards,
+                    &mut owners,
+                    (ioas, buffer, iova),
+                );
             }
             Op::Copy { source, ioas, iova } => {
                 let Some(dst) = pick_ioas(ioases, ioas) else {
@@ -578,7 +532,7 @@ fuzz_target!(|input: Vec<Op>| {
     let fd = sim.open_iommufd().expect("open the simulated /dev/iommu");
     let mut w = World {
         sim: sim.clone(),
-        faults: Faults::default(),
+        faults: Faults::new(&REQUESTS),
         devices: Vec::new(),
         expected: HashMap::new(),
         lingering: Vec::new(),

@@ -557,3 +557,73 @@ pub mod seeds {
         }
     }
 }
+
+/// The simulator's pending injected faults, counted down as it does (per
+/// request; a call fires at most one, and a fault due at the same call as
+/// one that fired is due at the next), so an API-sequence harness knows
+/// which of its calls failed. `requests`: every name faults may be
+/// injected on (the ones [`sync`](Faults::sync) accounts for).
+pub struct Faults {
+    requests: &'static [&'static str],
+    pub pending: Vec<(&'static str, u64)>,
+    pub seen: std::collections::HashMap<&'static str, u64>,
+}
+
+impl Faults {
+    pub fn new(requests: &'static [&'static str]) -> Faults {
+        Faults {
+            requests,
+            pending: Vec::new(),
+            seen: std::collections::HashMap::new(),
+        }
+    }
+
+    pub fn inject(&mut self, sim: &typed_vfio::sim::Simulator, name: &'static str, nth: u64) {
+        self.sync(sim);
+        self.pending.push((name, nth));
+    }
+
+    /// One call of `name`: whether it fired a fault.
+    pub fn call(&mut self, name: &str) -> bool {
+        let mut fired = false;
+        self.pending.retain_mut(|(n, countdown)| {
+            if *n != name {
+                return true;
+            }
+            *countdown = countdown.saturating_sub(1);
+            if *countdown == 0 && !fired {
+                fired = true;
+                false
+            } else {
+                if *countdown == 0 {
+                    *countdown = 1;
+                }
+                true
+            }
+        });
+        fired
+    }
+
+    /// Accounts for the calls made since the last sync.
+    pub fn sync(&mut self, sim: &typed_vfio::sim::Simulator) {
+        for &name in self.requests {
+            let now = sim.calls(name);
+            let before = self.seen.insert(name, now).unwrap_or(0);
+            assert!(now >= before, "{name}: call count went back");
+            for _ in before..now {
+                self.call(name);
+            }
+        }
+    }
+
+    /// Calls of `name` since the last sync, and how many of them fired.
+    pub fn since(&mut self, sim: &typed_vfio::sim::Simulator, name: &'static str) -> (u64, u64) {
+        let now = sim.calls(name);
+        let before = self.seen.insert(name, now).unwrap_or(0);
+        let mut fired = 0;
+        for _ in before..now {
+            fired += u64::from(self.call(name));
+        }
+        (now - before, fired)
+    }
+}
