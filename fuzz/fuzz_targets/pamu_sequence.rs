@@ -1272,8 +1272,9 @@ impl World {
         released.reverse();
         if result.is_ok() {
             self.t2 = None;
-            // The last group left: every mapping is gone, orphans freed.
-            self.release_orphans();
+            // The last group left: every mapping is gone; the orphans go
+            // once the crate's unmap-all confirms it.
+            self.last_group_left();
         }
         (result, released)
     }
@@ -1292,7 +1293,9 @@ impl World {
             }
         }
         if all_left {
-            self.release_orphans();
+            self.last_group_left();
+            // Whatever that unmap answered, the container is gone.
+            self.orphans.clear();
         } else {
             // The kernel may still map them: the pages stay leaked.
             self.orphans.clear();
@@ -1302,6 +1305,19 @@ impl World {
         }
         self.k.close_container(c);
         self.t2 = None;
+    }
+
+    /// Every group has left: with orphans pending, the crate unmaps
+    /// everything (`UNMAP_DMA` with `FLAG_ALL`), which the driverless
+    /// container refuses with `EINVAL`; that answer (or success) frees the
+    /// orphans' pages, any other keeps them leaked.
+    fn last_group_left(&mut self) {
+        if self.orphans.is_empty() {
+            return;
+        }
+        if matches!(self.call(UNMAP_DMA), None | Some(Errno::EINVAL)) {
+            self.release_orphans();
+        }
     }
 
     fn release_orphans(&mut self) {
