@@ -2,7 +2,7 @@
  * A stand-in VFIO for counting the user-space instructions of the
  * benchmark's hot paths on a machine without VFIO (benches/icount).
  *
- * LD_PRELOADed into benches/guest.rs: opens of /dev/vfio/... and /dev/iommu
+ * LD_PRELOADed into the benchmark (benches/guest/): opens of /dev/vfio/... and /dev/iommu
  * get a /dev/null fd, and ioctls on those fds are answered here with the
  * shapes Linux 6.12 gives for an edu device behind a type1v2 IOMMU, or bound
  * to an iommufd through its cdev (the values the VM rig observed). Every
@@ -208,4 +208,39 @@ int close(int fd)
     if (!next)
         next = dlsym(RTLD_NEXT, "close");
     return next(fd);
+}
+
+/* A duplicate of a stand-in fd stands in for the same object (iommufd-ioctls
+ * is handed a duplicate of the typed contender's iommufd). */
+static int duplicated(int fd, int r)
+{
+    if (r >= 0 && r < MAX_FD && fd >= 0 && fd < MAX_FD) {
+        kinds[r] = kinds[fd];
+        group_set[r] = group_set[fd];
+    }
+    return r;
+}
+
+#define FCNTL_WRAPPER(name)                                                   \
+    int name(int fd, int cmd, ...)                                            \
+    {                                                                         \
+        static int (*next)(int, int, ...);                                    \
+        va_list ap;                                                           \
+        va_start(ap, cmd);                                                    \
+        long arg = va_arg(ap, long);                                          \
+        va_end(ap);                                                           \
+        if (!next)                                                            \
+            next = dlsym(RTLD_NEXT, #name);                                   \
+        int r = next(fd, cmd, arg);                                           \
+        return cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC ? duplicated(fd, r) : r; \
+    }
+FCNTL_WRAPPER(fcntl)
+FCNTL_WRAPPER(fcntl64)
+
+int dup(int fd)
+{
+    static int (*next)(int);
+    if (!next)
+        next = dlsym(RTLD_NEXT, "dup");
+    return duplicated(fd, next(fd));
 }

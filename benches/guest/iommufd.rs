@@ -5,30 +5,34 @@
 //! through rust-vmm's `iommufd-ioctls` (the crate cloud-hypervisor's VFIO
 //! cdev path maps through); and MSI loopback triggers on the bound cdev,
 //! typed and raw. The method is the container part's (see the crate-level
-//! comment of `guest.rs`): contenders live at once, short batches, the order
-//! rotating every cycle, two sessions with the devices swapped, paired
+//! comment of `main.rs`): contenders live at once, short batches, the order
+//! rotating every cycle, two sessions (one on each edu device), paired
 //! ratios.
 //!
-//! Typed and raw share one iommufd, IOAS and bound device (the raw calls go
-//! to the typed objects' fds and ids); iommufd-ioctls has its own iommufd
-//! and IOAS with the other edu device attached, so every contender's map
-//! and unmap reach a real IOMMU page table (the VT-d's invalidations
-//! included). iommufd-ioctls has no device API, so that device is bound
-//! and attached with the raw calls (setup, not timed); cloud-hypervisor does
-//! the same through vfio-ioctls's cdev feature.
+//! All three map into the same IOAS, with the same bound device attached,
+//! so every contender's map and unmap reach the same real IOMMU page table
+//! (the VT-d's invalidations included) and the kernel's work is the same:
+//! the ratios measure what each library adds in user space. The raw calls
+//! go to the typed objects' fd and ids; iommufd-ioctls gets its own
+//! `IommuFd` over a duplicate of that fd (`IommuFd::new_from_fd`) and maps
+//! by the IOAS id, as cloud-hypervisor's `VfioIommufd` does. (In an
+//! earlier design iommufd-ioctls had its own iommufd, IOAS and device: the
+//! ratio then swung between 0.96 and 1.02 from run to run with where each
+//! IOAS's kernel objects happened to be, which hid the user-space
+//! difference it is meant to show.) They map the same one-page buffer at
+//! the same IOVA, in turn.
 
-use std::fs::OpenOptions;
+use std::fs::File;
 use std::hint::black_box;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use iommufd_bindings::iommufd::{
     iommu_ioas_map, iommu_ioas_unmap, iommufd_ioas_map_flags_IOMMU_IOAS_MAP_FIXED_IOVA,
     iommufd_ioas_map_flags_IOMMU_IOAS_MAP_READABLE,
     iommufd_ioas_map_flags_IOMMU_IOAS_MAP_WRITEABLE,
 };
-use iommufd_ioctls::{IommuFd, IommufdIoas};
+use iommufd_ioctls::IommuFd;
 use nix::sys::eventfd::EventFd;
 use typed_vfio::iommufd::{BoundDevice, CdevDevice, Ioas, Iommufd};
 use typed_vfio::{DmaAccess, DmaBuffer, sys};
@@ -80,11 +84,13 @@ impl<'f> Typed<'f> {
 
     fn maps(&self, n: u32) -> f64 {
         ns_per_op(n, || {
-            drop(black_box(
-                self.ioas
-                    .map(&self.buf, IOVA, DmaAccess::ReadWrite)
-                    .unwrap(),
-            ))
+            // Inputs opaque, as the raw contender's are; the guard unmaps
+            // as it drops.
+            let guard = self
+                .ioas
+                .map(black_box(&self.buf), black_box(IOVA), DmaAccess::ReadWrite)
+                .unwrap();
+            drop(guard);
         })
     }
 
@@ -99,11 +105,9 @@ impl Drop for Typed<'_> {
     }
 }
 
-/// The raw `sys` calls on the typed contender's iommufd, IOAS and device,
-/// with a buffer of its own; arguments built per call.
-struct Raw {
-    buf: DmaBuffer,
-}
+/// The raw `sys` calls on the typed contender's iommufd, IOAS, device and
+/// buffer; arguments built per call.
+struct Raw;
 
 impl Raw {
     fn maps(&self, fd: &Iommufd, on: &Typed<'_>, n: u32) -> f64 {
@@ -117,7 +121,7 @@ impl Raw {
                     | sys::IOMMU_IOAS_MAP_WRITEABLE,
                 ioas_id,
                 __reserved: 0,
-                user_va: black_box(self.buf.addr()) as u64,
+                user_va: black_box(on.buf.addr()) as u64,
                 length: PAGE,
                 iova: black_box(IOVA),
             };
@@ -128,7 +132,8 @@ impl Raw {
                 length: PAGE,
             };
             // SAFETY: the buffer outlives the mapping, which is removed
-            // right after; both arguments are complete structs.
+            // right after (no typed guard maps it meanwhile: the
+            // contenders take turns); both arguments are complete structs.
             unsafe {
                 sys::ioctl::iommu_ioas_map(ifd, &mut map).unwrap();
                 sys::ioctl::iommu_ioas_unmap(ifd, &mut unmap).unwrap();
@@ -152,74 +157,45 @@ impl Raw {
     }
 }
 
-/// rust-vmm's iommufd-ioctls: its own iommufd and IOAS, the device bound
-/// and attached by the raw calls. Maps as cloud-hypervisor does (through
+/// rust-vmm's iommufd-ioctls, on the typed contender's iommufd (a
+/// duplicate fd), IOAS and buffer. Maps as cloud-hypervisor does (through
 /// vfio-ioctls's `VfioIommufd`): `IommuFd::map_iommu_ioas` with a fixed
 /// IOVA, `IommuFd::unmap_iommu_ioas`, and a check that all of it went.
-/// (Field order is drop order: the device unbinds, then the IOAS goes.)
 struct Vmm {
-    _dev: OwnedFd,
-    ioas: IommufdIoas,
-    iommufd: Arc<IommuFd>,
-    buf: DmaBuffer,
+    iommufd: IommuFd,
+    ioas_id: u32,
+    addr: usize,
 }
 
 impl Vmm {
-    fn open(bdf: &str) -> Vmm {
-        let iommufd = Arc::new(IommuFd::new().unwrap());
-        let ioas = IommufdIoas::new(iommufd.clone()).unwrap();
-        let path = cdev(bdf);
-        let dev: OwnedFd = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
-            .into();
-        let dfd = sys::DeviceFd::new(dev.as_fd());
-        let mut bind = sys::vfio_device_bind_iommufd {
-            argsz: size_of::<sys::vfio_device_bind_iommufd>() as u32,
-            flags: 0,
-            iommufd: iommufd.as_raw_fd(),
-            out_devid: 0,
-        };
-        let mut attach = sys::vfio_device_attach_iommufd_pt {
-            argsz: size_of::<sys::vfio_device_attach_iommufd_pt>() as u32,
-            flags: 0,
-            pt_id: ioas.id(),
-        };
-        // SAFETY: complete structs without pointers; the iommufd is open.
-        unsafe {
-            sys::ioctl::vfio_device_bind_iommufd(dfd, &mut bind).unwrap();
-            sys::ioctl::vfio_device_attach_iommufd_pt(dfd, &mut attach).unwrap();
-        }
+    fn open(on: &Typed<'_>, fd: &Iommufd) -> Vmm {
+        let dup = fd.as_fd().try_clone_to_owned().unwrap();
         Vmm {
-            _dev: dev,
-            ioas,
-            iommufd,
-            buf: DmaBuffer::new(PAGE as usize).unwrap(),
+            iommufd: IommuFd::new_from_fd(File::from(dup)),
+            ioas_id: on.ioas.id(),
+            addr: on.buf.addr(),
         }
     }
 
     fn maps(&self, n: u32) -> f64 {
-        let addr = self.buf.addr() as u64;
         ns_per_op(n, || {
             let map = iommu_ioas_map {
                 size: size_of::<iommu_ioas_map>() as u32,
                 flags: iommufd_ioas_map_flags_IOMMU_IOAS_MAP_READABLE
                     | iommufd_ioas_map_flags_IOMMU_IOAS_MAP_WRITEABLE
                     | iommufd_ioas_map_flags_IOMMU_IOAS_MAP_FIXED_IOVA,
-                ioas_id: self.ioas.id(),
+                ioas_id: self.ioas_id,
                 __reserved: 0,
-                user_va: addr,
+                user_va: black_box(self.addr) as u64,
                 length: PAGE,
-                iova: IOVA,
+                iova: black_box(IOVA),
             };
             // (Safe in iommufd-ioctls; the buffer outlives the mapping,
             // which is removed right after.)
             self.iommufd.map_iommu_ioas(&map).unwrap();
             let mut unmap = iommu_ioas_unmap {
                 size: size_of::<iommu_ioas_unmap>() as u32,
-                ioas_id: self.ioas.id(),
+                ioas_id: self.ioas_id,
                 iova: IOVA,
                 length: PAGE,
             };
@@ -232,14 +208,12 @@ impl Vmm {
 /// Contender names, in the results' order; only the first two trigger.
 const NAMES: [&str; 3] = ["typed", "raw", "iommufd-ioctls"];
 
-/// One session: typed and raw on `a`, iommufd-ioctls on `b`.
-fn session(a: &str, b: &str, out: &mut Results) {
+/// One session, every contender on the IOAS with `device` attached.
+fn session(device: &str, out: &mut Results) {
     let fd = Iommufd::open().unwrap();
-    let typed = Typed::open(&fd, a);
-    let raw = Raw {
-        buf: DmaBuffer::new(PAGE as usize).unwrap(),
-    };
-    let vmm = Vmm::open(b);
+    let typed = Typed::open(&fd, device);
+    let raw = Raw;
+    let vmm = Vmm::open(&typed, &fd);
     // Warm up: the first calls fault in code and kernel state.
     let _ = (
         typed.maps(BATCH),
@@ -272,34 +246,30 @@ pub(crate) fn count(name: &str, devices: &[&str], maps: u32, triggers: u32) {
         }
         "raw" => {
             let t = Typed::open(&fd, devices[0]);
-            let r = Raw {
-                buf: DmaBuffer::new(PAGE as usize).unwrap(),
-            };
+            let r = Raw;
             r.maps(&fd, &t, maps);
             r.triggers(&t, triggers);
         }
         "iommufd-ioctls" => {
             assert_eq!(triggers, 0, "iommufd-ioctls has no device to trigger");
-            Vmm::open(devices[0]).maps(maps);
+            let t = Typed::open(&fd, devices[0]);
+            Vmm::open(&t, &fd).maps(maps);
         }
         other => panic!("no iommufd contender {other}"),
     }
 }
 
-/// The whole iommufd benchmark: two sessions, the devices swapped.
+/// The whole iommufd benchmark: two sessions, one on each edu device.
 pub(crate) fn run(devices: &[&str]) {
-    assert!(
-        devices.len() >= 2,
-        "bench: needs two edu devices (one for iommufd-ioctls)"
-    );
+    assert!(devices.len() >= 2, "bench: needs two edu devices");
     let mut r = Results::new(3, 2);
     let start = std::time::Instant::now();
-    session(devices[0], devices[1], &mut r);
+    session(devices[0], &mut r);
     eprintln!(
         "bench: iommufd session 1 of 2 done ({:.1} s)",
         start.elapsed().as_secs_f64()
     );
-    session(devices[1], devices[0], &mut r);
+    session(devices[1], &mut r);
     eprintln!(
         "bench: iommufd session 2 of 2 done ({:.1} s)",
         start.elapsed().as_secs_f64()
