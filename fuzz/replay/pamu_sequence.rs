@@ -62,16 +62,12 @@ fn generated_inputs_run_clean() {
 }
 
 fn seeds_round_trip_and_run_clean() {
-    let seeds = model::seeds();
+    let seeds = model::checked_seeds();
     assert!(!seeds.is_empty());
-    for (name, input) in seeds {
-        let bytes = model::encode(&input);
-        let back = model::Input::arbitrary_take_rest(Unstructured::new(&bytes))
-            .unwrap_or_else(|e| panic!("{name}: does not decode: {e}"));
-        assert_eq!(back, input, "{name}: the encoding does not round-trip");
-        eprintln!("pamu_sequence: {name} (built)");
-        model::one(&input);
-    }
+    eprintln!(
+        "pamu_sequence: {} seeds built, round-tripped, ran clean",
+        seeds.len()
+    );
 }
 
 fn committed_inputs_run_clean() {

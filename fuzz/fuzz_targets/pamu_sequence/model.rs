@@ -2285,7 +2285,7 @@ fn run(input: &Input, mode: PamuMode) -> (Vec<String>, Option<usize>) {
 /// The `arbitrary` encoding of an input (arbitrary 1.x: an enum is a
 /// little-endian `u32` scaled onto its variants, the last field takes the
 /// rest, each element of the op list is preceded by a byte with bit 0 set).
-pub(crate) fn encode(input: &Input) -> Vec<u8> {
+fn encode(input: &Input) -> Vec<u8> {
     fn tag(out: &mut Vec<u8>, i: u64, n: u64) {
         out.extend_from_slice(&((i << 32).div_ceil(n) as u32).to_le_bytes());
     }
@@ -2361,7 +2361,7 @@ fn errno(e: Errno) -> u8 {
 }
 
 /// The committed seeds: (name, input).
-pub(crate) fn seeds() -> Vec<(&'static str, Input)> {
+fn seeds() -> Vec<(&'static str, Input)> {
     use Op::*;
     // 1 MiB at 16 MiB (STARTS[1], SIZES[3]); 16 windows of 64 KiB
     // (WINDOWS[4]); IOVA selectors: 0 window 0, 4 the last window, 6 the one
@@ -2519,6 +2519,20 @@ pub(crate) fn seeds() -> Vec<(&'static str, Input)> {
     ]
 }
 
+/// The seeds, each encoded, checked to decode back to itself and run clean.
+pub(crate) fn checked_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let mut out = Vec::new();
+    for (name, input) in seeds() {
+        let bytes = encode(&input);
+        let back = Input::arbitrary_take_rest(Unstructured::new(&bytes))
+            .unwrap_or_else(|e| panic!("{name}: does not decode: {e}"));
+        assert_eq!(back, input, "{name}: the encoding does not round-trip");
+        one(&input);
+        out.push((name, bytes));
+    }
+    out
+}
+
 /// `PAMU_SEQUENCE_WRITE_SEEDS=DIR`: writes the seeds (checked to decode back
 /// to themselves and to run clean) and exits.
 fn write_seeds() {
@@ -2527,11 +2541,7 @@ fn write_seeds() {
     };
     let dir = PathBuf::from(dir);
     std::fs::create_dir_all(&dir).expect("the seed directory");
-    for (name, input) in seeds() {
-        let bytes = encode(&input);
-        let back = Input::arbitrary_take_rest(Unstructured::new(&bytes)).expect("decodes");
-        assert_eq!(back, input, "{name}: the encoding does not round-trip");
-        one(&input);
+    for (name, bytes) in checked_seeds() {
         std::fs::write(dir.join(name), &bytes).expect("write a seed");
         eprintln!("wrote {}", dir.join(name).display());
     }
