@@ -186,7 +186,7 @@ pub fn iommufd_dma(env: &dyn Env, r: &mut Record) -> Result<(), Failure> {
         );
         r.note(
             "iommufd.map.msi_window",
-            dma(ioas.map(&other, 0xfee0_0000, DmaAccess::ReadWrite)),
+            dma(ioas.map(&other, env.msi_window(), DmaAccess::ReadWrite)),
         );
         r.note(
             "iommufd.map.wraps",
@@ -272,7 +272,9 @@ pub fn iommufd_dma(env: &dyn Env, r: &mut Record) -> Result<(), Failure> {
         // A mapping where the device's MSI window will be reserved.
         let step = "reserved at attach";
         let lazy = fd.alloc_ioas().at(step)?;
-        let m = lazy.map(&buf, 0xfee0_0000, DmaAccess::ReadWrite).at(step)?;
+        let m = lazy
+            .map(&buf, env.msi_window(), DmaAccess::ReadWrite)
+            .at(step)?;
         let other = bind(env, &fd, 1)?;
         r.note("iommufd.attach.over_msi_mapping", ifd(other.attach(&lazy)));
         drop(other);
@@ -414,14 +416,16 @@ pub fn iommufd_copy_allow_reset(env: &dyn Env, r: &mut Record) -> Result<(), Fai
             ifd(src.allow_iovas(&[range(0x800_0000, 0x80f_ffff), range(0x808_0000, 0x8ff_ffff)])),
         );
         // Allowed where the device reserves its MSI window: the attach fails.
-        src.allow_iovas(&[range(0xfe00_0000, 0xfeff_ffff)])
+        // (The 16 MiB around it: VT-d 0xfe000000..=0xfeffffff.)
+        let around_msi = env.msi_window() & !0xff_ffff;
+        src.allow_iovas(&[range(around_msi, around_msi + 0xff_ffff)])
             .at(step)?;
         r.note("iommufd.allow.attach_over_allowed", ifd(dev.attach(&src)));
         src.allow_iovas(&[]).at(step)?;
         dev.attach(&src).at(step)?;
         r.note(
             "iommufd.allow.over_reserved",
-            ifd(src.allow_iovas(&[range(0xfe00_0000, 0xfeff_ffff)])),
+            ifd(src.allow_iovas(&[range(around_msi, around_msi + 0xff_ffff)])),
         );
         // A bound past 4 GiB: a 32-bit program refuses it itself (the
         // kernel's unsigned long may be as narrow as its own), so only a
@@ -451,7 +455,7 @@ pub fn iommufd_copy_allow_reset(env: &dyn Env, r: &mut Record) -> Result<(), Fai
         );
         r.note(
             "iommufd.copy.msi_window",
-            dma(dst.copy(&m, 0xfee0_0000, DmaAccess::ReadWrite)),
+            dma(dst.copy(&m, env.msi_window(), DmaAccess::ReadWrite)),
         );
         let anywhere = dst.copy_anywhere(&m, DmaAccess::DeviceReads).at(step)?;
         r.note("iommufd.copy.anywhere", format!("{:#x}", anywhere.iova()));

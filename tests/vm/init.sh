@@ -16,6 +16,9 @@
 # The host (tests/vm/run) reads the serial log: keep the marker lines stable.
 
 export PATH=/bin:/sbin
+# The aarch64 initramfs links only /bin/sh to busybox (the host cannot list
+# an arm64 busybox's applets): install the other links here.
+[ -e /bin/mount ] || /bin/busybox --install -s /bin
 export HOME=/root
 export TMPDIR=/tmp
 export RUST_BACKTRACE=1
@@ -31,6 +34,12 @@ log() { echo "tvfio-init: $*"; }
 # then power off in case the port write did not end the VM.
 finish() {
     st=$1
+    if [ "$(uname -m)" = aarch64 ]; then
+        # QEMU's virt machine has no isa-debug-exit: power off (PSCI, QEMU
+        # exits 0); the host reads the status from the end marker.
+        poweroff -f
+        sleep 5
+    fi
     byte=$((st & 255))
     if [ "$st" -ne 0 ] && [ "$byte" -eq 0 ]; then byte=1; fi
     if ! /bin/tvfio-outb 0xf4 "$byte" 2>/dev/null; then
