@@ -1296,6 +1296,44 @@ mod tests {
         }
     }
 
+    /// The simulator binds as 6.12 does: `argsz` at least the 6.12 struct
+    /// (offsetofend(out_devid) = 16), so both a 6.12-era caller's 16 and the
+    /// 7.2 struct's 24 the crate sends bind; 15 is EINVAL.
+    #[cfg(feature = "sim")]
+    #[test]
+    fn sim_binds_with_the_6_12_or_the_7_2_argsz() {
+        use std::os::fd::AsRawFd;
+        let sim = crate::sim::Simulator::new();
+        let iommufd = sim.open_iommufd().unwrap();
+        for (argsz, ok) in [(15u32, false), (16, true), (24, true)] {
+            let cdev = sim.open_cdev("0000:01:00.0").unwrap();
+            // 7.2's struct: argsz @ 0, flags @ 4, iommufd @ 8, out_devid @ 12,
+            // token_uuid_ptr @ 16 (zero).
+            let mut buf = [0u8; 24];
+            buf[..4].copy_from_slice(&argsz.to_ne_bytes());
+            buf[8..12].copy_from_slice(&iommufd.as_fd().as_raw_fd().to_ne_bytes());
+            // SAFETY: no flags, so no user pointer is followed; `argsz` is at
+            // most the buffer's 24 bytes, so the kernel's accesses stay inside
+            // it. (The seam's own check would refuse an `argsz` below the
+            // struct the crate sends.)
+            let r = unsafe {
+                cdev.kernel.ioctl_unchecked(
+                    cdev.fd.as_fd(),
+                    req::VFIO_DEVICE_BIND_IOMMUFD,
+                    Arg::InOut(&mut buf),
+                )
+            };
+            let out_devid = u32::from_ne_bytes([buf[12], buf[13], buf[14], buf[15]]);
+            match ok {
+                true => {
+                    assert_eq!(r, Ok(0), "argsz {argsz}");
+                    assert_ne!(out_devid, 0, "argsz {argsz}: a device id");
+                }
+                false => assert_eq!(r, Err(nix::errno::Errno::EINVAL), "argsz {argsz}"),
+            }
+        }
+    }
+
     #[test]
     fn ioas_map_and_ranges_never_take_the_safe_path() {
         // Both carry a pointer the kernel follows: the seam refuses them
