@@ -18,7 +18,9 @@
 //! `--target` for another architecture).
 //!
 //! `TYPED_VFIO_HEADERS=DIR` (with the `bindgen` feature) binds against other
-//! kernel headers, such as an SDK kernel's `usr/include`: `DIR` is searched
+//! kernel headers, such as an SDK kernel's `usr/include` or the Linux 6.12
+//! baseline kept in `headers/linux-6.12` (CI builds and tests against it;
+//! give an absolute path): `DIR` is searched
 //! before `headers/`, so its `linux/vfio.h` (and `linux/iommufd.h`, `asm/`
 //! headers, when it has them) replace ours, and our `vfio_type2.h` is
 //! included only when that `vfio.h` does not define the PAMU requests itself
@@ -68,6 +70,9 @@ const NO_DERIVES: &[&str] = &[
 /// (`sys::FromBytes`) but not viewable as bytes (no `sys::IntoBytes`).
 #[cfg(feature = "bindgen")]
 const HOLD_UNIONS: &[&str] = &[
+    // After 6.12 (7.2's headers have it): `out_data_type` shares a union with
+    // `in_data_type`; the crate encodes and parses it through `abi::HwInfo`.
+    "iommu_hw_info",
     "vfio_device_gfx_plane_info",
     "vfio_eeh_pe_op",
     "vfio_pamu_attr",
@@ -198,6 +203,12 @@ fn main() {
             );
         }
     }
+    // Items of the pinned headers (Linux 7.2) the 6.12 uapi lacks are checked
+    // (request codes, mirrors) only when the bindings come from those headers.
+    println!("cargo::rustc-check-cfg=cfg(typed_vfio_pinned_uapi)");
+    if override_dir.is_none() {
+        println!("cargo:rustc-cfg=typed_vfio_pinned_uapi");
+    }
     for var in [
         "TYPED_VFIO_HEADERS",
         "TYPED_VFIO_BINDGEN",
@@ -253,6 +264,15 @@ fn main() {
             snapshot.display()
         );
     }
+    let baseline = match (source, &override_dir, karch) {
+        ("generated", None, Some(karch)) => baseline_bindings(&manifest, &out, &target, karch),
+        ("generated", Some(dir), _) => Err(format!(
+            "the bindings come from TYPED_VFIO_HEADERS={}",
+            dir.display()
+        )),
+        _ => Err("this build used the committed snapshot (no bindgen run)".into()),
+    };
+    write_uapi_baseline(baseline, out.with_file_name("uapi_baseline.rs"));
     let text =
         fs::read_to_string(&out).unwrap_or_else(|e| panic!("reading {}: {e}", out.display()));
     write_abi_oracle(
@@ -316,21 +336,7 @@ fn generate(
     } else {
         builder = builder.header(headers.join("wrapper.h").to_string_lossy());
     }
-    let bindings = builder
-        .clang_arg(format!("--target={}", clang_target(target)))
-        .clang_arg("-nostdinc")
-        .clang_arg(format!("-I{}", headers.display()))
-        .clang_arg(format!("-I{}", headers.join("arch").join(karch).display()))
-        .clang_macro_fallback()
-        .allowlist_item("(vfio|VFIO|iommu|IOMMU|iommufd|IOMMUFD)_.*")
-        .generate_comments(false)
-        .explicit_padding(true)
-        .derive_default(true)
-        .derive_debug(true)
-        .use_core()
-        .wrap_unsafe_ops(true)
-        .prepend_enum_name(false)
-        .formatter(bindgen::Formatter::Prettyplease)
+    let bindings = configure(builder, target, &headers, karch)
         .generate()
         .unwrap_or_else(|e| panic!("bindgen could not generate from headers/wrapper.h: {e}"));
     let mut text = bindings.to_string();
@@ -348,6 +354,89 @@ fn generate(
     }
     fs::write(out, text).unwrap_or_else(|e| panic!("writing {}: {e}", out.display()));
     "generated"
+}
+
+/// What every generation shares: the target, `headers/` and its `asm/`
+/// only, the items, the output's form.
+#[cfg(feature = "bindgen")]
+fn configure(
+    builder: bindgen::Builder,
+    target: &str,
+    headers: &Path,
+    karch: &str,
+) -> bindgen::Builder {
+    builder
+        .clang_arg(format!("--target={}", clang_target(target)))
+        .clang_arg("-nostdinc")
+        .clang_arg(format!("-I{}", headers.display()))
+        .clang_arg(format!("-I{}", headers.join("arch").join(karch).display()))
+        .clang_macro_fallback()
+        .allowlist_item("(vfio|VFIO|iommu|IOMMU|iommufd|IOMMUFD)_.*")
+        .generate_comments(false)
+        .explicit_padding(true)
+        .derive_default(true)
+        .derive_debug(true)
+        .use_core()
+        .wrap_unsafe_ops(true)
+        .prepend_enum_name(false)
+        .formatter(bindgen::Formatter::Prettyplease)
+}
+
+/// The Linux 6.12 baseline (`headers/linux-6.12/`, see headers/import)
+/// through bindgen for this target, as the `uapi_superset` test's item list:
+/// `Err` says why there is none.
+#[cfg(feature = "bindgen")]
+fn baseline_bindings(
+    manifest: &Path,
+    out: &Path,
+    target: &str,
+    karch: &str,
+) -> Result<String, String> {
+    let headers = manifest.join("headers");
+    let dir = headers.join("linux-6.12");
+    println!("cargo:rerun-if-changed=headers/linux-6.12");
+    if !dir.join("linux/vfio.h").is_file() {
+        return Err(format!("{} has no linux/vfio.h", dir.display()));
+    }
+    let wrapper = out.with_file_name("wrapper_6_12.h");
+    let text = "/* typed-vfio: the Linux 6.12 baseline (headers/linux-6.12 first) */\n\
+                #include <linux/vfio.h>\n#include <linux/iommufd.h>\n";
+    fs::write(&wrapper, text).unwrap_or_else(|e| panic!("writing {}: {e}", wrapper.display()));
+    let builder = bindgen::Builder::default()
+        .header(wrapper.to_string_lossy())
+        .clang_arg(format!("-I{}", dir.display()));
+    configure(builder, target, &headers, karch)
+        .generate()
+        .map(|b| b.to_string())
+        .map_err(|e| format!("bindgen could not generate from {}: {e}", dir.display()))
+}
+
+#[cfg(not(feature = "bindgen"))]
+fn baseline_bindings(_: &Path, _: &Path, _: &str, _: &str) -> Result<String, String> {
+    Err("the `bindgen` feature is off".into())
+}
+
+/// Writes the `uapi_superset` test's table of the 6.12 baseline's ABI items:
+/// `BASELINE` is `Ok(&[(key, C expression)])` or `Err(why there is none)`.
+fn write_uapi_baseline(baseline: Result<String, String>, path: PathBuf) {
+    let mut rust = String::from(
+        "/// Generated by build.rs: the Linux 6.12 baseline's ABI items as (key, C expression), or why there are none.\npub const BASELINE: Result<&[(&str, &str)], &str> = ",
+    );
+    match baseline {
+        Ok(text) => {
+            rust.push_str("Ok(&[\n");
+            for (key, _, _, cexpr) in abi_entries(&text) {
+                rust.push_str(&format!("    ({key:?}, {cexpr:?}),\n"));
+            }
+            rust.push_str("]);\n");
+        }
+        Err(why) => rust.push_str(&format!("Err({why:?});\n")),
+    }
+    fs::write(&path, rust).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    println!(
+        "cargo:rustc-env=TYPED_VFIO_UAPI_BASELINE={}",
+        path.display()
+    );
 }
 
 /// The `sys::plain!` invocations for the generated structs and unions: each
@@ -446,7 +535,39 @@ const KEYWORDS: &[&str] = &[
 /// prints the same entries as the C compiler sees them in `headers/`. The
 /// `abi_oracle` test compiles and runs the C side and compares.
 fn write_abi_oracle(bindings: &str, rust_out: PathBuf, c_out: PathBuf) {
-    // (key, Rust value expr, Rust width expr (0: not a constant), C expr)
+    let entries = abi_entries(bindings);
+    let mut rust = String::from(
+        "/// Generated by build.rs: (key, value as `typed_vfio::sys` has it, byte width of a constant's type or 0).\npub const ABI_ITEMS: &[(&str, u64, usize)] = &[\n",
+    );
+    let mut c = String::from(
+        "/* Generated by build.rs: the C compiler's view of headers/. */\n#include <stdio.h>\n#include <stddef.h>\n#include \"wrapper.h\"\nint main(void) {\n",
+    );
+    // C prints `key value negative`: the value converted to unsigned long long
+    // and whether the expression is negative in its own C type.
+    for (key, r, width, cexpr) in &entries {
+        rust.push_str(&format!("    ({key:?}, {r}, {width}),\n"));
+        c.push_str(&format!(
+            "    printf(\"%s %llu %d\\n\", {key:?}, (unsigned long long)({cexpr}), (int)(({cexpr}) < 0));\n"
+        ));
+    }
+    rust.push_str("];\n");
+    c.push_str("    return 0;\n}\n");
+    fs::write(&rust_out, rust).unwrap_or_else(|e| panic!("writing {}: {e}", rust_out.display()));
+    fs::write(&c_out, c).unwrap_or_else(|e| panic!("writing {}: {e}", c_out.display()));
+    println!(
+        "cargo:rustc-env=TYPED_VFIO_ABI_ITEMS={}",
+        rust_out.display()
+    );
+    println!(
+        "cargo:rustc-env=TYPED_VFIO_ABI_ORACLE_C={}",
+        c_out.display()
+    );
+}
+
+/// The ABI items of a bindgen output, each as (key, Rust value expression,
+/// Rust width expression (0: not a constant), C expression): every integer
+/// constant, struct size, alignment and named field offset.
+fn abi_entries(bindings: &str) -> Vec<(String, String, String, String)> {
     let mut entries: Vec<(String, String, String, String)> = Vec::new();
     let mut current: Option<String> = None;
     for line in bindings.lines() {
@@ -514,30 +635,5 @@ fn write_abi_oracle(bindings: &str, rust_out: PathBuf, c_out: PathBuf) {
             ));
         }
     }
-    let mut rust = String::from(
-        "/// Generated by build.rs: (key, value as `typed_vfio::sys` has it, byte width of a constant's type or 0).\npub const ABI_ITEMS: &[(&str, u64, usize)] = &[\n",
-    );
-    let mut c = String::from(
-        "/* Generated by build.rs: the C compiler's view of headers/. */\n#include <stdio.h>\n#include <stddef.h>\n#include \"wrapper.h\"\nint main(void) {\n",
-    );
-    // C prints `key value negative`: the value converted to unsigned long long
-    // and whether the expression is negative in its own C type.
-    for (key, r, width, cexpr) in &entries {
-        rust.push_str(&format!("    ({key:?}, {r}, {width}),\n"));
-        c.push_str(&format!(
-            "    printf(\"%s %llu %d\\n\", {key:?}, (unsigned long long)({cexpr}), (int)(({cexpr}) < 0));\n"
-        ));
-    }
-    rust.push_str("];\n");
-    c.push_str("    return 0;\n}\n");
-    fs::write(&rust_out, rust).unwrap_or_else(|e| panic!("writing {}: {e}", rust_out.display()));
-    fs::write(&c_out, c).unwrap_or_else(|e| panic!("writing {}: {e}", c_out.display()));
-    println!(
-        "cargo:rustc-env=TYPED_VFIO_ABI_ITEMS={}",
-        rust_out.display()
-    );
-    println!(
-        "cargo:rustc-env=TYPED_VFIO_ABI_ORACLE_C={}",
-        c_out.display()
-    );
+    entries
 }

@@ -83,14 +83,45 @@ pub(crate) struct DmaUnmap {
     pub(crate) size: u64,
 }
 
+/// `struct iommu_hw_info` with its anonymous `in_data_type`/`out_data_type`
+/// union (added after 6.12; both `u32`, one plain field here, `data_type`). In
+/// the 6.12 uapi, which the crate can also be bound against, `out_data_type`
+/// is a plain field at the same offset.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct HwInfo {
+    pub(crate) size: u32,
+    pub(crate) flags: u32,
+    pub(crate) dev_id: u32,
+    pub(crate) data_len: u32,
+    pub(crate) data_uptr: u64,
+    /// `out_data_type` (and, with `IOMMU_HW_INFO_FLAG_INPUT_TYPE`, which the
+    /// crate never sets, `in_data_type`).
+    pub(crate) data_type: u32,
+    pub(crate) out_max_pasid_log2: u8,
+    pub(crate) __reserved: [u8; 3],
+    pub(crate) out_capabilities: u64,
+}
+
+// `data_type` has no same-named field in the generated struct: its place,
+// from the ABI (after the aligned `data_uptr`), and the union's under the
+// pinned headers.
+const _: () = assert!(offset_of!(HwInfo, data_type) == 24);
+#[cfg(typed_vfio_pinned_uapi)]
+const _: () =
+    assert!(offset_of!(HwInfo, data_type) == offset_of!(sys::iommu_hw_info, __bindgen_anon_1));
+
 /// `IOMMU_HW_INFO_TYPE_ARM_SMMUV3`: Linux 6.13 added it to
-/// `enum iommu_hw_info_type`, after the 6.12 headers the crate binds.
+/// `enum iommu_hw_info_type`, after the 6.12 uapi the crate can also be
+/// bound against (checked against the pinned headers' value below).
 pub(crate) const IOMMU_HW_INFO_TYPE_ARM_SMMUV3: u32 = 2;
+#[cfg(typed_vfio_pinned_uapi)]
+const _: () = assert!(IOMMU_HW_INFO_TYPE_ARM_SMMUV3 == sys::IOMMU_HW_INFO_TYPE_ARM_SMMUV3);
 
 /// `struct iommu_hw_info_arm_smmuv3` (Linux 6.13+; absent from the 6.12
-/// uapi the crate binds, so there is no generated struct to mirror: its
-/// layout is asserted below from the ABI): `flags`, a reserved word (named
-/// `impl` in later kernels), the SMMU's `IDR0..IDR5`, `IIDR` and `AIDR`
+/// uapi the crate can also be bound against, so its layout is asserted below
+/// from the ABI, and mirrored against the pinned headers' struct): `flags`, a
+/// reserved word (`__reserved`), the SMMU's `IDR0..IDR5`, `IIDR` and `AIDR`
 /// registers.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -118,6 +149,10 @@ sys::plain::plain!(bytes HotReset { argsz: u32, flags: u32, count: u32 });
 sys::plain::plain!(bytes DependentDevice { id: u32, segment: u16, bus: u8, devfn: u8 });
 sys::plain::plain!(bytes DeviceFeature { argsz: u32, flags: u32 });
 sys::plain::plain!(bytes DmaUnmap { argsz: u32, flags: u32, iova: u64, size: u64 });
+sys::plain::plain!(bytes HwInfo {
+    size: u32, flags: u32, dev_id: u32, data_len: u32, data_uptr: u64, data_type: u32,
+    out_max_pasid_log2: u8, __reserved: [u8; 3], out_capabilities: u64
+});
 sys::plain::plain!(bytes HwInfoArmSmmuV3 { flags: u32, reserved: u32, idr: [u32; 6], iidr: u32, aidr: u32 });
 
 /// Reads `n` consecutive `T`s from the start of `bytes` by copy, so the
@@ -162,7 +197,17 @@ mirrors! {
     DeviceFeature = vfio_device_feature { argsz, flags };
     DependentDevice = vfio_pci_dependent_device { segment, bus, devfn };
     DmaUnmap = vfio_iommu_type1_dma_unmap { argsz, flags, iova, size };
+    HwInfo = iommu_hw_info { size, flags, dev_id, data_len, data_uptr, out_max_pasid_log2, __reserved, out_capabilities };
 }
+
+#[cfg(typed_vfio_pinned_uapi)]
+mirrors! {
+    HwInfoArmSmmuV3 = iommu_hw_info_arm_smmuv3 { flags, idr, iidr, aidr };
+}
+#[cfg(typed_vfio_pinned_uapi)]
+const _: () = assert!(
+    offset_of!(HwInfoArmSmmuV3, reserved) == offset_of!(sys::iommu_hw_info_arm_smmuv3, __reserved)
+);
 
 #[cfg(test)]
 mod tests {

@@ -254,8 +254,8 @@ impl Iommufd {
         let ioctl = req::IOMMU_GET_HW_INFO.name;
         self.check_device(device, ioctl)?;
         let mut data = [0u64; 32];
-        let mut arg = sys::iommu_hw_info::new_zeroed();
-        arg.size = size_of::<sys::iommu_hw_info>() as u32;
+        let mut arg = crate::abi::HwInfo::new_zeroed();
+        arg.size = size_of::<crate::abi::HwInfo>() as u32;
         arg.dev_id = device.devid;
         arg.data_len = size_of_val(&data) as u32;
         arg.data_uptr = data.as_mut_ptr() as u64;
@@ -402,8 +402,8 @@ impl HwInfo {
     /// (`data`: the bytes it filled). Untrusted bytes.
     pub(crate) fn parse(head: &[u8], data: &[u8]) -> Result<HwInfo, &'static str> {
         let (h, _) =
-            sys::iommu_hw_info::read_from_prefix(head).map_err(|_| "hw info header truncated")?;
-        let data = match h.out_data_type {
+            crate::abi::HwInfo::read_from_prefix(head).map_err(|_| "hw info header truncated")?;
+        let data = match h.data_type {
             sys::IOMMU_HW_INFO_TYPE_NONE => HwInfoData::None,
             sys::IOMMU_HW_INFO_TYPE_INTEL_VTD => {
                 let (v, _) = sys::iommu_hw_info_vtd::read_from_prefix(data)
@@ -1032,12 +1032,13 @@ impl CdevDevice {
     #[doc(alias = "VFIO_DEVICE_BIND_IOMMUFD")]
     pub fn bind(self, iommufd: &Iommufd) -> Result<BoundDevice, BindError> {
         use std::os::fd::AsRawFd;
-        let mut arg = sys::vfio_device_bind_iommufd {
-            argsz: size_of::<sys::vfio_device_bind_iommufd>() as u32,
-            flags: 0,
-            iommufd: iommufd.as_fd().as_raw_fd(),
-            out_devid: 0,
-        };
+        // Field by field over zeroes: after 6.12 the kernel appended `token_uuid_ptr`
+        // (read only with VFIO_DEVICE_BIND_FLAG_TOKEN). The full size with
+        // the new field zero binds on 6.12 too: it reads the first
+        // offsetofend(out_devid) bytes and needs `argsz` to be at least that.
+        let mut arg = sys::vfio_device_bind_iommufd::new_zeroed();
+        arg.argsz = size_of::<sys::vfio_device_bind_iommufd>() as u32;
+        arg.iommufd = iommufd.as_fd().as_raw_fd();
         let bound = self.kernel.ioctl(
             self.fd.as_fd(),
             req::VFIO_DEVICE_BIND_IOMMUFD,
@@ -1111,7 +1112,8 @@ impl BoundDevice {
                 ioctl: req::VFIO_DEVICE_ATTACH_IOMMUFD_PT.name,
             });
         }
-        // Field by field over zeroes: newer headers add fields (a PASID).
+        // Field by field over zeroes: after 6.12 the kernel appended `pasid` (read only
+        // with VFIO_DEVICE_ATTACH_PASID); 6.12 needs `argsz` to reach `pt_id`.
         let mut arg = sys::vfio_device_attach_iommufd_pt::new_zeroed();
         arg.argsz = size_of::<sys::vfio_device_attach_iommufd_pt>() as u32;
         arg.pt_id = pt_id;
@@ -1214,8 +1216,8 @@ mod tests {
 
     #[test]
     fn hw_info_decodes_vtd_and_keeps_other_types_raw() {
-        let mut h = sys::iommu_hw_info::new_zeroed();
-        h.out_data_type = sys::IOMMU_HW_INFO_TYPE_INTEL_VTD;
+        let mut h = crate::abi::HwInfo::new_zeroed();
+        h.data_type = sys::IOMMU_HW_INFO_TYPE_INTEL_VTD;
         h.out_capabilities = u64::from(sys::IOMMU_HW_CAP_DIRTY_TRACKING);
         let vtd = sys::iommu_hw_info_vtd {
             flags: 1,
@@ -1236,7 +1238,7 @@ mod tests {
         // VT-d data shorter than its struct, or a truncated header: refused.
         assert!(HwInfo::parse(h.as_bytes(), &vtd.as_bytes()[..8]).is_err());
         assert!(HwInfo::parse(&h.as_bytes()[..20], vtd.as_bytes()).is_err());
-        h.out_data_type = 4;
+        h.data_type = 4;
         h.out_capabilities = 0;
         let other = HwInfo::parse(h.as_bytes(), &[1, 2, 3]).unwrap();
         assert_eq!(
@@ -1247,7 +1249,7 @@ mod tests {
             }
         );
         assert!(!other.dirty_tracking());
-        h.out_data_type = sys::IOMMU_HW_INFO_TYPE_NONE;
+        h.data_type = sys::IOMMU_HW_INFO_TYPE_NONE;
         assert_eq!(
             HwInfo::parse(h.as_bytes(), &[]).unwrap().data,
             HwInfoData::None
@@ -1256,8 +1258,8 @@ mod tests {
 
     #[test]
     fn hw_info_decodes_arm_smmuv3_and_refuses_short_data() {
-        let mut h = sys::iommu_hw_info::new_zeroed();
-        h.out_data_type = 2; // IOMMU_HW_INFO_TYPE_ARM_SMMUV3 (Linux 6.13+)
+        let mut h = crate::abi::HwInfo::new_zeroed();
+        h.data_type = 2; // IOMMU_HW_INFO_TYPE_ARM_SMMUV3 (Linux 6.13+)
         h.out_max_pasid_log2 = 20;
         // flags, reserved, IDR0..5, IIDR, AIDR: ten native-endian words.
         let words: [u32; 10] = [
@@ -1294,6 +1296,44 @@ mod tests {
         }
     }
 
+    /// The simulator binds as 6.12 does: `argsz` at least the 6.12 struct
+    /// (offsetofend(out_devid) = 16), so both a 6.12-era caller's 16 and the
+    /// 7.2 struct's 24 the crate sends bind; 15 is EINVAL.
+    #[cfg(feature = "sim")]
+    #[test]
+    fn sim_binds_with_the_6_12_or_the_7_2_argsz() {
+        use std::os::fd::AsRawFd;
+        let sim = crate::sim::Simulator::new();
+        let iommufd = sim.open_iommufd().unwrap();
+        for (argsz, ok) in [(15u32, false), (16, true), (24, true)] {
+            let cdev = sim.open_cdev("0000:01:00.0").unwrap();
+            // 7.2's struct: argsz @ 0, flags @ 4, iommufd @ 8, out_devid @ 12,
+            // token_uuid_ptr @ 16 (zero).
+            let mut buf = [0u8; 24];
+            buf[..4].copy_from_slice(&argsz.to_ne_bytes());
+            buf[8..12].copy_from_slice(&iommufd.as_fd().as_raw_fd().to_ne_bytes());
+            // SAFETY: no flags, so no user pointer is followed; `argsz` is at
+            // most the buffer's 24 bytes, so the kernel's accesses stay inside
+            // it. (The seam's own check would refuse an `argsz` below the
+            // struct the crate sends.)
+            let r = unsafe {
+                cdev.kernel.ioctl_unchecked(
+                    cdev.fd.as_fd(),
+                    req::VFIO_DEVICE_BIND_IOMMUFD,
+                    Arg::InOut(&mut buf),
+                )
+            };
+            let out_devid = u32::from_ne_bytes([buf[12], buf[13], buf[14], buf[15]]);
+            match ok {
+                true => {
+                    assert_eq!(r, Ok(0), "argsz {argsz}");
+                    assert_ne!(out_devid, 0, "argsz {argsz}: a device id");
+                }
+                false => assert_eq!(r, Err(nix::errno::Errno::EINVAL), "argsz {argsz}"),
+            }
+        }
+    }
+
     #[test]
     fn ioas_map_and_ranges_never_take_the_safe_path() {
         // Both carry a pointer the kernel follows: the seam refuses them
@@ -1308,12 +1348,10 @@ mod tests {
             assert!(crate::kernel::check_shape(request.shape, &Arg::In(&arg)).is_err());
         }
         // A bind with a flag (the newer token pointer) is refused too.
-        let mut bind = sys::vfio_device_bind_iommufd {
-            argsz: size_of::<sys::vfio_device_bind_iommufd>() as u32,
-            flags: 1,
-            iommufd: 3,
-            out_devid: 0,
-        };
+        let mut bind = sys::vfio_device_bind_iommufd::new_zeroed();
+        bind.argsz = size_of::<sys::vfio_device_bind_iommufd>() as u32;
+        bind.flags = 1; // VFIO_DEVICE_BIND_FLAG_TOKEN (after 6.12)
+        bind.iommufd = 3;
         let shape = req::VFIO_DEVICE_BIND_IOMMUFD.shape;
         assert!(crate::kernel::check_shape(shape, &Arg::In(bind.as_bytes())).is_err());
         bind.flags = 0;

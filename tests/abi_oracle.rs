@@ -9,7 +9,10 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
+
+#[path = "support/c_program.rs"]
+mod c_program;
+use c_program::{CValue, parse_c_output};
 
 include!(env!("TYPED_VFIO_ABI_ITEMS"));
 
@@ -19,38 +22,6 @@ enum Mismatch {
     Value { key: String, rust: u64, c: u64 },
     OnlyInRust(String),
     OnlyInC(String),
-}
-
-/// A value as the C compiler printed it: converted to `unsigned long long`,
-/// and whether it was negative in its own C type.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct CValue {
-    bits: u64,
-    negative: bool,
-}
-
-/// Parses the C side's output: one `key value negative` entry per line, where
-/// the key itself is `kind name` (`const VFIO_API_VERSION`, `offset x.argsz`).
-fn parse_c_output(text: &str) -> Result<BTreeMap<String, CValue>, String> {
-    let mut map = BTreeMap::new();
-    for (n, line) in text.lines().enumerate() {
-        let bad = |what: &str| format!("line {}: {what}: {line:?}", n + 1);
-        let (rest, negative) = line.rsplit_once(' ').ok_or_else(|| bad("no sign"))?;
-        let (key, value) = rest.rsplit_once(' ').ok_or_else(|| bad("no value"))?;
-        let negative = match negative {
-            "0" => false,
-            "1" => true,
-            _ => return Err(bad("sign is not 0 or 1")),
-        };
-        let bits = value.parse::<u64>().map_err(|e| bad(&e.to_string()))?;
-        if map
-            .insert(key.to_string(), CValue { bits, negative })
-            .is_some()
-        {
-            return Err(format!("line {}: duplicate key {key:?}", n + 1));
-        }
-    }
-    Ok(map)
 }
 
 /// Whether a C value means the same as a Rust value of `width` bytes (0 for
@@ -100,47 +71,12 @@ fn compare(rust: &[(&str, u64, usize)], c: &BTreeMap<String, CValue>) -> Vec<Mis
 }
 
 fn run_c_oracle() -> String {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let exe = Path::new(env!("CARGO_TARGET_TMPDIR")).join("abi_oracle");
-    // Cross runs (`.ci/run`'s foreign-architecture suites) name the target's
-    // C compiler in TYPED_VFIO_ORACLE_CC and how to run its output in
-    // TYPED_VFIO_ORACLE_RUNNER (qemu-user); natively, `CC` or `cc`.
-    let cc = std::env::var("TYPED_VFIO_ORACLE_CC")
-        .or_else(|_| std::env::var("CC"))
-        .unwrap_or_else(|_| "cc".to_string());
-    let headers = manifest.join("headers");
-    let status = Command::new(&cc)
-        .arg("-std=c11")
-        .arg("-Wall")
-        .arg("-Werror")
-        // The pinned headers, this target's asm/ first, before the C
-        // library's (whose uapi may be another kernel's).
-        .arg("-I")
-        .arg(headers.join("arch").join(env!("TYPED_VFIO_KERNEL_ARCH")))
-        .arg("-I")
-        .arg(&headers)
-        .arg("-o")
-        .arg(&exe)
-        .arg(env!("TYPED_VFIO_ABI_ORACLE_C"))
-        .status()
-        .unwrap_or_else(|e| panic!("ABI oracle: cannot run the C compiler `{cc}`: {e}"));
-    assert!(
-        status.success(),
-        "ABI oracle: `{cc}` failed to compile the oracle program"
-    );
-    let runner = std::env::var("TYPED_VFIO_ORACLE_RUNNER").unwrap_or_default();
-    let mut words = runner.split_whitespace();
-    let mut run = match words.next() {
-        Some(program) => {
-            let mut c = Command::new(program);
-            c.args(words).arg(&exe);
-            c
-        }
-        None => Command::new(&exe),
-    };
-    let out = run.output().expect("ABI oracle: run the C program");
-    assert!(out.status.success(), "ABI oracle: the C program failed");
-    String::from_utf8(out.stdout).expect("ABI oracle: C output is UTF-8")
+    // The pinned headers, this target's asm/ first.
+    c_program::compile_and_run(
+        "abi_oracle",
+        Path::new(env!("TYPED_VFIO_ABI_ORACLE_C")),
+        &[c_program::arch_headers(), c_program::headers()],
+    )
 }
 
 #[test]
@@ -200,7 +136,10 @@ fn oracle_covers_every_request_code_and_the_type2_abi() {
         "headers/linux/iommufd.h",
         "headers/vfio_type2.h",
     ] {
-        let text = std::fs::read_to_string(manifest.join(header)).unwrap();
+        // A definition may continue on the next line (`\` at the end).
+        let text = std::fs::read_to_string(manifest.join(header))
+            .unwrap()
+            .replace("\\\n", " ");
         for line in text.lines() {
             let mut words = line.split_whitespace();
             if let (Some("#define"), Some(name), Some(value)) =
@@ -216,7 +155,7 @@ fn oracle_covers_every_request_code_and_the_type2_abi() {
             }
         }
     }
-    assert_eq!(requests, 54, "request codes found in headers/");
+    assert_eq!(requests, 60, "request codes found in headers/");
 }
 
 // The comparison itself must fail loudly: each kind of disagreement is found.

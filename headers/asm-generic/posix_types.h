@@ -56,6 +56,7 @@ typedef struct {
 #endif
 typedef __kernel_long_t __kernel_off_t;
 typedef long long __kernel_loff_t;
+typedef unsigned long long __kernel_uoff_t;
 typedef __kernel_long_t __kernel_old_time_t;
 typedef __kernel_long_t __kernel_time_t;
 typedef long long __kernel_time64_t;

@@ -2,13 +2,14 @@
 #define _UAPIVFIO_H 
 #include <linux/types.h>
 #include <linux/ioctl.h>
+#include <linux/stddef.h>
 #define VFIO_API_VERSION 0
 #define VFIO_TYPE1_IOMMU 1
 #define VFIO_SPAPR_TCE_IOMMU 2
 #define VFIO_TYPE1v2_IOMMU 3
 #define VFIO_DMA_CC_IOMMU 4
 #define VFIO_EEH 5
-#define VFIO_TYPE1_NESTING_IOMMU 6
+#define __VFIO_RESERVED_TYPE1_NESTING_IOMMU 6
 #define VFIO_SPAPR_TCE_v2_IOMMU 7
 #define VFIO_NOIOMMU_IOMMU 8
 #define VFIO_UNMAP_ALL 9
@@ -224,6 +225,7 @@ enum {
 };
 enum {
  VFIO_AP_REQ_IRQ_INDEX,
+ VFIO_AP_CFG_CHG_IRQ_INDEX,
  VFIO_AP_NUM_IRQS
 };
 struct vfio_pci_dependent_device {
@@ -305,19 +307,25 @@ struct vfio_device_feature {
 struct vfio_device_bind_iommufd {
  __u32 argsz;
  __u32 flags;
+#define VFIO_DEVICE_BIND_FLAG_TOKEN (1 << 0)
  __s32 iommufd;
  __u32 out_devid;
+ __aligned_u64 token_uuid_ptr;
 };
 #define VFIO_DEVICE_BIND_IOMMUFD _IO(VFIO_TYPE, VFIO_BASE + 18)
 struct vfio_device_attach_iommufd_pt {
  __u32 argsz;
  __u32 flags;
+#define VFIO_DEVICE_ATTACH_PASID (1 << 0)
  __u32 pt_id;
+ __u32 pasid;
 };
 #define VFIO_DEVICE_ATTACH_IOMMUFD_PT _IO(VFIO_TYPE, VFIO_BASE + 19)
 struct vfio_device_detach_iommufd_pt {
  __u32 argsz;
  __u32 flags;
+#define VFIO_DEVICE_DETACH_PASID (1 << 0)
+ __u32 pasid;
 };
 #define VFIO_DEVICE_DETACH_IOMMUFD_PT _IO(VFIO_TYPE, VFIO_BASE + 20)
 #define VFIO_DEVICE_FEATURE_PCI_VF_TOKEN (0)
@@ -347,6 +355,7 @@ enum vfio_device_mig_state {
 struct vfio_precopy_info {
  __u32 argsz;
  __u32 flags;
+#define VFIO_PRECOPY_INFO_REINIT (1 << 0)
  __aligned_u64 initial_bytes;
  __aligned_u64 dirty_bytes;
 };
@@ -387,6 +396,19 @@ struct vfio_device_feature_bus_master {
 #define VFIO_DEVICE_FEATURE_SET_MASTER 1
 };
 #define VFIO_DEVICE_FEATURE_BUS_MASTER 10
+#define VFIO_DEVICE_FEATURE_DMA_BUF 11
+struct vfio_region_dma_range {
+ __u64 offset;
+ __u64 length;
+};
+struct vfio_device_feature_dma_buf {
+ __u32 region_index;
+ __u32 open_flags;
+ __u32 flags;
+ __u32 nr_ranges;
+ struct vfio_region_dma_range dma_ranges[] __counted_by(nr_ranges);
+};
+#define VFIO_DEVICE_FEATURE_MIG_PRECOPY_INFOv2 12
 struct vfio_iommu_type1_info {
  __u32 argsz;
  __u32 flags;

@@ -959,7 +959,7 @@ impl Ictx {
                 Ok(())
             }
             "IOMMU_GET_HW_INFO" => {
-                let mut cmd: sys::iommu_hw_info = read(arg)?;
+                let mut cmd: crate::abi::HwInfo = read(arg)?;
                 if cmd.flags != 0 || cmd.__reserved.iter().any(|&b| b != 0) {
                     return Err(Errno::EOPNOTSUPP);
                 }
@@ -992,7 +992,7 @@ impl Ictx {
                     }
                 }
                 cmd.data_len = data.len() as u32;
-                cmd.out_data_type = sys::IOMMU_HW_INFO_TYPE_INTEL_VTD;
+                cmd.data_type = sys::IOMMU_HW_INFO_TYPE_INTEL_VTD;
                 cmd.out_capabilities = 0;
                 cmd.out_max_pasid_log2 = 0;
                 respond(arg, &cmd)

@@ -825,6 +825,10 @@ impl State {
                 let b = inout(arg)?;
                 let (argsz, flags, fd) = (word(b, 0)?, word(b, 4)?, word(b, 8)? as c_int);
                 word(b, 12)?;
+                // 6.12 reads offsetofend(out_devid) = 16 bytes whatever
+                // `argsz` says beyond that, so the 24-byte struct of newer
+                // headers binds; it knows no flags (VFIO_DEVICE_BIND_FLAG_TOKEN
+                // came later).
                 if argsz < 16 || flags != 0 || fd < 0 {
                     return Err(Errno::EINVAL);
                 }

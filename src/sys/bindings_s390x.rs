@@ -36,7 +36,6 @@ pub const VFIO_SPAPR_TCE_IOMMU: u32 = 2;
 pub const VFIO_TYPE1v2_IOMMU: u32 = 3;
 pub const VFIO_DMA_CC_IOMMU: u32 = 4;
 pub const VFIO_EEH: u32 = 5;
-pub const VFIO_TYPE1_NESTING_IOMMU: u32 = 6;
 pub const VFIO_SPAPR_TCE_v2_IOMMU: u32 = 7;
 pub const VFIO_NOIOMMU_IOMMU: u32 = 8;
 pub const VFIO_UNMAP_ALL: u32 = 9;
@@ -144,8 +143,11 @@ pub const VFIO_DEVICE_FEATURE_GET: u32 = 65536;
 pub const VFIO_DEVICE_FEATURE_SET: u32 = 131072;
 pub const VFIO_DEVICE_FEATURE_PROBE: u32 = 262144;
 pub const VFIO_DEVICE_FEATURE: u32 = 15221;
+pub const VFIO_DEVICE_BIND_FLAG_TOKEN: u32 = 1;
 pub const VFIO_DEVICE_BIND_IOMMUFD: u32 = 15222;
+pub const VFIO_DEVICE_ATTACH_PASID: u32 = 1;
 pub const VFIO_DEVICE_ATTACH_IOMMUFD_PT: u32 = 15223;
+pub const VFIO_DEVICE_DETACH_PASID: u32 = 1;
 pub const VFIO_DEVICE_DETACH_IOMMUFD_PT: u32 = 15224;
 pub const VFIO_DEVICE_FEATURE_PCI_VF_TOKEN: u32 = 0;
 pub const VFIO_MIGRATION_STOP_COPY: u32 = 1;
@@ -153,6 +155,7 @@ pub const VFIO_MIGRATION_P2P: u32 = 2;
 pub const VFIO_MIGRATION_PRE_COPY: u32 = 4;
 pub const VFIO_DEVICE_FEATURE_MIGRATION: u32 = 1;
 pub const VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE: u32 = 2;
+pub const VFIO_PRECOPY_INFO_REINIT: u32 = 1;
 pub const VFIO_MIG_GET_PRECOPY_INFO: u32 = 15225;
 pub const VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY: u32 = 3;
 pub const VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY_WITH_WAKEUP: u32 = 4;
@@ -164,6 +167,8 @@ pub const VFIO_DEVICE_FEATURE_MIG_DATA_SIZE: u32 = 9;
 pub const VFIO_DEVICE_FEATURE_CLEAR_MASTER: u32 = 0;
 pub const VFIO_DEVICE_FEATURE_SET_MASTER: u32 = 1;
 pub const VFIO_DEVICE_FEATURE_BUS_MASTER: u32 = 10;
+pub const VFIO_DEVICE_FEATURE_DMA_BUF: u32 = 11;
+pub const VFIO_DEVICE_FEATURE_MIG_PRECOPY_INFOv2: u32 = 12;
 pub const VFIO_IOMMU_INFO_PGSIZES: u32 = 1;
 pub const VFIO_IOMMU_INFO_CAPS: u32 = 2;
 pub const VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE: u32 = 1;
@@ -212,6 +217,7 @@ pub const IOMMU_IOAS_ALLOC: u32 = 15233;
 pub const IOMMU_IOAS_IOVA_RANGES: u32 = 15236;
 pub const IOMMU_IOAS_ALLOW_IOVAS: u32 = 15234;
 pub const IOMMU_IOAS_MAP: u32 = 15237;
+pub const IOMMU_IOAS_MAP_FILE: u32 = 15247;
 pub const IOMMU_IOAS_COPY: u32 = 15235;
 pub const IOMMU_IOAS_UNMAP: u32 = 15238;
 pub const IOMMU_OPTION: u32 = 15239;
@@ -222,6 +228,11 @@ pub const IOMMU_HWPT_SET_DIRTY_TRACKING: u32 = 15243;
 pub const IOMMU_HWPT_GET_DIRTY_BITMAP: u32 = 15244;
 pub const IOMMU_HWPT_INVALIDATE: u32 = 15245;
 pub const IOMMU_FAULT_QUEUE_ALLOC: u32 = 15246;
+pub const IOMMU_VIOMMU_ALLOC: u32 = 15248;
+pub const IOMMU_VDEVICE_ALLOC: u32 = 15249;
+pub const IOMMU_IOAS_CHANGE_PROCESS: u32 = 15250;
+pub const IOMMU_VEVENTQ_ALLOC: u32 = 15251;
+pub const IOMMU_HW_QUEUE_ALLOC: u32 = 15252;
 pub const VFIO_FSL_PAMU_IOMMU_SDK: u32 = 2;
 pub const VFIO_FSL_PAMU_IOMMU_OPENIL: u32 = 7;
 pub const VFIO_ATTR_GEOMETRY: u32 = 0;
@@ -240,6 +251,7 @@ pub type __u16 = ::core::ffi::c_ushort;
 pub type __s32 = ::core::ffi::c_int;
 pub type __u32 = ::core::ffi::c_uint;
 pub type __u64 = ::core::ffi::c_ulonglong;
+pub type __le64 = __u64;
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
 pub struct vfio_info_cap_header {
@@ -655,7 +667,8 @@ pub const VFIO_CCW_REQ_IRQ_INDEX: _bindgen_ty_4 = 2;
 pub const VFIO_CCW_NUM_IRQS: _bindgen_ty_4 = 3;
 pub type _bindgen_ty_4 = ::core::ffi::c_uint;
 pub const VFIO_AP_REQ_IRQ_INDEX: _bindgen_ty_5 = 0;
-pub const VFIO_AP_NUM_IRQS: _bindgen_ty_5 = 1;
+pub const VFIO_AP_CFG_CHG_IRQ_INDEX: _bindgen_ty_5 = 1;
+pub const VFIO_AP_NUM_IRQS: _bindgen_ty_5 = 2;
 pub type _bindgen_ty_5 = ::core::ffi::c_uint;
 #[repr(C)]
 #[derive(Copy, Clone)]
@@ -969,15 +982,16 @@ pub struct vfio_device_bind_iommufd {
     pub flags: __u32,
     pub iommufd: __s32,
     pub out_devid: __u32,
+    pub token_uuid_ptr: __u64,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     [
         "Size of vfio_device_bind_iommufd",
-    ][::core::mem::size_of::<vfio_device_bind_iommufd>() - 16usize];
+    ][::core::mem::size_of::<vfio_device_bind_iommufd>() - 24usize];
     [
         "Alignment of vfio_device_bind_iommufd",
-    ][::core::mem::align_of::<vfio_device_bind_iommufd>() - 4usize];
+    ][::core::mem::align_of::<vfio_device_bind_iommufd>() - 8usize];
     [
         "Offset of field: vfio_device_bind_iommufd::argsz",
     ][::core::mem::offset_of!(vfio_device_bind_iommufd, argsz) - 0usize];
@@ -990,6 +1004,9 @@ const _: () = {
     [
         "Offset of field: vfio_device_bind_iommufd::out_devid",
     ][::core::mem::offset_of!(vfio_device_bind_iommufd, out_devid) - 12usize];
+    [
+        "Offset of field: vfio_device_bind_iommufd::token_uuid_ptr",
+    ][::core::mem::offset_of!(vfio_device_bind_iommufd, token_uuid_ptr) - 16usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
@@ -997,12 +1014,13 @@ pub struct vfio_device_attach_iommufd_pt {
     pub argsz: __u32,
     pub flags: __u32,
     pub pt_id: __u32,
+    pub pasid: __u32,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     [
         "Size of vfio_device_attach_iommufd_pt",
-    ][::core::mem::size_of::<vfio_device_attach_iommufd_pt>() - 12usize];
+    ][::core::mem::size_of::<vfio_device_attach_iommufd_pt>() - 16usize];
     [
         "Alignment of vfio_device_attach_iommufd_pt",
     ][::core::mem::align_of::<vfio_device_attach_iommufd_pt>() - 4usize];
@@ -1015,18 +1033,22 @@ const _: () = {
     [
         "Offset of field: vfio_device_attach_iommufd_pt::pt_id",
     ][::core::mem::offset_of!(vfio_device_attach_iommufd_pt, pt_id) - 8usize];
+    [
+        "Offset of field: vfio_device_attach_iommufd_pt::pasid",
+    ][::core::mem::offset_of!(vfio_device_attach_iommufd_pt, pasid) - 12usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
 pub struct vfio_device_detach_iommufd_pt {
     pub argsz: __u32,
     pub flags: __u32,
+    pub pasid: __u32,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     [
         "Size of vfio_device_detach_iommufd_pt",
-    ][::core::mem::size_of::<vfio_device_detach_iommufd_pt>() - 8usize];
+    ][::core::mem::size_of::<vfio_device_detach_iommufd_pt>() - 12usize];
     [
         "Alignment of vfio_device_detach_iommufd_pt",
     ][::core::mem::align_of::<vfio_device_detach_iommufd_pt>() - 4usize];
@@ -1036,6 +1058,9 @@ const _: () = {
     [
         "Offset of field: vfio_device_detach_iommufd_pt::flags",
     ][::core::mem::offset_of!(vfio_device_detach_iommufd_pt, flags) - 4usize];
+    [
+        "Offset of field: vfio_device_detach_iommufd_pt::pasid",
+    ][::core::mem::offset_of!(vfio_device_detach_iommufd_pt, pasid) - 8usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
@@ -1253,6 +1278,60 @@ const _: () = {
     [
         "Offset of field: vfio_device_feature_bus_master::op",
     ][::core::mem::offset_of!(vfio_device_feature_bus_master, op) - 0usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct vfio_region_dma_range {
+    pub offset: __u64,
+    pub length: __u64,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    [
+        "Size of vfio_region_dma_range",
+    ][::core::mem::size_of::<vfio_region_dma_range>() - 16usize];
+    [
+        "Alignment of vfio_region_dma_range",
+    ][::core::mem::align_of::<vfio_region_dma_range>() - 8usize];
+    [
+        "Offset of field: vfio_region_dma_range::offset",
+    ][::core::mem::offset_of!(vfio_region_dma_range, offset) - 0usize];
+    [
+        "Offset of field: vfio_region_dma_range::length",
+    ][::core::mem::offset_of!(vfio_region_dma_range, length) - 8usize];
+};
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct vfio_device_feature_dma_buf {
+    pub region_index: __u32,
+    pub open_flags: __u32,
+    pub flags: __u32,
+    pub nr_ranges: __u32,
+    pub dma_ranges: __IncompleteArrayField<vfio_region_dma_range>,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    [
+        "Size of vfio_device_feature_dma_buf",
+    ][::core::mem::size_of::<vfio_device_feature_dma_buf>() - 16usize];
+    [
+        "Alignment of vfio_device_feature_dma_buf",
+    ][::core::mem::align_of::<vfio_device_feature_dma_buf>() - 8usize];
+    [
+        "Offset of field: vfio_device_feature_dma_buf::region_index",
+    ][::core::mem::offset_of!(vfio_device_feature_dma_buf, region_index) - 0usize];
+    [
+        "Offset of field: vfio_device_feature_dma_buf::open_flags",
+    ][::core::mem::offset_of!(vfio_device_feature_dma_buf, open_flags) - 4usize];
+    [
+        "Offset of field: vfio_device_feature_dma_buf::flags",
+    ][::core::mem::offset_of!(vfio_device_feature_dma_buf, flags) - 8usize];
+    [
+        "Offset of field: vfio_device_feature_dma_buf::nr_ranges",
+    ][::core::mem::offset_of!(vfio_device_feature_dma_buf, nr_ranges) - 12usize];
+    [
+        "Offset of field: vfio_device_feature_dma_buf::dma_ranges",
+    ][::core::mem::offset_of!(vfio_device_feature_dma_buf, dma_ranges) - 16usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
@@ -1804,6 +1883,12 @@ pub const IOMMUFD_CMD_HWPT_SET_DIRTY_TRACKING: _bindgen_ty_6 = 139;
 pub const IOMMUFD_CMD_HWPT_GET_DIRTY_BITMAP: _bindgen_ty_6 = 140;
 pub const IOMMUFD_CMD_HWPT_INVALIDATE: _bindgen_ty_6 = 141;
 pub const IOMMUFD_CMD_FAULT_QUEUE_ALLOC: _bindgen_ty_6 = 142;
+pub const IOMMUFD_CMD_IOAS_MAP_FILE: _bindgen_ty_6 = 143;
+pub const IOMMUFD_CMD_VIOMMU_ALLOC: _bindgen_ty_6 = 144;
+pub const IOMMUFD_CMD_VDEVICE_ALLOC: _bindgen_ty_6 = 145;
+pub const IOMMUFD_CMD_IOAS_CHANGE_PROCESS: _bindgen_ty_6 = 146;
+pub const IOMMUFD_CMD_VEVENTQ_ALLOC: _bindgen_ty_6 = 147;
+pub const IOMMUFD_CMD_HW_QUEUE_ALLOC: _bindgen_ty_6 = 148;
 pub type _bindgen_ty_6 = ::core::ffi::c_uint;
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
@@ -1977,6 +2062,47 @@ const _: () = {
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
+pub struct iommu_ioas_map_file {
+    pub size: __u32,
+    pub flags: __u32,
+    pub ioas_id: __u32,
+    pub fd: __s32,
+    pub start: __u64,
+    pub length: __u64,
+    pub iova: __u64,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    [
+        "Size of iommu_ioas_map_file",
+    ][::core::mem::size_of::<iommu_ioas_map_file>() - 40usize];
+    [
+        "Alignment of iommu_ioas_map_file",
+    ][::core::mem::align_of::<iommu_ioas_map_file>() - 8usize];
+    [
+        "Offset of field: iommu_ioas_map_file::size",
+    ][::core::mem::offset_of!(iommu_ioas_map_file, size) - 0usize];
+    [
+        "Offset of field: iommu_ioas_map_file::flags",
+    ][::core::mem::offset_of!(iommu_ioas_map_file, flags) - 4usize];
+    [
+        "Offset of field: iommu_ioas_map_file::ioas_id",
+    ][::core::mem::offset_of!(iommu_ioas_map_file, ioas_id) - 8usize];
+    [
+        "Offset of field: iommu_ioas_map_file::fd",
+    ][::core::mem::offset_of!(iommu_ioas_map_file, fd) - 12usize];
+    [
+        "Offset of field: iommu_ioas_map_file::start",
+    ][::core::mem::offset_of!(iommu_ioas_map_file, start) - 16usize];
+    [
+        "Offset of field: iommu_ioas_map_file::length",
+    ][::core::mem::offset_of!(iommu_ioas_map_file, length) - 24usize];
+    [
+        "Offset of field: iommu_ioas_map_file::iova",
+    ][::core::mem::offset_of!(iommu_ioas_map_file, iova) - 32usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct iommu_ioas_copy {
     pub size: __u32,
     pub flags: __u32,
@@ -2114,6 +2240,7 @@ const _: () = {
 pub const IOMMU_HWPT_ALLOC_NEST_PARENT: iommufd_hwpt_alloc_flags = 1;
 pub const IOMMU_HWPT_ALLOC_DIRTY_TRACKING: iommufd_hwpt_alloc_flags = 2;
 pub const IOMMU_HWPT_FAULT_ID_VALID: iommufd_hwpt_alloc_flags = 4;
+pub const IOMMU_HWPT_ALLOC_PASID: iommufd_hwpt_alloc_flags = 8;
 pub type iommufd_hwpt_alloc_flags = ::core::ffi::c_uint;
 pub const IOMMU_VTD_S1_SRE: iommu_hwpt_vtd_s1_flags = 1;
 pub const IOMMU_VTD_S1_EAFE: iommu_hwpt_vtd_s1_flags = 2;
@@ -2146,8 +2273,44 @@ const _: () = {
         "Offset of field: iommu_hwpt_vtd_s1::__reserved",
     ][::core::mem::offset_of!(iommu_hwpt_vtd_s1, __reserved) - 20usize];
 };
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct iommu_hwpt_arm_smmuv3 {
+    pub ste: [__le64; 2usize],
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    [
+        "Size of iommu_hwpt_arm_smmuv3",
+    ][::core::mem::size_of::<iommu_hwpt_arm_smmuv3>() - 16usize];
+    [
+        "Alignment of iommu_hwpt_arm_smmuv3",
+    ][::core::mem::align_of::<iommu_hwpt_arm_smmuv3>() - 8usize];
+    [
+        "Offset of field: iommu_hwpt_arm_smmuv3::ste",
+    ][::core::mem::offset_of!(iommu_hwpt_arm_smmuv3, ste) - 0usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct iommu_hwpt_amd_guest {
+    pub dte: [__u64; 4usize],
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    [
+        "Size of iommu_hwpt_amd_guest",
+    ][::core::mem::size_of::<iommu_hwpt_amd_guest>() - 32usize];
+    [
+        "Alignment of iommu_hwpt_amd_guest",
+    ][::core::mem::align_of::<iommu_hwpt_amd_guest>() - 8usize];
+    [
+        "Offset of field: iommu_hwpt_amd_guest::dte",
+    ][::core::mem::offset_of!(iommu_hwpt_amd_guest, dte) - 0usize];
+};
 pub const IOMMU_HWPT_DATA_NONE: iommu_hwpt_data_type = 0;
 pub const IOMMU_HWPT_DATA_VTD_S1: iommu_hwpt_data_type = 1;
+pub const IOMMU_HWPT_DATA_ARM_SMMUV3: iommu_hwpt_data_type = 2;
+pub const IOMMU_HWPT_DATA_AMD_GUEST: iommu_hwpt_data_type = 3;
 pub type iommu_hwpt_data_type = ::core::ffi::c_uint;
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
@@ -2233,25 +2396,147 @@ const _: () = {
         "Offset of field: iommu_hw_info_vtd::ecap_reg",
     ][::core::mem::offset_of!(iommu_hw_info_vtd, ecap_reg) - 16usize];
 };
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct iommu_hw_info_arm_smmuv3 {
+    pub flags: __u32,
+    pub __reserved: __u32,
+    pub idr: [__u32; 6usize],
+    pub iidr: __u32,
+    pub aidr: __u32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    [
+        "Size of iommu_hw_info_arm_smmuv3",
+    ][::core::mem::size_of::<iommu_hw_info_arm_smmuv3>() - 40usize];
+    [
+        "Alignment of iommu_hw_info_arm_smmuv3",
+    ][::core::mem::align_of::<iommu_hw_info_arm_smmuv3>() - 4usize];
+    [
+        "Offset of field: iommu_hw_info_arm_smmuv3::flags",
+    ][::core::mem::offset_of!(iommu_hw_info_arm_smmuv3, flags) - 0usize];
+    [
+        "Offset of field: iommu_hw_info_arm_smmuv3::__reserved",
+    ][::core::mem::offset_of!(iommu_hw_info_arm_smmuv3, __reserved) - 4usize];
+    [
+        "Offset of field: iommu_hw_info_arm_smmuv3::idr",
+    ][::core::mem::offset_of!(iommu_hw_info_arm_smmuv3, idr) - 8usize];
+    [
+        "Offset of field: iommu_hw_info_arm_smmuv3::iidr",
+    ][::core::mem::offset_of!(iommu_hw_info_arm_smmuv3, iidr) - 32usize];
+    [
+        "Offset of field: iommu_hw_info_arm_smmuv3::aidr",
+    ][::core::mem::offset_of!(iommu_hw_info_arm_smmuv3, aidr) - 36usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct iommu_hw_info_tegra241_cmdqv {
+    pub flags: __u32,
+    pub version: __u8,
+    pub log2vcmdqs: __u8,
+    pub log2vsids: __u8,
+    pub __reserved: __u8,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    [
+        "Size of iommu_hw_info_tegra241_cmdqv",
+    ][::core::mem::size_of::<iommu_hw_info_tegra241_cmdqv>() - 8usize];
+    [
+        "Alignment of iommu_hw_info_tegra241_cmdqv",
+    ][::core::mem::align_of::<iommu_hw_info_tegra241_cmdqv>() - 4usize];
+    [
+        "Offset of field: iommu_hw_info_tegra241_cmdqv::flags",
+    ][::core::mem::offset_of!(iommu_hw_info_tegra241_cmdqv, flags) - 0usize];
+    [
+        "Offset of field: iommu_hw_info_tegra241_cmdqv::version",
+    ][::core::mem::offset_of!(iommu_hw_info_tegra241_cmdqv, version) - 4usize];
+    [
+        "Offset of field: iommu_hw_info_tegra241_cmdqv::log2vcmdqs",
+    ][::core::mem::offset_of!(iommu_hw_info_tegra241_cmdqv, log2vcmdqs) - 5usize];
+    [
+        "Offset of field: iommu_hw_info_tegra241_cmdqv::log2vsids",
+    ][::core::mem::offset_of!(iommu_hw_info_tegra241_cmdqv, log2vsids) - 6usize];
+    [
+        "Offset of field: iommu_hw_info_tegra241_cmdqv::__reserved",
+    ][::core::mem::offset_of!(iommu_hw_info_tegra241_cmdqv, __reserved) - 7usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct iommu_hw_info_amd {
+    pub efr: __u64,
+    pub efr2: __u64,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of iommu_hw_info_amd"][::core::mem::size_of::<iommu_hw_info_amd>() - 16usize];
+    [
+        "Alignment of iommu_hw_info_amd",
+    ][::core::mem::align_of::<iommu_hw_info_amd>() - 8usize];
+    [
+        "Offset of field: iommu_hw_info_amd::efr",
+    ][::core::mem::offset_of!(iommu_hw_info_amd, efr) - 0usize];
+    [
+        "Offset of field: iommu_hw_info_amd::efr2",
+    ][::core::mem::offset_of!(iommu_hw_info_amd, efr2) - 8usize];
+};
 pub const IOMMU_HW_INFO_TYPE_NONE: iommu_hw_info_type = 0;
+pub const IOMMU_HW_INFO_TYPE_DEFAULT: iommu_hw_info_type = 0;
 pub const IOMMU_HW_INFO_TYPE_INTEL_VTD: iommu_hw_info_type = 1;
+pub const IOMMU_HW_INFO_TYPE_ARM_SMMUV3: iommu_hw_info_type = 2;
+pub const IOMMU_HW_INFO_TYPE_TEGRA241_CMDQV: iommu_hw_info_type = 3;
+pub const IOMMU_HW_INFO_TYPE_AMD: iommu_hw_info_type = 4;
 pub type iommu_hw_info_type = ::core::ffi::c_uint;
 pub const IOMMU_HW_CAP_DIRTY_TRACKING: iommufd_hw_capabilities = 1;
 pub const IOMMU_HW_CAP_PCI_PASID_EXEC: iommufd_hw_capabilities = 2;
 pub const IOMMU_HW_CAP_PCI_PASID_PRIV: iommufd_hw_capabilities = 4;
+pub const IOMMU_HW_CAP_PCI_ATS_NOT_SUPPORTED: iommufd_hw_capabilities = 8;
 pub type iommufd_hw_capabilities = ::core::ffi::c_uint;
+pub const IOMMU_HW_INFO_FLAG_INPUT_TYPE: iommufd_hw_info_flags = 1;
+pub type iommufd_hw_info_flags = ::core::ffi::c_uint;
 #[repr(C)]
-#[derive(Debug, Default, Copy, Clone)]
+#[derive(Copy, Clone)]
 pub struct iommu_hw_info {
     pub size: __u32,
     pub flags: __u32,
     pub dev_id: __u32,
     pub data_len: __u32,
     pub data_uptr: __u64,
-    pub out_data_type: __u32,
+    pub __bindgen_anon_1: iommu_hw_info__bindgen_ty_1,
     pub out_max_pasid_log2: __u8,
     pub __reserved: [__u8; 3usize],
     pub out_capabilities: __u64,
+}
+#[repr(C)]
+#[derive(Copy, Clone)]
+pub union iommu_hw_info__bindgen_ty_1 {
+    pub in_data_type: __u32,
+    pub out_data_type: __u32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    [
+        "Size of iommu_hw_info__bindgen_ty_1",
+    ][::core::mem::size_of::<iommu_hw_info__bindgen_ty_1>() - 4usize];
+    [
+        "Alignment of iommu_hw_info__bindgen_ty_1",
+    ][::core::mem::align_of::<iommu_hw_info__bindgen_ty_1>() - 4usize];
+    [
+        "Offset of field: iommu_hw_info__bindgen_ty_1::in_data_type",
+    ][::core::mem::offset_of!(iommu_hw_info__bindgen_ty_1, in_data_type) - 0usize];
+    [
+        "Offset of field: iommu_hw_info__bindgen_ty_1::out_data_type",
+    ][::core::mem::offset_of!(iommu_hw_info__bindgen_ty_1, out_data_type) - 0usize];
+};
+impl Default for iommu_hw_info__bindgen_ty_1 {
+    fn default() -> Self {
+        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
+        unsafe {
+            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
+            s.assume_init()
+        }
+    }
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
@@ -2273,9 +2558,6 @@ const _: () = {
         "Offset of field: iommu_hw_info::data_uptr",
     ][::core::mem::offset_of!(iommu_hw_info, data_uptr) - 16usize];
     [
-        "Offset of field: iommu_hw_info::out_data_type",
-    ][::core::mem::offset_of!(iommu_hw_info, out_data_type) - 24usize];
-    [
         "Offset of field: iommu_hw_info::out_max_pasid_log2",
     ][::core::mem::offset_of!(iommu_hw_info, out_max_pasid_log2) - 28usize];
     [
@@ -2285,6 +2567,15 @@ const _: () = {
         "Offset of field: iommu_hw_info::out_capabilities",
     ][::core::mem::offset_of!(iommu_hw_info, out_capabilities) - 32usize];
 };
+impl Default for iommu_hw_info {
+    fn default() -> Self {
+        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
+        unsafe {
+            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
+            s.assume_init()
+        }
+    }
+}
 pub const IOMMU_HWPT_DIRTY_TRACKING_ENABLE: iommufd_hwpt_set_dirty_tracking_flags = 1;
 pub type iommufd_hwpt_set_dirty_tracking_flags = ::core::ffi::c_uint;
 #[repr(C)]
@@ -2364,6 +2655,7 @@ const _: () = {
     ][::core::mem::offset_of!(iommu_hwpt_get_dirty_bitmap, data) - 40usize];
 };
 pub const IOMMU_HWPT_INVALIDATE_DATA_VTD_S1: iommu_hwpt_invalidate_data_type = 0;
+pub const IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3: iommu_hwpt_invalidate_data_type = 1;
 pub type iommu_hwpt_invalidate_data_type = ::core::ffi::c_uint;
 pub const IOMMU_VTD_INV_FLAGS_LEAF: iommu_hwpt_vtd_s1_invalidate_flags = 1;
 pub type iommu_hwpt_vtd_s1_invalidate_flags = ::core::ffi::c_uint;
@@ -2395,6 +2687,23 @@ const _: () = {
     [
         "Offset of field: iommu_hwpt_vtd_s1_invalidate::__reserved",
     ][::core::mem::offset_of!(iommu_hwpt_vtd_s1_invalidate, __reserved) - 20usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct iommu_viommu_arm_smmuv3_invalidate {
+    pub cmd: [__le64; 2usize],
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    [
+        "Size of iommu_viommu_arm_smmuv3_invalidate",
+    ][::core::mem::size_of::<iommu_viommu_arm_smmuv3_invalidate>() - 16usize];
+    [
+        "Alignment of iommu_viommu_arm_smmuv3_invalidate",
+    ][::core::mem::align_of::<iommu_viommu_arm_smmuv3_invalidate>() - 8usize];
+    [
+        "Offset of field: iommu_viommu_arm_smmuv3_invalidate::cmd",
+    ][::core::mem::offset_of!(iommu_viommu_arm_smmuv3_invalidate, cmd) - 0usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
@@ -2544,6 +2853,290 @@ const _: () = {
     [
         "Offset of field: iommu_fault_alloc::out_fault_fd",
     ][::core::mem::offset_of!(iommu_fault_alloc, out_fault_fd) - 12usize];
+};
+pub const IOMMU_VIOMMU_TYPE_DEFAULT: iommu_viommu_type = 0;
+pub const IOMMU_VIOMMU_TYPE_ARM_SMMUV3: iommu_viommu_type = 1;
+pub const IOMMU_VIOMMU_TYPE_TEGRA241_CMDQV: iommu_viommu_type = 2;
+pub type iommu_viommu_type = ::core::ffi::c_uint;
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct iommu_viommu_tegra241_cmdqv {
+    pub out_vintf_mmap_offset: __u64,
+    pub out_vintf_mmap_length: __u64,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    [
+        "Size of iommu_viommu_tegra241_cmdqv",
+    ][::core::mem::size_of::<iommu_viommu_tegra241_cmdqv>() - 16usize];
+    [
+        "Alignment of iommu_viommu_tegra241_cmdqv",
+    ][::core::mem::align_of::<iommu_viommu_tegra241_cmdqv>() - 8usize];
+    [
+        "Offset of field: iommu_viommu_tegra241_cmdqv::out_vintf_mmap_offset",
+    ][::core::mem::offset_of!(iommu_viommu_tegra241_cmdqv, out_vintf_mmap_offset)
+        - 0usize];
+    [
+        "Offset of field: iommu_viommu_tegra241_cmdqv::out_vintf_mmap_length",
+    ][::core::mem::offset_of!(iommu_viommu_tegra241_cmdqv, out_vintf_mmap_length)
+        - 8usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct iommu_viommu_alloc {
+    pub size: __u32,
+    pub flags: __u32,
+    pub type_: __u32,
+    pub dev_id: __u32,
+    pub hwpt_id: __u32,
+    pub out_viommu_id: __u32,
+    pub data_len: __u32,
+    pub __reserved: __u32,
+    pub data_uptr: __u64,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    [
+        "Size of iommu_viommu_alloc",
+    ][::core::mem::size_of::<iommu_viommu_alloc>() - 40usize];
+    [
+        "Alignment of iommu_viommu_alloc",
+    ][::core::mem::align_of::<iommu_viommu_alloc>() - 8usize];
+    [
+        "Offset of field: iommu_viommu_alloc::size",
+    ][::core::mem::offset_of!(iommu_viommu_alloc, size) - 0usize];
+    [
+        "Offset of field: iommu_viommu_alloc::flags",
+    ][::core::mem::offset_of!(iommu_viommu_alloc, flags) - 4usize];
+    [
+        "Offset of field: iommu_viommu_alloc::type_",
+    ][::core::mem::offset_of!(iommu_viommu_alloc, type_) - 8usize];
+    [
+        "Offset of field: iommu_viommu_alloc::dev_id",
+    ][::core::mem::offset_of!(iommu_viommu_alloc, dev_id) - 12usize];
+    [
+        "Offset of field: iommu_viommu_alloc::hwpt_id",
+    ][::core::mem::offset_of!(iommu_viommu_alloc, hwpt_id) - 16usize];
+    [
+        "Offset of field: iommu_viommu_alloc::out_viommu_id",
+    ][::core::mem::offset_of!(iommu_viommu_alloc, out_viommu_id) - 20usize];
+    [
+        "Offset of field: iommu_viommu_alloc::data_len",
+    ][::core::mem::offset_of!(iommu_viommu_alloc, data_len) - 24usize];
+    [
+        "Offset of field: iommu_viommu_alloc::__reserved",
+    ][::core::mem::offset_of!(iommu_viommu_alloc, __reserved) - 28usize];
+    [
+        "Offset of field: iommu_viommu_alloc::data_uptr",
+    ][::core::mem::offset_of!(iommu_viommu_alloc, data_uptr) - 32usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct iommu_vdevice_alloc {
+    pub size: __u32,
+    pub viommu_id: __u32,
+    pub dev_id: __u32,
+    pub out_vdevice_id: __u32,
+    pub virt_id: __u64,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    [
+        "Size of iommu_vdevice_alloc",
+    ][::core::mem::size_of::<iommu_vdevice_alloc>() - 24usize];
+    [
+        "Alignment of iommu_vdevice_alloc",
+    ][::core::mem::align_of::<iommu_vdevice_alloc>() - 8usize];
+    [
+        "Offset of field: iommu_vdevice_alloc::size",
+    ][::core::mem::offset_of!(iommu_vdevice_alloc, size) - 0usize];
+    [
+        "Offset of field: iommu_vdevice_alloc::viommu_id",
+    ][::core::mem::offset_of!(iommu_vdevice_alloc, viommu_id) - 4usize];
+    [
+        "Offset of field: iommu_vdevice_alloc::dev_id",
+    ][::core::mem::offset_of!(iommu_vdevice_alloc, dev_id) - 8usize];
+    [
+        "Offset of field: iommu_vdevice_alloc::out_vdevice_id",
+    ][::core::mem::offset_of!(iommu_vdevice_alloc, out_vdevice_id) - 12usize];
+    [
+        "Offset of field: iommu_vdevice_alloc::virt_id",
+    ][::core::mem::offset_of!(iommu_vdevice_alloc, virt_id) - 16usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct iommu_ioas_change_process {
+    pub size: __u32,
+    pub __reserved: __u32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    [
+        "Size of iommu_ioas_change_process",
+    ][::core::mem::size_of::<iommu_ioas_change_process>() - 8usize];
+    [
+        "Alignment of iommu_ioas_change_process",
+    ][::core::mem::align_of::<iommu_ioas_change_process>() - 4usize];
+    [
+        "Offset of field: iommu_ioas_change_process::size",
+    ][::core::mem::offset_of!(iommu_ioas_change_process, size) - 0usize];
+    [
+        "Offset of field: iommu_ioas_change_process::__reserved",
+    ][::core::mem::offset_of!(iommu_ioas_change_process, __reserved) - 4usize];
+};
+pub const IOMMU_VEVENTQ_FLAG_LOST_EVENTS: iommu_veventq_flag = 1;
+pub type iommu_veventq_flag = ::core::ffi::c_uint;
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct iommufd_vevent_header {
+    pub flags: __u32,
+    pub sequence: __u32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    [
+        "Size of iommufd_vevent_header",
+    ][::core::mem::size_of::<iommufd_vevent_header>() - 8usize];
+    [
+        "Alignment of iommufd_vevent_header",
+    ][::core::mem::align_of::<iommufd_vevent_header>() - 4usize];
+    [
+        "Offset of field: iommufd_vevent_header::flags",
+    ][::core::mem::offset_of!(iommufd_vevent_header, flags) - 0usize];
+    [
+        "Offset of field: iommufd_vevent_header::sequence",
+    ][::core::mem::offset_of!(iommufd_vevent_header, sequence) - 4usize];
+};
+pub const IOMMU_VEVENTQ_TYPE_DEFAULT: iommu_veventq_type = 0;
+pub const IOMMU_VEVENTQ_TYPE_ARM_SMMUV3: iommu_veventq_type = 1;
+pub const IOMMU_VEVENTQ_TYPE_TEGRA241_CMDQV: iommu_veventq_type = 2;
+pub type iommu_veventq_type = ::core::ffi::c_uint;
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct iommu_vevent_arm_smmuv3 {
+    pub evt: [__le64; 4usize],
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    [
+        "Size of iommu_vevent_arm_smmuv3",
+    ][::core::mem::size_of::<iommu_vevent_arm_smmuv3>() - 32usize];
+    [
+        "Alignment of iommu_vevent_arm_smmuv3",
+    ][::core::mem::align_of::<iommu_vevent_arm_smmuv3>() - 8usize];
+    [
+        "Offset of field: iommu_vevent_arm_smmuv3::evt",
+    ][::core::mem::offset_of!(iommu_vevent_arm_smmuv3, evt) - 0usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct iommu_vevent_tegra241_cmdqv {
+    pub lvcmdq_err_map: [__le64; 2usize],
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    [
+        "Size of iommu_vevent_tegra241_cmdqv",
+    ][::core::mem::size_of::<iommu_vevent_tegra241_cmdqv>() - 16usize];
+    [
+        "Alignment of iommu_vevent_tegra241_cmdqv",
+    ][::core::mem::align_of::<iommu_vevent_tegra241_cmdqv>() - 8usize];
+    [
+        "Offset of field: iommu_vevent_tegra241_cmdqv::lvcmdq_err_map",
+    ][::core::mem::offset_of!(iommu_vevent_tegra241_cmdqv, lvcmdq_err_map) - 0usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct iommu_veventq_alloc {
+    pub size: __u32,
+    pub flags: __u32,
+    pub viommu_id: __u32,
+    pub type_: __u32,
+    pub veventq_depth: __u32,
+    pub out_veventq_id: __u32,
+    pub out_veventq_fd: __u32,
+    pub __reserved: __u32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    [
+        "Size of iommu_veventq_alloc",
+    ][::core::mem::size_of::<iommu_veventq_alloc>() - 32usize];
+    [
+        "Alignment of iommu_veventq_alloc",
+    ][::core::mem::align_of::<iommu_veventq_alloc>() - 4usize];
+    [
+        "Offset of field: iommu_veventq_alloc::size",
+    ][::core::mem::offset_of!(iommu_veventq_alloc, size) - 0usize];
+    [
+        "Offset of field: iommu_veventq_alloc::flags",
+    ][::core::mem::offset_of!(iommu_veventq_alloc, flags) - 4usize];
+    [
+        "Offset of field: iommu_veventq_alloc::viommu_id",
+    ][::core::mem::offset_of!(iommu_veventq_alloc, viommu_id) - 8usize];
+    [
+        "Offset of field: iommu_veventq_alloc::type_",
+    ][::core::mem::offset_of!(iommu_veventq_alloc, type_) - 12usize];
+    [
+        "Offset of field: iommu_veventq_alloc::veventq_depth",
+    ][::core::mem::offset_of!(iommu_veventq_alloc, veventq_depth) - 16usize];
+    [
+        "Offset of field: iommu_veventq_alloc::out_veventq_id",
+    ][::core::mem::offset_of!(iommu_veventq_alloc, out_veventq_id) - 20usize];
+    [
+        "Offset of field: iommu_veventq_alloc::out_veventq_fd",
+    ][::core::mem::offset_of!(iommu_veventq_alloc, out_veventq_fd) - 24usize];
+    [
+        "Offset of field: iommu_veventq_alloc::__reserved",
+    ][::core::mem::offset_of!(iommu_veventq_alloc, __reserved) - 28usize];
+};
+pub const IOMMU_HW_QUEUE_TYPE_DEFAULT: iommu_hw_queue_type = 0;
+pub const IOMMU_HW_QUEUE_TYPE_TEGRA241_CMDQV: iommu_hw_queue_type = 1;
+pub type iommu_hw_queue_type = ::core::ffi::c_uint;
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct iommu_hw_queue_alloc {
+    pub size: __u32,
+    pub flags: __u32,
+    pub viommu_id: __u32,
+    pub type_: __u32,
+    pub index: __u32,
+    pub out_hw_queue_id: __u32,
+    pub nesting_parent_iova: __u64,
+    pub length: __u64,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    [
+        "Size of iommu_hw_queue_alloc",
+    ][::core::mem::size_of::<iommu_hw_queue_alloc>() - 40usize];
+    [
+        "Alignment of iommu_hw_queue_alloc",
+    ][::core::mem::align_of::<iommu_hw_queue_alloc>() - 8usize];
+    [
+        "Offset of field: iommu_hw_queue_alloc::size",
+    ][::core::mem::offset_of!(iommu_hw_queue_alloc, size) - 0usize];
+    [
+        "Offset of field: iommu_hw_queue_alloc::flags",
+    ][::core::mem::offset_of!(iommu_hw_queue_alloc, flags) - 4usize];
+    [
+        "Offset of field: iommu_hw_queue_alloc::viommu_id",
+    ][::core::mem::offset_of!(iommu_hw_queue_alloc, viommu_id) - 8usize];
+    [
+        "Offset of field: iommu_hw_queue_alloc::type_",
+    ][::core::mem::offset_of!(iommu_hw_queue_alloc, type_) - 12usize];
+    [
+        "Offset of field: iommu_hw_queue_alloc::index",
+    ][::core::mem::offset_of!(iommu_hw_queue_alloc, index) - 16usize];
+    [
+        "Offset of field: iommu_hw_queue_alloc::out_hw_queue_id",
+    ][::core::mem::offset_of!(iommu_hw_queue_alloc, out_hw_queue_id) - 20usize];
+    [
+        "Offset of field: iommu_hw_queue_alloc::nesting_parent_iova",
+    ][::core::mem::offset_of!(iommu_hw_queue_alloc, nesting_parent_iova) - 24usize];
+    [
+        "Offset of field: iommu_hw_queue_alloc::length",
+    ][::core::mem::offset_of!(iommu_hw_queue_alloc, length) - 32usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
@@ -2727,9 +3320,9 @@ crate::sys::plain::plain!(union vfio_pci_dependent_device__bindgen_ty_1 { group_
 crate::sys::plain::plain!(readable vfio_device_gfx_plane_info { argsz: __u32, flags: __u32, drm_plane_type: __u32, drm_format: __u32, drm_format_mod: __u64, width: __u32, height: __u32, stride: __u32, size: __u32, x_pos: __u32, y_pos: __u32, x_hot: __u32, y_hot: __u32, __bindgen_anon_1: vfio_device_gfx_plane_info__bindgen_ty_1, reserved: __u32 });
 crate::sys::plain::plain!(union vfio_device_gfx_plane_info__bindgen_ty_1 { region_index: __u32, dmabuf_id: __u32 });
 crate::sys::plain::plain!(bytes vfio_device_ioeventfd { argsz: __u32, flags: __u32, offset: __u64, data: __u64, fd: __s32, reserved: __u32 });
-crate::sys::plain::plain!(bytes vfio_device_bind_iommufd { argsz: __u32, flags: __u32, iommufd: __s32, out_devid: __u32 });
-crate::sys::plain::plain!(bytes vfio_device_attach_iommufd_pt { argsz: __u32, flags: __u32, pt_id: __u32 });
-crate::sys::plain::plain!(bytes vfio_device_detach_iommufd_pt { argsz: __u32, flags: __u32 });
+crate::sys::plain::plain!(bytes vfio_device_bind_iommufd { argsz: __u32, flags: __u32, iommufd: __s32, out_devid: __u32, token_uuid_ptr: __u64 });
+crate::sys::plain::plain!(bytes vfio_device_attach_iommufd_pt { argsz: __u32, flags: __u32, pt_id: __u32, pasid: __u32 });
+crate::sys::plain::plain!(bytes vfio_device_detach_iommufd_pt { argsz: __u32, flags: __u32, pasid: __u32 });
 crate::sys::plain::plain!(bytes vfio_device_feature_migration { flags: __u64 });
 crate::sys::plain::plain!(bytes vfio_device_feature_mig_state { device_state: __u32, data_fd: __s32 });
 crate::sys::plain::plain!(bytes vfio_precopy_info { argsz: __u32, flags: __u32, initial_bytes: __u64, dirty_bytes: __u64 });
@@ -2739,6 +3332,7 @@ crate::sys::plain::plain!(bytes vfio_device_feature_dma_logging_range { iova: __
 crate::sys::plain::plain!(bytes vfio_device_feature_dma_logging_report { iova: __u64, length: __u64, page_size: __u64, bitmap: __u64 });
 crate::sys::plain::plain!(bytes vfio_device_feature_mig_data_size { stop_copy_length: __u64 });
 crate::sys::plain::plain!(bytes vfio_device_feature_bus_master { op: __u32 });
+crate::sys::plain::plain!(bytes vfio_region_dma_range { offset: __u64, length: __u64 });
 crate::sys::plain::plain!(bytes vfio_iommu_type1_info { argsz: __u32, flags: __u32, iova_pgsizes: __u64, cap_offset: __u32, pad: __u32 });
 crate::sys::plain::plain!(bytes vfio_iova_range { start: __u64, end: __u64 });
 crate::sys::plain::plain!(bytes vfio_iommu_type1_info_cap_migration { header: vfio_info_cap_header, flags: __u32, __bindgen_padding_0: [u8; 4usize], pgsize_bitmap: __u64, max_dirty_bitmap_size: __u64 });
@@ -2758,21 +3352,38 @@ crate::sys::plain::plain!(bytes iommu_iova_range { start: __u64, last: __u64 });
 crate::sys::plain::plain!(bytes iommu_ioas_iova_ranges { size: __u32, ioas_id: __u32, num_iovas: __u32, __reserved: __u32, allowed_iovas: __u64, out_iova_alignment: __u64 });
 crate::sys::plain::plain!(bytes iommu_ioas_allow_iovas { size: __u32, ioas_id: __u32, num_iovas: __u32, __reserved: __u32, allowed_iovas: __u64 });
 crate::sys::plain::plain!(bytes iommu_ioas_map { size: __u32, flags: __u32, ioas_id: __u32, __reserved: __u32, user_va: __u64, length: __u64, iova: __u64 });
+crate::sys::plain::plain!(bytes iommu_ioas_map_file { size: __u32, flags: __u32, ioas_id: __u32, fd: __s32, start: __u64, length: __u64, iova: __u64 });
 crate::sys::plain::plain!(bytes iommu_ioas_copy { size: __u32, flags: __u32, dst_ioas_id: __u32, src_ioas_id: __u32, length: __u64, dst_iova: __u64, src_iova: __u64 });
 crate::sys::plain::plain!(bytes iommu_ioas_unmap { size: __u32, ioas_id: __u32, iova: __u64, length: __u64 });
 crate::sys::plain::plain!(bytes iommu_option { size: __u32, option_id: __u32, op: __u16, __reserved: __u16, object_id: __u32, val64: __u64 });
 crate::sys::plain::plain!(bytes iommu_vfio_ioas { size: __u32, ioas_id: __u32, op: __u16, __reserved: __u16 });
 crate::sys::plain::plain!(bytes iommu_hwpt_vtd_s1 { flags: __u64, pgtbl_addr: __u64, addr_width: __u32, __reserved: __u32 });
+crate::sys::plain::plain!(bytes iommu_hwpt_arm_smmuv3 { ste: [__le64; 2usize] });
+crate::sys::plain::plain!(bytes iommu_hwpt_amd_guest { dte: [__u64; 4usize] });
 crate::sys::plain::plain!(bytes iommu_hwpt_alloc { size: __u32, flags: __u32, dev_id: __u32, pt_id: __u32, out_hwpt_id: __u32, __reserved: __u32, data_type: __u32, data_len: __u32, data_uptr: __u64, fault_id: __u32, __reserved2: __u32 });
 crate::sys::plain::plain!(bytes iommu_hw_info_vtd { flags: __u32, __reserved: __u32, cap_reg: __u64, ecap_reg: __u64 });
-crate::sys::plain::plain!(bytes iommu_hw_info { size: __u32, flags: __u32, dev_id: __u32, data_len: __u32, data_uptr: __u64, out_data_type: __u32, out_max_pasid_log2: __u8, __reserved: [__u8; 3usize], out_capabilities: __u64 });
+crate::sys::plain::plain!(bytes iommu_hw_info_arm_smmuv3 { flags: __u32, __reserved: __u32, idr: [__u32; 6usize], iidr: __u32, aidr: __u32 });
+crate::sys::plain::plain!(bytes iommu_hw_info_tegra241_cmdqv { flags: __u32, version: __u8, log2vcmdqs: __u8, log2vsids: __u8, __reserved: __u8 });
+crate::sys::plain::plain!(bytes iommu_hw_info_amd { efr: __u64, efr2: __u64 });
+crate::sys::plain::plain!(readable iommu_hw_info { size: __u32, flags: __u32, dev_id: __u32, data_len: __u32, data_uptr: __u64, __bindgen_anon_1: iommu_hw_info__bindgen_ty_1, out_max_pasid_log2: __u8, __reserved: [__u8; 3usize], out_capabilities: __u64 });
+crate::sys::plain::plain!(union iommu_hw_info__bindgen_ty_1 { in_data_type: __u32, out_data_type: __u32 });
 crate::sys::plain::plain!(bytes iommu_hwpt_set_dirty_tracking { size: __u32, flags: __u32, hwpt_id: __u32, __reserved: __u32 });
 crate::sys::plain::plain!(bytes iommu_hwpt_get_dirty_bitmap { size: __u32, hwpt_id: __u32, flags: __u32, __reserved: __u32, iova: __u64, length: __u64, page_size: __u64, data: __u64 });
 crate::sys::plain::plain!(bytes iommu_hwpt_vtd_s1_invalidate { addr: __u64, npages: __u64, flags: __u32, __reserved: __u32 });
+crate::sys::plain::plain!(bytes iommu_viommu_arm_smmuv3_invalidate { cmd: [__le64; 2usize] });
 crate::sys::plain::plain!(bytes iommu_hwpt_invalidate { size: __u32, hwpt_id: __u32, data_uptr: __u64, data_type: __u32, entry_len: __u32, entry_num: __u32, __reserved: __u32 });
 crate::sys::plain::plain!(bytes iommu_hwpt_pgfault { flags: __u32, dev_id: __u32, pasid: __u32, grpid: __u32, perm: __u32, __reserved: __u32, addr: __u64, length: __u32, cookie: __u32 });
 crate::sys::plain::plain!(bytes iommu_hwpt_page_response { cookie: __u32, code: __u32 });
 crate::sys::plain::plain!(bytes iommu_fault_alloc { size: __u32, flags: __u32, out_fault_id: __u32, out_fault_fd: __u32 });
+crate::sys::plain::plain!(bytes iommu_viommu_tegra241_cmdqv { out_vintf_mmap_offset: __u64, out_vintf_mmap_length: __u64 });
+crate::sys::plain::plain!(bytes iommu_viommu_alloc { size: __u32, flags: __u32, type_: __u32, dev_id: __u32, hwpt_id: __u32, out_viommu_id: __u32, data_len: __u32, __reserved: __u32, data_uptr: __u64 });
+crate::sys::plain::plain!(bytes iommu_vdevice_alloc { size: __u32, viommu_id: __u32, dev_id: __u32, out_vdevice_id: __u32, virt_id: __u64 });
+crate::sys::plain::plain!(bytes iommu_ioas_change_process { size: __u32, __reserved: __u32 });
+crate::sys::plain::plain!(bytes iommufd_vevent_header { flags: __u32, sequence: __u32 });
+crate::sys::plain::plain!(bytes iommu_vevent_arm_smmuv3 { evt: [__le64; 4usize] });
+crate::sys::plain::plain!(bytes iommu_vevent_tegra241_cmdqv { lvcmdq_err_map: [__le64; 2usize] });
+crate::sys::plain::plain!(bytes iommu_veventq_alloc { size: __u32, flags: __u32, viommu_id: __u32, type_: __u32, veventq_depth: __u32, out_veventq_id: __u32, out_veventq_fd: __u32, __reserved: __u32 });
+crate::sys::plain::plain!(bytes iommu_hw_queue_alloc { size: __u32, flags: __u32, viommu_id: __u32, type_: __u32, index: __u32, out_hw_queue_id: __u32, nesting_parent_iova: __u64, length: __u64 });
 crate::sys::plain::plain!(bytes vfio_pamu_geometry { aperture_start: __u64, aperture_end: __u64 });
 crate::sys::plain::plain!(bytes vfio_pamu_stash { cpu: __u32, cache: __u32 });
 crate::sys::plain::plain!(readable vfio_pamu_attr { argsz: __u32, flags: __u32, attribute: __u32, __bindgen_padding_0: [u8; 4usize], attr_info: vfio_pamu_attr__bindgen_ty_1 });

@@ -14,7 +14,7 @@ use static_assertions::assert_impl_all;
 use super::*;
 
 macro_rules! layout {
-    ($($ty:ident = $size:literal { $($field:ident @ $off:literal),* $(,)? };)*) => {$(
+    ($($ty:ident = $size:tt { $($field:ident @ $off:literal),* $(,)? };)*) => {$(
         const _: () = assert!(
             size_of::<$ty>() == $size,
             concat!("ABI layout: size_of::<", stringify!($ty), ">() is not ", stringify!($size))
@@ -41,9 +41,9 @@ layout! {
     vfio_pci_hot_reset = 12 { argsz @ 0, flags @ 4, count @ 8, group_fds @ 12 };
     vfio_device_feature = 8 { argsz @ 0, flags @ 4, data @ 8 };
     vfio_device_ioeventfd = 32 { argsz @ 0, flags @ 4, offset @ 8, data @ 16, fd @ 24, reserved @ 28 };
-    vfio_device_bind_iommufd = 16 { argsz @ 0, flags @ 4, iommufd @ 8, out_devid @ 12 };
-    vfio_device_attach_iommufd_pt = 12 { argsz @ 0, flags @ 4, pt_id @ 8 };
-    vfio_device_detach_iommufd_pt = 8 { argsz @ 0, flags @ 4 };
+    vfio_device_bind_iommufd = BIND_IOMMUFD_SIZE { argsz @ 0, flags @ 4, iommufd @ 8, out_devid @ 12 };
+    vfio_device_attach_iommufd_pt = ATTACH_IOMMUFD_PT_SIZE { argsz @ 0, flags @ 4, pt_id @ 8 };
+    vfio_device_detach_iommufd_pt = DETACH_IOMMUFD_PT_SIZE { argsz @ 0, flags @ 4 };
     vfio_iommu_type1_info = 24 { argsz @ 0, flags @ 4, iova_pgsizes @ 8, cap_offset @ 16, pad @ 20 };
     vfio_iova_range = 16 { start @ 0, end @ 8 };
     vfio_iommu_type1_info_cap_iova_range = 16 { header @ 0, nr_iovas @ 8, reserved @ 12, iova_ranges @ 16 };
@@ -53,6 +53,43 @@ layout! {
     vfio_pamu_geometry = 16 { aperture_start @ 0, aperture_end @ 8 };
     vfio_pamu_stash = 8 { cpu @ 0, cache @ 4 };
     vfio_pamu_msi_bank_unmap = 16 { argsz @ 0, flags @ 4, iova @ 8 };
+}
+
+// Three cdev structs grew at their ends between 6.12 and 7.2, each field
+// read only behind a flag that 6.12 refuses (EINVAL) and the crate never
+// sets: BIND's `__aligned_u64 token_uuid_ptr` @ 16 (VFIO_DEVICE_BIND_FLAG_TOKEN;
+// the struct's alignment becomes 8), ATTACH's and DETACH's `__u32 pasid` @ 12
+// and @ 8 (VFIO_DEVICE_{ATTACH,DETACH}_PASID). Both kernels require only the
+// 6.12 size in `argsz` (`minsz`: offsetofend of out_devid, pt_id, flags);
+// 6.12 reads that much, 7.2 at most `argsz` bytes (BIND: copy_struct_from_user,
+// so bytes past its own struct must be zero).
+#[cfg(typed_vfio_pinned_uapi)]
+const BIND_IOMMUFD_SIZE: usize = 24;
+#[cfg(typed_vfio_pinned_uapi)]
+const ATTACH_IOMMUFD_PT_SIZE: usize = 16;
+#[cfg(typed_vfio_pinned_uapi)]
+const DETACH_IOMMUFD_PT_SIZE: usize = 12;
+#[cfg(typed_vfio_pinned_uapi)]
+layout! {
+    vfio_device_bind_iommufd = 24 { token_uuid_ptr @ 16 };
+    vfio_device_attach_iommufd_pt = 16 { pasid @ 12 };
+    vfio_device_detach_iommufd_pt = 12 { pasid @ 8 };
+}
+// Other headers (TYPED_VFIO_HEADERS): the 6.12 sizes or the 7.2 ones.
+#[cfg(not(typed_vfio_pinned_uapi))]
+const BIND_IOMMUFD_SIZE: usize = grown(size_of::<vfio_device_bind_iommufd>(), 16, 24);
+#[cfg(not(typed_vfio_pinned_uapi))]
+const ATTACH_IOMMUFD_PT_SIZE: usize = grown(size_of::<vfio_device_attach_iommufd_pt>(), 12, 16);
+#[cfg(not(typed_vfio_pinned_uapi))]
+const DETACH_IOMMUFD_PT_SIZE: usize = grown(size_of::<vfio_device_detach_iommufd_pt>(), 8, 12);
+/// `size` when it is one of the two sizes a struct has had, else a compile error.
+#[cfg(not(typed_vfio_pinned_uapi))]
+const fn grown(size: usize, old: usize, new: usize) -> usize {
+    assert!(
+        size == old || size == new,
+        "ABI layout: a cdev struct has a size neither 6.12 nor 7.2 gave it"
+    );
+    size
 }
 
 #[cfg(not(target_arch = "x86"))]

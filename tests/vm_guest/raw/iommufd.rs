@@ -59,11 +59,12 @@ fn destroy(fd: &File, id: u32) -> nix::Result<i32> {
 }
 
 fn bind(dev: &File, fd: &File) -> nix::Result<u32> {
+    // The 7.2 struct, its appended `token_uuid_ptr` zero: 6.12 reads the
+    // first 16 bytes of it.
     let mut b = sys::vfio_device_bind_iommufd {
         argsz: size_of::<sys::vfio_device_bind_iommufd>() as u32,
-        flags: 0,
         iommufd: fd.as_raw_fd(),
-        out_devid: 0,
+        ..Default::default()
     };
     // SAFETY: `dev` is a cdev; `b` is live and writable, no flags.
     unsafe { sys::ioctl::vfio_device_bind_iommufd(dfd(dev), &mut b) }?;
@@ -84,7 +85,7 @@ fn attach(dev: &File, pt: u32) -> nix::Result<u32> {
 fn detach(dev: &File) -> nix::Result<i32> {
     let d = sys::vfio_device_detach_iommufd_pt {
         argsz: size_of::<sys::vfio_device_detach_iommufd_pt>() as u32,
-        flags: 0,
+        ..Default::default()
     };
     // SAFETY: `dev` is a bound cdev; `d` is live.
     unsafe { sys::ioctl::vfio_device_detach_iommufd_pt(dfd(dev), &d) }

@@ -5,7 +5,7 @@
 #else
 # include <asm-generic/int-ll64.h>
 #endif
-#ifndef __ASSEMBLY__
+#ifndef __ASSEMBLER__
 typedef struct {
  __u32 u[4];
 } __attribute__((aligned(16))) __vector128;

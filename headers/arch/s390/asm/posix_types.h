@@ -5,14 +5,6 @@ typedef long __kernel_ssize_t;
 #define __kernel_size_t __kernel_size_t
 typedef unsigned short __kernel_old_dev_t;
 #define __kernel_old_dev_t __kernel_old_dev_t
-#ifndef __s390x__
-typedef unsigned long __kernel_ino_t;
-typedef unsigned short __kernel_mode_t;
-typedef unsigned short __kernel_ipc_pid_t;
-typedef unsigned short __kernel_uid_t;
-typedef unsigned short __kernel_gid_t;
-typedef int __kernel_ptrdiff_t;
-#else
 typedef unsigned int __kernel_ino_t;
 typedef unsigned int __kernel_mode_t;
 typedef int __kernel_ipc_pid_t;
@@ -20,7 +12,6 @@ typedef unsigned int __kernel_uid_t;
 typedef unsigned int __kernel_gid_t;
 typedef long __kernel_ptrdiff_t;
 typedef unsigned long __kernel_sigset_t;
-#endif
 #define __kernel_ino_t __kernel_ino_t
 #define __kernel_mode_t __kernel_mode_t
 #define __kernel_ipc_pid_t __kernel_ipc_pid_t

@@ -1,7 +1,7 @@
 #ifndef _S390_TYPES_H
 #define _S390_TYPES_H 
 #include <asm-generic/int-ll64.h>
-#ifndef __ASSEMBLY__
+#ifndef __ASSEMBLER__
 typedef unsigned long addr_t;
 typedef __signed__ long saddr_t;
 typedef struct {
