@@ -192,9 +192,17 @@ pub fn iommufd_dma(env: &dyn Env, r: &mut Record) -> Result<(), Failure> {
             "iommufd.map.wraps",
             dma(ioas.map(&other, u64::MAX - 0xfff, DmaAccess::ReadWrite)),
         );
+        // Past the attached IOMMU's aperture: 1 << 40 is past VT-d's
+        // (39 bits here) but inside QEMU's SMMUv3's (48 bits), where the
+        // first IOVA after the last usable range is used instead.
+        let end = ioas.iova_ranges().at(step)?.ranges.last().map(|x| x.end);
+        let beyond = match end {
+            Some(end) if end >= 1 << 40 => end.saturating_add(1),
+            _ => 1 << 40,
+        };
         r.note(
             "iommufd.map.beyond_aperture",
-            dma(ioas.map(&other, 1 << 40, DmaAccess::ReadWrite)),
+            dma(ioas.map(&other, beyond, DmaAccess::ReadWrite)),
         );
         r.note(
             "iommufd.map.misaligned",
@@ -431,9 +439,15 @@ pub fn iommufd_copy_allow_reset(env: &dyn Env, r: &mut Record) -> Result<(), Fai
         // kernel's unsigned long may be as narrow as its own), so only a
         // 64-bit one observes the kernel (see `WIDE_ONLY`).
         if cfg!(target_pointer_width = "64") {
+            // Just past the attached IOMMU's last usable IOVA (VT-d here:
+            // 0x80_0000_0000, 39 bits; QEMU's SMMUv3: 1 << 48).
+            let ranges = src.iova_ranges().at(step)?.ranges;
+            let past = ranges
+                .last()
+                .map_or(0x80_0000_0000, |x| x.end.saturating_add(1));
             r.note(
                 "iommufd.allow.past_aperture",
-                ifd(src.allow_iovas(&[range(0x80_0000_0000, 0x80_0000_ffff)])),
+                ifd(src.allow_iovas(&[range(past, past.saturating_add(0xffff))])),
             );
         }
         src.allow_iovas(&[]).at(step)?;
