@@ -220,7 +220,7 @@ if [ "$(param tvfio.lsvfio || true)" = 1 ] && [ -z "$filter" ]; then
     echo "=== TVFIO LSVFIO END ==="
 fi
 
-# tvfio.bench=1: the in-guest benchmark (benches/guest.rs), after the tests
+# tvfio.bench=1: the in-guest benchmark (benches/guest/), after the tests
 # and only on a full run (no filter).
 if [ "$(param tvfio.bench || true)" = 1 ] && [ -z "$filter" ]; then
     echo "=== TVFIO BENCH BEGIN ==="
