@@ -25,6 +25,22 @@ use crate::rig::{self, IommuKind};
 
 // --- edu BAR0 registers ----------------------------------------------------------
 
+/// Whether edu's BAR0 registers are big-endian. QEMU declares edu's MMIO
+/// `DEVICE_NATIVE_ENDIAN` (hw/misc/edu.c): its registers are in the guest
+/// CPU's byte order, so big-endian on a big-endian guest (PowerPC), unlike a
+/// real PCI device. vfio-pci hands BAR bytes over in the device's byte order
+/// on every host, so `pread` and `mmap` see the same bytes. Config space is
+/// genuinely little-endian everywhere.
+pub const EDU_BIG_ENDIAN: bool = cfg!(target_endian = "big");
+
+/// Whether a 64-bit access to edu's DMA registers reaches edu as one access.
+/// On a 32-bit CPU a 64-bit MMIO store splits in two 32-bit ones (and
+/// vfio-pci's 8-byte `pread`/`pwrite` path needs `ioread64`/`iowrite64`,
+/// which 32-bit kernels lack), while edu takes a 32-bit write at a DMA
+/// register's low address as the whole register: there the helpers write
+/// one 32-bit value, which edu's 28-bit DMA addresses and counts fit.
+pub const EDU_DMA_REGS_64: bool = cfg!(target_pointer_width = "64");
+
 /// 0x00 (RO): identification, 0xRRrr00edu: major 1, minor 0.
 pub const REG_IDENT: u64 = 0x00;
 /// The value of [`REG_IDENT`] for QEMU's edu 1.0.
@@ -413,24 +429,54 @@ impl Device {
         self.cfg_write16(PCI_COMMAND, new);
     }
 
+    /// An edu register through `pread` (in edu's byte order, [`EDU_BIG_ENDIAN`]).
     pub fn read32(&self, off: u64) -> u32 {
         let mut b = [0u8; 4];
         self.pread(self.bar0.offset, off, &mut b, "BAR0");
-        u32::from_le_bytes(b)
+        if EDU_BIG_ENDIAN {
+            u32::from_be_bytes(b)
+        } else {
+            u32::from_le_bytes(b)
+        }
     }
 
     pub fn write32(&self, off: u64, v: u32) {
-        self.pwrite(self.bar0.offset, off, &v.to_le_bytes(), "BAR0");
+        let b = if EDU_BIG_ENDIAN {
+            v.to_be_bytes()
+        } else {
+            v.to_le_bytes()
+        };
+        self.pwrite(self.bar0.offset, off, &b, "BAR0");
     }
 
+    /// One of edu's 64-bit DMA registers: one 8-byte `pread`, or, where
+    /// 64-bit accesses split ([`EDU_DMA_REGS_64`]), its low 32 bits.
     pub fn read64(&self, off: u64) -> u64 {
+        if !EDU_DMA_REGS_64 {
+            return u64::from(self.read32(off));
+        }
         let mut b = [0u8; 8];
         self.pread(self.bar0.offset, off, &mut b, "BAR0");
-        u64::from_le_bytes(b)
+        if EDU_BIG_ENDIAN {
+            u64::from_be_bytes(b)
+        } else {
+            u64::from_le_bytes(b)
+        }
     }
 
     pub fn write64(&self, off: u64, v: u64) {
-        self.pwrite(self.bar0.offset, off, &v.to_le_bytes(), "BAR0");
+        if !EDU_DMA_REGS_64 {
+            let low = u32::try_from(v).unwrap_or_else(|_| {
+                panic!("edu register {off:#x} <- {v:#x}: more than 32 bits on a 32-bit CPU")
+            });
+            return self.write32(off, low);
+        }
+        let b = if EDU_BIG_ENDIAN {
+            v.to_be_bytes()
+        } else {
+            v.to_le_bytes()
+        };
+        self.pwrite(self.bar0.offset, off, &b, "BAR0");
     }
 
     /// Programs and starts one edu DMA.
@@ -651,7 +697,8 @@ impl Mmap {
         let mut e = [0u8; 8];
         f.read_exact_at(&mut e, vaddr / page * 8)
             .expect("read /proc/self/pagemap");
-        let entry = u64::from_le_bytes(e);
+        // pagemap entries are u64s in the CPU's byte order
+        let entry = u64::from_ne_bytes(e);
         assert!(
             entry & (1 << 63) != 0,
             "page of {vaddr:#x} not present (pagemap {entry:#x})"
@@ -865,3 +912,75 @@ pub fn fresh_seed() -> u8 {
         .unwrap_or(0);
     (ns ^ (ns >> 8) ^ (ns >> 16)) as u8 | 1
 }
+
+// --- edu registers through the typed API ------------------------------------------------
+
+/// edu's BAR0 registers through the typed API's [`typed_vfio::Region`] and
+/// [`typed_vfio::MappedRegion`], in edu's byte order ([`EDU_BIG_ENDIAN`]:
+/// the `_be` accessors on a big-endian guest) and with the 64-bit DMA
+/// registers written as one 32-bit value where 64-bit accesses split
+/// ([`EDU_DMA_REGS_64`]).
+pub trait EduRegs {
+    fn reg32(&self, off: u64) -> Result<u32, typed_vfio::DeviceError>;
+    fn set_reg32(&self, off: u64, v: u32) -> Result<(), typed_vfio::DeviceError>;
+    fn reg64_full(&self, off: u64) -> Result<u64, typed_vfio::DeviceError>;
+    fn set_reg64_full(&self, off: u64, v: u64) -> Result<(), typed_vfio::DeviceError>;
+
+    /// A 64-bit DMA register (its low 32 bits where 64-bit accesses split).
+    fn reg64(&self, off: u64) -> Result<u64, typed_vfio::DeviceError> {
+        if EDU_DMA_REGS_64 {
+            self.reg64_full(off)
+        } else {
+            self.reg32(off).map(u64::from)
+        }
+    }
+    /// Writes a 64-bit DMA register (one 32-bit store where 64-bit
+    /// accesses split: `v` must then fit in 32 bits).
+    fn set_reg64(&self, off: u64, v: u64) -> Result<(), typed_vfio::DeviceError> {
+        if EDU_DMA_REGS_64 {
+            self.set_reg64_full(off, v)
+        } else {
+            let low = u32::try_from(v).unwrap_or_else(|_| {
+                panic!("edu register {off:#x} <- {v:#x}: more than 32 bits on a 32-bit CPU")
+            });
+            self.set_reg32(off, low)
+        }
+    }
+}
+
+macro_rules! edu_regs {
+    ($t:ty) => {
+        impl EduRegs for $t {
+            fn reg32(&self, off: u64) -> Result<u32, typed_vfio::DeviceError> {
+                if EDU_BIG_ENDIAN {
+                    self.read_u32_be(off)
+                } else {
+                    self.read_u32(off)
+                }
+            }
+            fn set_reg32(&self, off: u64, v: u32) -> Result<(), typed_vfio::DeviceError> {
+                if EDU_BIG_ENDIAN {
+                    self.write_u32_be(off, v)
+                } else {
+                    self.write_u32(off, v)
+                }
+            }
+            fn reg64_full(&self, off: u64) -> Result<u64, typed_vfio::DeviceError> {
+                if EDU_BIG_ENDIAN {
+                    self.read_u64_be(off)
+                } else {
+                    self.read_u64(off)
+                }
+            }
+            fn set_reg64_full(&self, off: u64, v: u64) -> Result<(), typed_vfio::DeviceError> {
+                if EDU_BIG_ENDIAN {
+                    self.write_u64_be(off, v)
+                } else {
+                    self.write_u64(off, v)
+                }
+            }
+        }
+    };
+}
+edu_regs!(typed_vfio::Region<'_>);
+edu_regs!(typed_vfio::MappedRegion<'_>);

@@ -201,3 +201,37 @@ pub fn read_sysfs_hex(bdf: &str, attr: &str) -> u32 {
         .unwrap_or_else(|| panic!("{}: not hex: {t:?}", path.display()));
     u32::from_str_radix(digits, 16).unwrap_or_else(|e| panic!("{}: {t:?}: {e}", path.display()))
 }
+
+/// The device's reset methods as the kernel lists them (sysfs
+/// `reset_method`, e.g. `["bus"]` for edu behind a root port). The attribute
+/// is hidden when the device has none (`reset_method_attrs_are_visible`,
+/// drivers/pci/pci.c): then empty. edu has no function-level reset, so on a
+/// root bus (QEMU's ppce500) it has none at all, vfio-pci does not set
+/// `VFIO_DEVICE_FLAGS_RESET`, and `VFIO_DEVICE_RESET` fails with EINVAL
+/// (`vfio_pci_ioctl_reset`: `!vdev->reset_works`).
+pub fn reset_methods(bdf: &str) -> Vec<String> {
+    let path = sysfs_device(bdf).join("reset_method");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text.split_whitespace().map(str::to_owned).collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => panic!("read {}: {e}", path.display()),
+    }
+}
+
+/// Whether the device sits on a root bus (its sysfs parent is the host
+/// bridge's `pciDDDD:BB`, not a bridge device). There no bus can be reset
+/// (`pci_probe_reset_bus` refuses a root bus), so vfio-pci's
+/// `VFIO_DEVICE_GET_PCI_HOT_RESET_INFO` and `VFIO_DEVICE_PCI_HOT_RESET`
+/// answer ENODEV (`vfio_pci_ioctl_get_pci_hot_reset_info`,
+/// `vfio_pci_ioctl_pci_hot_reset`, Linux 6.12), edu having no slot.
+pub fn on_root_bus(bdf: &str) -> bool {
+    let path = sysfs_device(bdf);
+    let real = std::fs::canonicalize(&path)
+        .unwrap_or_else(|e| panic!("canonicalize {}: {e}", path.display()));
+    let parent = real
+        .parent()
+        .and_then(|p| p.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    parent.starts_with("pci")
+}

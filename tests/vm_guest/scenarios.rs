@@ -52,17 +52,35 @@ impl Env for Real {
     /// A 2-byte read of edu's BAR0 is a synchronous external abort on
     /// aarch64 (QEMU's edu accepts only 4- and 8-byte accesses; x86 reads
     /// 0): it kills the guest kernel, so the aarch64 guest never does it.
+    ///
+    /// On 32-bit PowerPC QEMU turns the access edu refuses into a machine
+    /// check, which vfio-pci's kernel-mode read would meet: not done there
+    /// either.
     fn narrow_bar0_reads(&self) -> bool {
-        !cfg!(target_arch = "aarch64")
+        !cfg!(any(target_arch = "aarch64", target_arch = "powerpc"))
+    }
+    fn narrow_bar0_reads_why_not(&self) -> &'static str {
+        if cfg!(target_arch = "powerpc") {
+            "not read: QEMU makes a 2-byte MMIO read of edu a machine check on PowerPC"
+        } else {
+            "not read: a 2-byte MMIO read of edu aborts the aarch64 guest"
+        }
+    }
+    /// edu is `DEVICE_NATIVE_ENDIAN` in QEMU: big-endian on PowerPC.
+    fn big_endian_registers(&self) -> bool {
+        crate::edu::EDU_BIG_ENDIAN
     }
 }
 
 /// The committed record of this architecture: x86 VT-d guests in
 /// `linux-6.12.txt` (which `tests/sim_diff.rs` compares the simulator
 /// with), the aarch64 SMMUv3 guest in `linux-6.12-aarch64.txt` (not
-/// compared with the simulator, which models VT-d).
+/// compared with the simulator, which models VT-d), the 32-bit PowerPC
+/// no-IOMMU guest in `linux-6.12-ppc32.txt`.
 const COMMITTED: &str = if cfg!(target_arch = "aarch64") {
     include_str!("../scenarios/linux-6.12-aarch64.txt")
+} else if cfg!(target_arch = "powerpc") {
+    include_str!("../scenarios/linux-6.12-ppc32.txt")
 } else {
     include_str!("../scenarios/linux-6.12.txt")
 };

@@ -68,8 +68,15 @@ fn kernel_tag() -> String {
         .unwrap_or_else(|e| panic!("read /proc/sys/kernel/osrelease: {e}"));
     let mut parts = release.trim().split(|c: char| !c.is_ascii_digit());
     let (major, minor) = (parts.next(), parts.next());
+    // On a big-endian guest every answer differs (its integers are
+    // big-endian): all of its seeds are named `linux-<major>.<minor>-ppc32-`.
+    let order = if cfg!(target_endian = "big") {
+        "-ppc32"
+    } else {
+        ""
+    };
     match (major, minor) {
-        (Some(a), Some(b)) if !a.is_empty() && !b.is_empty() => format!("linux-{a}.{b}"),
+        (Some(a), Some(b)) if !a.is_empty() && !b.is_empty() => format!("linux-{a}.{b}{order}"),
         _ => panic!("kernel release {release:?}: no major.minor"),
     }
 }
@@ -549,7 +556,14 @@ fn device_info_seeds() {
     }
 
     // The hot-reset list holds group numbers: they differ with and without
-    // an IOMMU.
+    // an IOMMU. On a root bus (ppce500) there is no list: the kernel
+    // refuses (ENODEV, see rig::on_root_bus), so no seed.
+    if rig::on_root_bus(bdf) {
+        let e = hot_reset_info(dev).expect_err("VFIO_DEVICE_GET_PCI_HOT_RESET_INFO on a root bus");
+        assert_eq!(e, Errno::ENODEV, "hot-reset info on a root bus");
+        println!("hot reset info: refused on a root bus: {e}");
+        return;
+    }
     let bytes = hot_reset_info(dev).expect("VFIO_DEVICE_GET_PCI_HOT_RESET_INFO");
     let devices =
         fuzzing::parse_hot_reset_info(&bytes).expect("the crate refuses the hot-reset info");
