@@ -235,3 +235,12 @@ pub fn on_root_bus(bdf: &str) -> bool {
         .unwrap_or_default();
     parent.starts_with("pci")
 }
+
+/// Whether VFIO's type1 IOMMU driver is in the kernel (built in or
+/// loaded: `/sys/module/vfio_iommu_type1`, which its module parameters
+/// create either way). `VFIO_CONTAINER` selects it on x86, s390 and ARM
+/// only (drivers/vfio/Kconfig), so a PowerPC kernel has none, and the
+/// container answers `CHECK_EXTENSION(TYPE1*)` with 0 there.
+pub fn has_type1_driver() -> bool {
+    std::path::Path::new("/sys/module/vfio_iommu_type1").exists()
+}
