@@ -380,6 +380,15 @@ impl<'d> Region<'d> {
 /// An owned `mmap` of a region's mmap-able areas, unmapped on drop. Access is
 /// volatile, bounds-checked against the mapped areas and naturally aligned.
 /// Borrows the device it came from.
+///
+/// Byte order: the plain accessors are little-endian (PCI's order, swapped
+/// on a big-endian host); the `_be` ones are for devices whose registers
+/// are big-endian. Width: on a 32-bit CPU (PowerPC e500, armv7, i686) a
+/// `u64` access is two 32-bit accesses in an order the compiler picks, so a
+/// device register that must see one 64-bit access cannot be driven that
+/// way there; `Region`'s 8-byte `pread`/`pwrite` is split in two 4-byte
+/// accesses by vfio-pci too where the kernel has no `ioread64` (32-bit
+/// PowerPC).
 #[derive(Debug)]
 pub struct MappedRegion<'d> {
     index: u32,
@@ -633,7 +642,10 @@ mod tests {
                 bar0.read_u32_be(1 << 20).unwrap_err(),
                 bar0.write_u16_be((1 << 20) - 1, 0).unwrap_err(),
             ] {
-                assert!(matches!(e, DeviceError::OutOfBounds { index: 0, .. }), "{e:?}");
+                assert!(
+                    matches!(e, DeviceError::OutOfBounds { index: 0, .. }),
+                    "{e:?}"
+                );
             }
         });
     }
@@ -645,7 +657,8 @@ mod tests {
     fn mapped_big_endian_accessors_store_and_load_big_endian_bytes() {
         use std::io::Read;
         use std::os::fd::AsFd;
-        let path = std::env::temp_dir().join(format!("typed-vfio-region-be-{}", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("typed-vfio-region-be-{}", std::process::id()));
         let mut file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)

@@ -17,7 +17,9 @@
 //! qualifier only where the answer depends on it: the IOMMU model where the
 //! type1 and type1v2 answers differ, `iommu` / `noiommu` for the hot-reset
 //! list (its group numbers), `compat` for iommufd's compatibility
-//! container's IOMMU info (`tvfio.compat=1`). The same name printed by two configurations
+//! container's IOMMU info (`tvfio.compat=1`), `aarch64` where the SMMUv3's
+//! answer differs, and `ppc32` on the 32-bit big-endian PowerPC guest, all
+//! of whose answers differ (their integers are big-endian). The same name printed by two configurations
 //! must be the same bytes; the host checks it. Answers the kernel refuses
 //! (edu's VGA region, the ERR IRQ of a conventional PCI device) are not
 //! seeds.

@@ -232,7 +232,10 @@ pub mod common {
             assert_eq!(bar0.reg32(IDENT).unwrap(), 0x010000ed);
             // The crate's little- and big-endian accessors, against edu's
             // native-endian registers (QEMU: big-endian on PowerPC).
-            let (le, be) = (bar0.read_u32(IDENT).unwrap(), bar0.read_u32_be(IDENT).unwrap());
+            let (le, be) = (
+                bar0.read_u32(IDENT).unwrap(),
+                bar0.read_u32_be(IDENT).unwrap(),
+            );
             if EDU_BIG_ENDIAN {
                 assert_eq!((le, be), (0xed00_0001, 0x0100_00ed));
             } else {
@@ -353,7 +356,8 @@ pub mod common {
         // ENODEV (the hot-reset probes), Linux 6.12.
         let resettable = !rig::reset_methods(&bdf).is_empty();
         let root_bus = rig::on_root_bus(&bdf);
-        let ioctl_errno = |r: Result<_, DeviceError>, want: &str, errno: typed_vfio::Errno| match r {
+        let ioctl_errno = |r: Result<_, DeviceError>, want: &str, errno: typed_vfio::Errno| match r
+        {
             Err(DeviceError::Ioctl { ioctl, errno: e }) if ioctl == want => assert_eq!(e, errno),
             other => panic!("{want}: expected {errno}, got {other:?}"),
         };

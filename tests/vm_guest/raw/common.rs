@@ -664,7 +664,11 @@ fn device_reset_succeeds_or_without_a_reset_method_fails_einval_and_the_device_s
     } else {
         // Linux 6.12 vfio_pci_ioctl_reset: !vdev->reset_works -> EINVAL
         expect_errno("VFIO_DEVICE_RESET without a reset method", r, Errno::EINVAL);
-        assert_eq!(d.read32(REG_LIVENESS), !0x600d_f00d, "liveness survived no reset");
+        assert_eq!(
+            d.read32(REG_LIVENESS),
+            !0x600d_f00d,
+            "liveness survived no reset"
+        );
     }
     println!(
         "command after reset {:#06x}, liveness {:#x}",
@@ -791,7 +795,11 @@ fn hot_reset_with_the_own_group_fd_succeeds_or_fails_enodev_on_a_root_bus() {
     if rig::on_root_bus(&d.bdf) {
         // Linux 6.12 vfio_pci_ioctl_pci_hot_reset: no slot or bus to reset
         expect_errno("VFIO_DEVICE_PCI_HOT_RESET on a root bus", r, Errno::ENODEV);
-        assert_eq!(d.read32(REG_LIVENESS), !0xfeed_beef, "liveness survived no reset");
+        assert_eq!(
+            d.read32(REG_LIVENESS),
+            !0xfeed_beef,
+            "liveness survived no reset"
+        );
     } else {
         expect_ok("VFIO_DEVICE_PCI_HOT_RESET", r);
     }
