@@ -36,7 +36,7 @@ pub const EDU_BIG_ENDIAN: bool = cfg!(target_endian = "big");
 /// Whether a 64-bit access to edu's DMA registers reaches edu as one access.
 /// On a 32-bit CPU a 64-bit MMIO store splits in two 32-bit ones (and
 /// vfio-pci's 8-byte `pread`/`pwrite` path needs `ioread64`/`iowrite64`,
-/// which 32-bit kernels lack), while edu takes a 32-bit write at a DMA
+/// which 32-bit PowerPC kernels lack), while edu takes a 32-bit write at a DMA
 /// register's low address as the whole register: there the helpers write
 /// one 32-bit value, which edu's 28-bit DMA addresses and counts fit.
 pub const EDU_DMA_REGS_64: bool = cfg!(target_pointer_width = "64");
