@@ -597,6 +597,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "sim")]
     fn sim_bar0_test<R>(f: impl FnOnce(&Region<'_>) -> R) -> R {
         let sim = crate::sim::Simulator::new();
         let c = sim
@@ -612,6 +613,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "sim")]
     fn big_endian_accessors_swap_what_the_little_endian_ones_see() {
         // The simulated edu is a little-endian PCI device: its big-endian
         // view is the byte-swapped value, and a big-endian write lands
@@ -633,6 +635,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "sim")]
     fn big_endian_accessors_check_bounds_and_alignment_first() {
         sim_bar0_test(|bar0| {
             for e in [
