@@ -183,38 +183,23 @@ pub struct Region<'d> {
     info: RegionInfo,
 }
 
+/// `Region`'s scalar accessors in one byte order: `$order` names it in the
+/// docs, `$from`/`$to` are the integer types' byte conversions for it, and
+/// `$read_doc`/`$write_doc` end each accessor's first doc sentence.
 macro_rules! scalar_access {
-    ($($read:ident / $write:ident: $t:ty;)*) => {$(
-        #[doc = concat!("Reads a little-endian `", stringify!($t), "` at `offset` (naturally aligned, inside the region): PCI config space and BARs are little-endian whatever the host's byte order.")]
+    ($order:literal, $from:ident, $to:ident, $read_doc:literal, $write_doc:literal;
+     $($read:ident / $write:ident: $t:ty;)*) => {$(
+        #[doc = concat!("Reads a ", $order, " `", stringify!($t), "` at `offset` (naturally aligned, inside the region)", $read_doc)]
         pub fn $read(&self, offset: u64) -> Result<$t, DeviceError> {
             let mut b = [0u8; size_of::<$t>()];
             self.check_aligned(offset, size_of::<$t>())?;
             self.read(offset, &mut b)?;
-            Ok(<$t>::from_le_bytes(b))
+            Ok(<$t>::$from(b))
         }
-        #[doc = concat!("Writes a little-endian `", stringify!($t), "` at `offset` (naturally aligned, inside the region).")]
+        #[doc = concat!("Writes a ", $order, " `", stringify!($t), "` at `offset` (naturally aligned, inside the region)", $write_doc)]
         pub fn $write(&self, offset: u64, value: $t) -> Result<(), DeviceError> {
             self.check_aligned(offset, size_of::<$t>())?;
-            self.write(offset, &value.to_le_bytes())
-        }
-    )*};
-}
-
-macro_rules! scalar_access_be {
-    ($($read:ident / $write:ident: $t:ty;)*) => {$(
-        #[doc = concat!("Reads a big-endian `", stringify!($t), "` at `offset` (naturally aligned, inside the region), for devices whose registers are big-endian (many QorIQ on-chip devices; QEMU's `edu` on a big-endian guest). Bounds and errors as for the little-endian accessor.")]
-        #[doc = ""]
-        #[doc = "One `pread` on the device fd. vfio-pci hands the bytes over in the device's own order on every host, so this is right wherever the device is big-endian, whatever the host's byte order."]
-        pub fn $read(&self, offset: u64) -> Result<$t, DeviceError> {
-            let mut b = [0u8; size_of::<$t>()];
-            self.check_aligned(offset, size_of::<$t>())?;
-            self.read(offset, &mut b)?;
-            Ok(<$t>::from_be_bytes(b))
-        }
-        #[doc = concat!("Writes a big-endian `", stringify!($t), "` at `offset` (naturally aligned, inside the region): one `pwrite` on the device fd.")]
-        pub fn $write(&self, offset: u64, value: $t) -> Result<(), DeviceError> {
-            self.check_aligned(offset, size_of::<$t>())?;
-            self.write(offset, &value.to_be_bytes())
+            self.write(offset, &value.$to())
         }
     )*};
 }
@@ -307,13 +292,19 @@ impl<'d> Region<'d> {
     }
 
     scalar_access! {
+        "little-endian", from_le_bytes, to_le_bytes,
+        ": PCI config space and BARs are little-endian whatever the host's byte order.",
+        ".";
         read_u8 / write_u8: u8;
         read_u16 / write_u16: u16;
         read_u32 / write_u32: u32;
         read_u64 / write_u64: u64;
     }
 
-    scalar_access_be! {
+    scalar_access! {
+        "big-endian", from_be_bytes, to_be_bytes,
+        ", for devices whose registers are big-endian (many QorIQ on-chip devices; QEMU's `edu` on a big-endian guest). Bounds and errors as for the little-endian accessor.\n\nOne `pread` on the device fd. vfio-pci hands the bytes over in the device's own order on every host, so this is right wherever the device is big-endian, whatever the host's byte order.",
+        ": one `pwrite` on the device fd.";
         read_u16_be / write_u16_be: u16;
         read_u32_be / write_u32_be: u32;
         read_u64_be / write_u64_be: u64;
@@ -399,37 +390,23 @@ pub struct MappedRegion<'d> {
     _device: std::marker::PhantomData<&'d Device>,
 }
 
+/// `MappedRegion`'s volatile accessors in one byte order: `$order` names it
+/// in the docs, `$from`/`$to` are the integer types' conversions from and to
+/// it, and `$doc` ends each accessor's doc sentence.
 macro_rules! mmio_access {
-    ($($read:ident / $write:ident: $t:ty;)*) => {$(
-        #[doc = concat!("Volatile read of a little-endian `", stringify!($t), "` at `offset` within the region (PCI byte order, swapped on a big-endian host).")]
+    ($order:literal, $from:ident, $to:ident, $doc:literal;
+     $($read:ident / $write:ident: $t:ty;)*) => {$(
+        #[doc = concat!("Volatile read of a ", $order, " `", stringify!($t), "` at `offset` within the region", $doc)]
         pub fn $read(&self, offset: u64) -> Result<$t, DeviceError> {
             self.permit(self.readable, "read")?;
             let ptr = self.locate(offset, size_of::<$t>())?;
-            Ok(<$t>::from_le(crate::mmio::read::<$t>(ptr)))
+            Ok(<$t>::$from(crate::mmio::read::<$t>(ptr)))
         }
-        #[doc = concat!("Volatile write of a little-endian `", stringify!($t), "` at `offset` within the region (PCI byte order, swapped on a big-endian host).")]
+        #[doc = concat!("Volatile write of a ", $order, " `", stringify!($t), "` at `offset` within the region", $doc)]
         pub fn $write(&self, offset: u64, value: $t) -> Result<(), DeviceError> {
             self.permit(self.writable, "write")?;
             let ptr = self.locate(offset, size_of::<$t>())?;
-            crate::mmio::write::<$t>(ptr, value.to_le());
-            Ok(())
-        }
-    )*};
-}
-
-macro_rules! mmio_access_be {
-    ($($read:ident / $write:ident: $t:ty;)*) => {$(
-        #[doc = concat!("Volatile read of a big-endian `", stringify!($t), "` at `offset` within the region, for devices whose registers are big-endian (many QorIQ on-chip devices; QEMU's `edu` on a big-endian guest): one access of the full width, swapped on a little-endian host.")]
-        pub fn $read(&self, offset: u64) -> Result<$t, DeviceError> {
-            self.permit(self.readable, "read")?;
-            let ptr = self.locate(offset, size_of::<$t>())?;
-            Ok(<$t>::from_be(crate::mmio::read::<$t>(ptr)))
-        }
-        #[doc = concat!("Volatile write of a big-endian `", stringify!($t), "` at `offset` within the region: one access of the full width, swapped on a little-endian host.")]
-        pub fn $write(&self, offset: u64, value: $t) -> Result<(), DeviceError> {
-            self.permit(self.writable, "write")?;
-            let ptr = self.locate(offset, size_of::<$t>())?;
-            crate::mmio::write::<$t>(ptr, value.to_be());
+            crate::mmio::write::<$t>(ptr, value.$to());
             Ok(())
         }
     )*};
@@ -472,13 +449,17 @@ impl MappedRegion<'_> {
     }
 
     mmio_access! {
+        "little-endian", from_le, to_le,
+        " (PCI byte order, swapped on a big-endian host).";
         read_u8 / write_u8: u8;
         read_u16 / write_u16: u16;
         read_u32 / write_u32: u32;
         read_u64 / write_u64: u64;
     }
 
-    mmio_access_be! {
+    mmio_access! {
+        "big-endian", from_be, to_be,
+        ", for devices whose registers are big-endian (many QorIQ on-chip devices; QEMU's `edu` on a big-endian guest): one access of the full width, swapped on a little-endian host.";
         read_u16_be / write_u16_be: u16;
         read_u32_be / write_u32_be: u32;
         read_u64_be / write_u64_be: u64;
