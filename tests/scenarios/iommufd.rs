@@ -9,7 +9,9 @@ use std::os::fd::AsFd;
 use typed_vfio::iommufd::{BindError, BoundDevice, Ioas, IoasRanges, Iommufd, IommufdError};
 use typed_vfio::{DmaAccess, DmaBuffer, PciIrq, sys};
 
-use super::{ApiError, At, EDU_BUF, Env, Failure, Record, dma, edu_dma, eventfd, fired, grp};
+use super::{
+    ApiError, At, EDU_BUF, Env, Failure, Record, dma, edu_dma, eventfd, fired, grp, past_ranges,
+};
 
 impl From<IommufdError> for ApiError {
     fn from(e: IommufdError) -> Self {
@@ -195,11 +197,7 @@ pub fn iommufd_dma(env: &dyn Env, r: &mut Record) -> Result<(), Failure> {
         // Past the attached IOMMU's aperture: 1 << 40 is past VT-d's
         // (39 bits here) but inside QEMU's SMMUv3's (48 bits), where the
         // first IOVA after the last usable range is used instead.
-        let end = ioas.iova_ranges().at(step)?.ranges.last().map(|x| x.end);
-        let beyond = match end {
-            Some(end) if end >= 1 << 40 => end.saturating_add(1),
-            _ => 1 << 40,
-        };
+        let beyond = past_ranges(&ioas.iova_ranges().at(step)?.ranges, 1 << 40).max(1 << 40);
         r.note(
             "iommufd.map.beyond_aperture",
             dma(ioas.map(&other, beyond, DmaAccess::ReadWrite)),
@@ -441,10 +439,7 @@ pub fn iommufd_copy_allow_reset(env: &dyn Env, r: &mut Record) -> Result<(), Fai
         if cfg!(target_pointer_width = "64") {
             // Just past the attached IOMMU's last usable IOVA (VT-d here:
             // 0x80_0000_0000, 39 bits; QEMU's SMMUv3: 1 << 48).
-            let ranges = src.iova_ranges().at(step)?.ranges;
-            let past = ranges
-                .last()
-                .map_or(0x80_0000_0000, |x| x.end.saturating_add(1));
+            let past = past_ranges(&src.iova_ranges().at(step)?.ranges, 0x80_0000_0000);
             r.note(
                 "iommufd.allow.past_aperture",
                 ifd(src.allow_iovas(&[range(past, past.saturating_add(0xffff))])),

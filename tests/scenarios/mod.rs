@@ -26,7 +26,8 @@ use typed_vfio::iommufd::{CdevDevice, Iommufd, IommufdError};
 use typed_vfio::sim::{SimDevice, SimGroup, Simulator};
 use typed_vfio::{
     Attached, Container, ContainerError, Device, DeviceError, DmaAccess, DmaBuffer, DmaError,
-    DmaModel, Group, GroupError, HasGroups, IommuModel, NoIommu, PciIrq, Type1, Type1v2, Unset,
+    DmaModel, Group, GroupError, HasGroups, IommuModel, IovaRange, NoIommu, PciIrq, Type1, Type1v2,
+    Unset,
 };
 
 /// Keys where the simulator knowingly differs from Linux 6.12 + QEMU 7.2.
@@ -896,6 +897,12 @@ fn resets_and_names<M: IommuModel>(env: &dyn Env, r: &mut Record) -> Result<(), 
     Ok(())
 }
 
+/// The first IOVA after the last of `ranges` (`none` when there are none):
+/// the probe "past the IOMMU's aperture".
+pub fn past_ranges(ranges: &[IovaRange], none: u64) -> u64 {
+    ranges.last().map_or(none, |x| x.end.saturating_add(1))
+}
+
 fn dma_scenarios<M: DmaModel>(env: &dyn Env, r: &mut Record) -> Result<(), Failure> {
     // Declared before the container, so dropped after it: if `unmap_all`
     // below fails, the container's release removes the raw mapping of `a`
@@ -933,10 +940,7 @@ fn dma_scenarios<M: DmaModel>(env: &dyn Env, r: &mut Record) -> Result<(), Failu
     r.note("raw.msi_window", raw(buf.addr(), 8192, env.msi_window()));
     // Just past the last usable IOVA range (VT-d: 0x80_0000_0000, 39 bits;
     // QEMU's SMMUv3: 1 << 48).
-    let past = info
-        .iova_ranges
-        .last()
-        .map_or(0x80_0000_0000, |x| x.end.saturating_add(1));
+    let past = past_ranges(&info.iova_ranges, 0x80_0000_0000);
     r.note("raw.past_ranges", raw(buf.addr(), 4096, past));
     r.note("raw.iova_unaligned", raw(buf.addr(), 4096, 0x10_0100));
     r.note("raw.size_unaligned", raw(buf.addr(), 0x800, 0x10_0000));
