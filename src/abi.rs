@@ -73,6 +73,61 @@ pub(crate) struct DeviceFeature {
     pub(crate) flags: u32,
 }
 
+/// `vfio_device_feature` followed by `vfio_device_feature_mig_state`
+/// (`VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE`'s GET and SET).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FeatureMigState {
+    pub(crate) argsz: u32,
+    pub(crate) flags: u32,
+    pub(crate) device_state: u32,
+    pub(crate) data_fd: i32,
+}
+
+/// `vfio_device_feature` followed by one `u64` (`VFIO_DEVICE_FEATURE_MIGRATION`'s
+/// flags, `VFIO_DEVICE_FEATURE_MIG_DATA_SIZE`'s `stop_copy_length`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FeatureU64 {
+    pub(crate) argsz: u32,
+    pub(crate) flags: u32,
+    pub(crate) value: u64,
+}
+
+const _: () = {
+    assert!(size_of::<FeatureMigState>() == 16);
+    assert!(offset_of!(FeatureMigState, device_state) == size_of::<DeviceFeature>());
+    assert!(size_of::<FeatureU64>() == 16);
+    assert!(offset_of!(FeatureU64, value) == size_of::<DeviceFeature>());
+    // The payloads mirror the generated structs.
+    assert!(
+        offset_of!(FeatureMigState, data_fd) - size_of::<DeviceFeature>()
+            == offset_of!(sys::vfio_device_feature_mig_state, data_fd)
+    );
+    assert!(
+        size_of::<FeatureMigState>() - size_of::<DeviceFeature>()
+            == size_of::<sys::vfio_device_feature_mig_state>()
+    );
+    assert!(
+        size_of::<FeatureU64>() - size_of::<DeviceFeature>()
+            == size_of::<sys::vfio_device_feature_migration>()
+    );
+    assert!(
+        size_of::<FeatureU64>() - size_of::<DeviceFeature>()
+            == size_of::<sys::vfio_device_feature_mig_data_size>()
+    );
+};
+
+/// `vfio_precopy_info` (`VFIO_MIG_GET_PRECOPY_INFO` on a data fd).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PrecopyInfo {
+    pub(crate) argsz: u32,
+    pub(crate) flags: u32,
+    pub(crate) initial_bytes: u64,
+    pub(crate) dirty_bytes: u64,
+}
+
 /// `vfio_iommu_type1_dma_unmap` without its bitmap tail.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -148,6 +203,9 @@ sys::plain::plain!(bytes HotResetInfo { argsz: u32, flags: u32, count: u32 });
 sys::plain::plain!(bytes HotReset { argsz: u32, flags: u32, count: u32 });
 sys::plain::plain!(bytes DependentDevice { id: u32, segment: u16, bus: u8, devfn: u8 });
 sys::plain::plain!(bytes DeviceFeature { argsz: u32, flags: u32 });
+sys::plain::plain!(bytes FeatureMigState { argsz: u32, flags: u32, device_state: u32, data_fd: i32 });
+sys::plain::plain!(bytes FeatureU64 { argsz: u32, flags: u32, value: u64 });
+sys::plain::plain!(bytes PrecopyInfo { argsz: u32, flags: u32, initial_bytes: u64, dirty_bytes: u64 });
 sys::plain::plain!(bytes DmaUnmap { argsz: u32, flags: u32, iova: u64, size: u64 });
 sys::plain::plain!(bytes HwInfo {
     size: u32, flags: u32, dev_id: u32, data_len: u32, data_uptr: u64, data_type: u32,
@@ -197,6 +255,7 @@ mirrors! {
     DeviceFeature = vfio_device_feature { argsz, flags };
     DependentDevice = vfio_pci_dependent_device { segment, bus, devfn };
     DmaUnmap = vfio_iommu_type1_dma_unmap { argsz, flags, iova, size };
+    PrecopyInfo = vfio_precopy_info { argsz, flags, initial_bytes, dirty_bytes };
     HwInfo = iommu_hw_info { size, flags, dev_id, data_len, data_uptr, out_max_pasid_log2, __reserved, out_capabilities };
 }
 

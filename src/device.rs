@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::sys::{FromBytes, IntoBytes, SliceBytes};
 
@@ -181,6 +182,8 @@ pub struct Device {
     fd: OwnedFd,
     kernel: Kernel,
     info: DeviceInfo,
+    /// A migration handle (`crate::migration`) is live: resets go through it.
+    migration_busy: AtomicBool,
     /// For a device of a PAMU container: its MSI-bank bookkeeping.
     #[cfg(feature = "type2")]
     msi_gate: Option<crate::type2::MsiGate>,
@@ -230,6 +233,7 @@ impl Device {
             fd,
             kernel,
             info,
+            migration_busy: AtomicBool::new(false),
             #[cfg(feature = "type2")]
             msi_gate: None,
         })
@@ -493,16 +497,45 @@ impl Device {
         self.set_irqs(index, action, start, IrqData::Bool(which))
     }
 
-    /// Function-level reset (`VFIO_DEVICE_RESET`).
+    /// Function-level reset (`VFIO_DEVICE_RESET`). Refused while a
+    /// migration handle lives ([`DeviceError::MigrationActive`]): a reset
+    /// returns the device to RUNNING, so it goes through
+    /// [`Migration::reset`](crate::migration::Migration::reset).
     #[doc(alias = "VFIO_DEVICE_RESET")]
     pub fn reset(&self) -> Result<(), DeviceError> {
-        self.kernel
-            .ioctl(self.fd.as_fd(), req::VFIO_DEVICE_RESET, Arg::None)
-            .map(drop)
+        self.refuse_during_migration(req::VFIO_DEVICE_RESET.name)?;
+        self.reset_for_migration()
             .map_err(|errno| DeviceError::Ioctl {
                 ioctl: req::VFIO_DEVICE_RESET.name,
                 errno,
             })
+    }
+
+    fn refuse_during_migration(&self, ioctl: &'static str) -> Result<(), DeviceError> {
+        if self.migration_busy.load(Ordering::Acquire) {
+            Err(DeviceError::MigrationActive { ioctl })
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Claims the device for a migration handle; false if one lives.
+    pub(crate) fn claim_migration(&self) -> bool {
+        self.migration_busy
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// The migration handle ended.
+    pub(crate) fn release_migration(&self) {
+        self.migration_busy.store(false, Ordering::Release);
+    }
+
+    /// `VFIO_DEVICE_RESET`, for the migration handle.
+    pub(crate) fn reset_for_migration(&self) -> Result<(), crate::Errno> {
+        self.kernel
+            .ioctl(self.fd.as_fd(), req::VFIO_DEVICE_RESET, Arg::None)
+            .map(drop)
     }
 
     /// The devices a PCI hot reset of this device affects
@@ -574,6 +607,7 @@ impl Device {
     /// `VFIO_DEVICE_PCI_HOT_RESET` with these group fds (none: the cdev
     /// form, ownership proved by the device's iommufd).
     pub(crate) fn issue_pci_hot_reset(&self, fds: &[i32]) -> Result<(), DeviceError> {
+        self.refuse_during_migration(req::VFIO_DEVICE_PCI_HOT_RESET.name)?;
         let buf = encode_hot_reset(fds);
         self.kernel
             .ioctl(

@@ -142,6 +142,14 @@ pub enum DeviceError {
         /// The kernel's errno (`EINVAL`).
         errno: Errno,
     },
+    /// A reset while the device has a live migration handle: it would move
+    /// the device to RUNNING behind the handle; reset through the handle
+    /// (`Migration::reset`) or drop it first.
+    #[error("{ioctl} refused: the device has a live migration handle")]
+    MigrationActive {
+        /// The request.
+        ioctl: &'static str,
+    },
     /// A device ioctl failed.
     #[error("{ioctl} failed: {errno}")]
     Ioctl {

@@ -25,6 +25,16 @@ use nix::errno::Errno;
 
 use crate::sys;
 
+/// The `VFIO_DEVICE_FEATURE`s whose GET/SET data holds no user pointer (the
+/// DMA logging features do: their ranges and bitmaps are user arrays).
+pub(crate) const SELF_CONTAINED_FEATURES: &[u32] = &[
+    sys::VFIO_DEVICE_FEATURE_MIGRATION,
+    sys::VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE,
+    sys::VFIO_DEVICE_FEATURE_MIG_DATA_SIZE,
+    sys::VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY,
+    sys::VFIO_DEVICE_FEATURE_LOW_POWER_EXIT,
+];
+
 /// What a request's argument looks like, and so what [`Kernel::ioctl`] must
 /// check before handing it to the kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,8 +51,10 @@ pub(crate) enum Shape {
     /// at most `argsz` bytes. Flags in `forbidden` (at offset 4) would make
     /// the kernel follow a user pointer, so they are refused here.
     Argsz { min: usize, forbidden: u32 },
-    /// `VFIO_DEVICE_FEATURE` restricted to `PROBE`: no data is transferred.
-    FeatureProbe,
+    /// `VFIO_DEVICE_FEATURE`: a probe of any feature (no data moves), or a
+    /// GET/SET of a feature whose data is self-contained (no user pointer:
+    /// [`SELF_CONTAINED_FEATURES`]), within `argsz`.
+    Feature,
     /// `vfio_pci_hot_reset`: `argsz`, `flags`, `count`, then `count` ints.
     /// The kernel reads `count` ints whatever `argsz` says (it only checks
     /// `argsz >= 12`), so `12 + 4 * count` must fit the buffer too.
@@ -138,7 +150,13 @@ pub(crate) mod req {
         argsz(size_of::<sys::vfio_pci_hot_reset_info>())
     );
     request!(VFIO_DEVICE_PCI_HOT_RESET, Device, Shape::CountedInts);
-    request!(VFIO_DEVICE_FEATURE, Device, Shape::FeatureProbe);
+    request!(VFIO_DEVICE_FEATURE, Device, Shape::Feature);
+    // On a migration data fd (`crate::migration`).
+    request!(
+        VFIO_MIG_GET_PRECOPY_INFO,
+        MigrationData,
+        argsz(size_of::<sys::vfio_precopy_info>())
+    );
     // iommufd and VFIO device cdev requests (`crate::iommufd`). Their
     // structs begin with `size`/`argsz` too, so the argsz shape applies;
     // the flags word at offset 4 is checked only where it is one.
@@ -299,13 +317,18 @@ pub(crate) fn check_shape(shape: Shape, arg: &Arg<'_>) -> Result<(), &'static st
                 Ok(())
             }
         }
-        Shape::FeatureProbe => {
+        Shape::Feature => {
             let argsz = word(0).ok_or("argument shorter than argsz")? as usize;
             let flags = word(4).ok_or("argument shorter than flags")?;
-            if argsz > bytes.len() || flags & sys::VFIO_DEVICE_FEATURE_PROBE == 0 {
-                Err("only feature probes are issued through the safe path")
-            } else {
+            let feature = flags & sys::VFIO_DEVICE_FEATURE_MASK;
+            if argsz < 8 || argsz > bytes.len() {
+                Err("argsz outside the argument buffer")
+            } else if flags & sys::VFIO_DEVICE_FEATURE_PROBE != 0
+                || SELF_CONTAINED_FEATURES.contains(&feature)
+            {
                 Ok(())
+            } else {
+                Err("this feature's data carries user pointers: not for the safe path")
             }
         }
     }
@@ -468,6 +491,24 @@ impl Kernel {
         }
     }
 
+    /// `read(2)` on a migration data fd.
+    pub(crate) fn read(&self, fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<usize, Errno> {
+        match &self.backend {
+            Backend::Host => nix::unistd::read(fd, buf),
+            #[cfg(feature = "sim")]
+            Backend::Sim(machine) => machine.read(fd, buf),
+        }
+    }
+
+    /// `write(2)` on a migration data fd.
+    pub(crate) fn write(&self, fd: BorrowedFd<'_>, buf: &[u8]) -> Result<usize, Errno> {
+        match &self.backend {
+            Backend::Host => nix::unistd::write(fd, buf),
+            #[cfg(feature = "sim")]
+            Backend::Sim(machine) => machine.write(fd, buf),
+        }
+    }
+
     /// `pwrite(2)` on a device fd.
     pub(crate) fn pwrite(
         &self,
@@ -533,9 +574,16 @@ mod tests {
             sys::VFIO_DEVICE_FEATURE_PROBE | sys::VFIO_DEVICE_FEATURE_GET,
             8,
         );
-        assert!(check_shape(Shape::FeatureProbe, &Arg::InOut(&mut probe.clone())).is_ok());
-        let get = argsz_bytes(8, sys::VFIO_DEVICE_FEATURE_GET, 8);
-        assert!(check_shape(Shape::FeatureProbe, &Arg::In(&get)).is_err());
+        assert!(check_shape(Shape::Feature, &Arg::InOut(&mut probe.clone())).is_ok());
+        // GET of a feature without pointers passes; one whose data holds
+        // user pointers (DMA logging) does not, nor an argsz past the buffer.
+        let state = sys::VFIO_DEVICE_FEATURE_GET | sys::VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE;
+        assert!(check_shape(Shape::Feature, &Arg::In(&argsz_bytes(16, state, 16))).is_ok());
+        assert!(check_shape(Shape::Feature, &Arg::In(&argsz_bytes(17, state, 16))).is_err());
+        let report = sys::VFIO_DEVICE_FEATURE_GET | sys::VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT;
+        assert!(check_shape(Shape::Feature, &Arg::In(&argsz_bytes(40, report, 40))).is_err());
+        let start = sys::VFIO_DEVICE_FEATURE_SET | sys::VFIO_DEVICE_FEATURE_DMA_LOGGING_START;
+        assert!(check_shape(Shape::Feature, &Arg::In(&argsz_bytes(32, start, 32))).is_err());
     }
 
     #[test]

@@ -226,6 +226,8 @@ mod group;
 pub mod iommufd;
 #[allow(unsafe_code)]
 mod kernel;
+pub mod mdev;
+pub mod migration;
 #[allow(unsafe_code)]
 mod mmio;
 mod region;

@@ -82,6 +82,20 @@ impl Edu {
         }
     }
 
+    /// The registers a migration stream carries: liveness, factorial,
+    /// status, interrupt status.
+    pub(crate) fn saved_regs(&self) -> [u32; 4] {
+        [self.addr4, self.fact, self.status, self.irq_status]
+    }
+
+    /// Restores what [`saved_regs`](Self::saved_regs) gave.
+    pub(crate) fn load_regs(&mut self, [addr4, fact, status, irq_status]: [u32; 4]) {
+        self.addr4 = addr4;
+        self.fact = fact;
+        self.status = status;
+        self.irq_status = irq_status;
+    }
+
     pub(crate) fn raise(&mut self, value: u32, msi: bool) {
         self.irq_status |= value;
         if self.irq_status != 0 {

@@ -14,6 +14,7 @@ use nix::errno::Errno;
 use super::edu::{BAR0_SIZE, Edu};
 use super::iommu::Type1;
 use super::iommufd::{Ictx, Ioas, UserMemory, X86_MSI_WINDOW};
+use super::migration::MigDevice;
 use super::os::{self, FdKey};
 use super::pamu::{Pamu, PamuMode};
 use super::pci::{CONFIG_SIZE, IrqType, PciDevice};
@@ -91,8 +92,14 @@ const IOMMUFD_REQUESTS: &[(u32, &str)] = &[
     (sys::IOMMU_IOAS_ALLOW_IOVAS, "IOMMU_IOAS_ALLOW_IOVAS"),
     (sys::IOMMU_IOAS_COPY, "IOMMU_IOAS_COPY"),
 ];
+/// On a migration data fd.
+const MIG_DATA_REQUESTS: &[(u32, &str)] =
+    &[(sys::VFIO_MIG_GET_PRECOPY_INFO, "VFIO_MIG_GET_PRECOPY_INFO")];
 /// The syscalls that can be failed by name too.
-const SYSCALLS: &[&str] = &["open", "pread", "pwrite"];
+/// `migration_step` is no syscall: a fault injected on it fails one step
+/// of a migration state transition in the device's driver, which leaves the
+/// device in ERROR.
+const SYSCALLS: &[&str] = &["open", "pread", "pwrite", "read", "write", "migration_step"];
 
 /// Whether `name` is something [`Machine`] counts and can fail.
 pub(crate) fn known_request(name: &str) -> Option<&'static str> {
@@ -101,6 +108,7 @@ pub(crate) fn known_request(name: &str) -> Option<&'static str> {
         .chain(GROUP_REQUESTS)
         .chain(DEVICE_REQUESTS)
         .chain(IOMMUFD_REQUESTS)
+        .chain(MIG_DATA_REQUESTS)
         .map(|&(_, n)| n)
         .chain(SYSCALLS.iter().copied())
         .find(|n| *n == name)
@@ -117,6 +125,8 @@ enum Kind {
     Iommufd(usize),
     /// An open device cdev (`/dev/vfio/devices/vfioN`), by file.
     Cdev(usize),
+    /// A migration data fd: its device and the file's generation.
+    MigData(usize, u64),
 }
 
 /// An open cdev file: its device and, once bound, its iommufd context and
@@ -264,7 +274,9 @@ impl Machine {
                 let addr = parse_address(&d.address).unwrap_or((0, 0, 0));
                 let base = 0xfe00_0000u32.wrapping_sub((devices.len() as u32) << 20);
                 members.push(devices.len());
-                devices.push(PciDevice::new(d.address.clone(), gi, addr, d.reset, base));
+                let mut dev = PciDevice::new(d.address.clone(), gi, addr, d.reset, base);
+                dev.mig = d.migration.map(MigDevice::new);
+                devices.push(dev);
             }
             groups.push(GroupObj {
                 number: g.number,
@@ -405,6 +417,7 @@ impl Machine {
             Kind::Group(_) => GROUP_REQUESTS,
             Kind::Device(_) | Kind::Cdev(_) => DEVICE_REQUESTS,
             Kind::Iommufd(_) => IOMMUFD_REQUESTS,
+            Kind::MigData(..) => MIG_DATA_REQUESTS,
         };
         let name = table.iter().find(|&&(c, _)| c == code).map(|&(_, n)| n);
         if let Some(name) = name
@@ -443,6 +456,18 @@ impl Machine {
                 _ => s.device_ioctl(d, name, &mut arg),
             },
             Kind::Cdev(c) => s.cdev_ioctl(c, name, &mut arg),
+            Kind::MigData(d, generation) => {
+                // VFIO_MIG_GET_PRECOPY_INFO, the one request of the file.
+                let b = inout(&mut arg)?;
+                if (word(b, 0)? as usize) < 24 {
+                    return Err(Errno::EINVAL);
+                }
+                let mig = s.devices[d].mig.as_ref().ok_or(Errno::ENOTTY)?;
+                let (initial, dirty) = mig.precopy_info(generation)?;
+                put(b, 8, &initial.to_ne_bytes())?;
+                put(b, 16, &dirty.to_ne_bytes())?;
+                Ok(0)
+            }
             Kind::Iommufd(i) => {
                 let ictx = s
                     .ictxs
@@ -482,6 +507,37 @@ impl Machine {
         }
     }
 
+    /// `read(2)` on a simulated fd (migration data fds).
+    pub(crate) fn read(&self, fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<usize, Errno> {
+        let key = os::key_of(fd).map_err(|_| Errno::EBADF)?;
+        let mut s = self.lock();
+        s.count("read")?;
+        match s.objects.get(&key).map(|o| o.kind) {
+            Some(Kind::MigData(d, generation)) => s.devices[d]
+                .mig
+                .as_mut()
+                .ok_or(Errno::EINVAL)?
+                .read(generation, buf),
+            // The VFIO nodes have no read method.
+            _ => Err(Errno::EINVAL),
+        }
+    }
+
+    /// `write(2)` on a simulated fd (migration data fds).
+    pub(crate) fn write(&self, fd: BorrowedFd<'_>, buf: &[u8]) -> Result<usize, Errno> {
+        let key = os::key_of(fd).map_err(|_| Errno::EBADF)?;
+        let mut s = self.lock();
+        s.count("write")?;
+        match s.objects.get(&key).map(|o| o.kind) {
+            Some(Kind::MigData(d, generation)) => s.devices[d]
+                .mig
+                .as_mut()
+                .ok_or(Errno::EINVAL)?
+                .write(generation, buf),
+            _ => Err(Errno::EINVAL),
+        }
+    }
+
     /// `pwrite(2)` on a simulated fd.
     pub(crate) fn pwrite(
         &self,
@@ -503,6 +559,34 @@ impl Machine {
     }
 }
 
+/// [`State::count`], on the two fields it needs (so that a device can be
+/// borrowed meanwhile).
+fn count_call(
+    calls: &mut HashMap<&'static str, u64>,
+    faults: &mut Vec<Fault>,
+    name: &'static str,
+) -> Result<(), Errno> {
+    *calls.entry(name).or_insert(0) += 1;
+    let mut fired = None;
+    faults.retain_mut(|f| {
+        if f.name != name {
+            return true;
+        }
+        f.countdown = f.countdown.saturating_sub(1);
+        if f.countdown == 0 && fired.is_none() {
+            fired = Some(f.errno);
+            false
+        } else {
+            if f.countdown == 0 {
+                // Due at the same call as one that fired: due next call.
+                f.countdown = 1;
+            }
+            true
+        }
+    });
+    fired.map_or(Ok(()), Err)
+}
+
 /// A region access.
 enum Rw<'a> {
     Read(&'a mut [u8]),
@@ -517,25 +601,7 @@ impl State {
     /// first two calls. When several are due at one call, the earliest
     /// injected fires and the others stay due (they fail the next calls).
     fn count(&mut self, name: &'static str) -> Result<(), Errno> {
-        *self.calls.entry(name).or_insert(0) += 1;
-        let mut fired = None;
-        self.faults.retain_mut(|f| {
-            if f.name != name {
-                return true;
-            }
-            f.countdown = f.countdown.saturating_sub(1);
-            if f.countdown == 0 && fired.is_none() {
-                fired = Some(f.errno);
-                false
-            } else {
-                if f.countdown == 0 {
-                    // Due at the same call as one that fired: due next call.
-                    f.countdown = 1;
-                }
-                true
-            }
-        });
-        fired.map_or(Ok(()), Err)
+        count_call(&mut self.calls, &mut self.faults, name)
     }
 
     pub(crate) fn inject(&mut self, name: &'static str, nth: u64, errno: Errno) {
@@ -705,7 +771,7 @@ impl State {
             return;
         }
         closed.sort_by_key(|(_, k)| match k {
-            Kind::Device(_) | Kind::Cdev(_) => 0,
+            Kind::MigData(..) | Kind::Device(_) | Kind::Cdev(_) => 0,
             Kind::Group(_) => 1,
             Kind::Container(_) => 2,
             Kind::Iommufd(_) => 3,
@@ -734,6 +800,9 @@ impl State {
                     self.settle_container(c);
                 }
                 Kind::Cdev(c) => self.release_cdev(c),
+                // Closing a data fd changes no state (the file stays the
+                // device's until a transition or reset disables it).
+                Kind::MigData(..) => {}
                 Kind::Iommufd(i) => {
                     if let Some(Some(ictx)) = self.ictxs.get_mut(i) {
                         ictx.open = false;
@@ -1039,7 +1108,9 @@ impl State {
                 }) => Err(Errno::ENOTTY),
                 _ => Err(Errno::EINVAL),
             },
-            Kind::Group(_) | Kind::Device(_) | Kind::Cdev(_) => Err(Errno::ENOTTY),
+            Kind::Group(_) | Kind::Device(_) | Kind::Cdev(_) | Kind::MigData(..) => {
+                Err(Errno::ENOTTY)
+            }
             // iommufd_fops_ioctl passes other numbers to its VFIO
             // compatibility ioctl, which knows none of them either.
             Kind::Iommufd(_) => Err(Errno::ENOTTY),
@@ -1397,7 +1468,11 @@ impl State {
                     return Err(Errno::EINVAL);
                 }
                 // QEMU's edu has no reset handler and vfio-pci restores the
-                // config space around the reset: nothing visible changes.
+                // config space around the reset: nothing visible changes,
+                // but for migration, which returns to RUNNING.
+                if let Some(mig) = &mut self.devices[d].mig {
+                    mig.reset();
+                }
                 Ok(0)
             }
             "VFIO_DEVICE_GET_PCI_HOT_RESET_INFO" => {
@@ -1454,37 +1529,92 @@ impl State {
                 }
                 Ok(0)
             }
-            "VFIO_DEVICE_FEATURE" => {
-                let b = input(arg)?;
-                let (argsz, flags) = (word(b, 0)?, word(b, 4)?);
-                let (get, set, probe) = (
-                    sys::VFIO_DEVICE_FEATURE_GET,
-                    sys::VFIO_DEVICE_FEATURE_SET,
-                    sys::VFIO_DEVICE_FEATURE_PROBE,
-                );
-                if argsz < 8 || flags & !(sys::VFIO_DEVICE_FEATURE_MASK | get | set | probe) != 0 {
-                    return Err(Errno::EINVAL);
+            "VFIO_DEVICE_FEATURE" => self.device_feature(d, arg),
+            _ => Err(Errno::ENOTTY),
+        }
+    }
+
+    /// `VFIO_DEVICE_FEATURE` (`vfio_ioctl_device_feature`): low power entry
+    /// and exit (set only, no data), and migration v2 on a migratable
+    /// device.
+    fn device_feature(&mut self, d: usize, arg: &mut Arg<'_>) -> Result<c_int, Errno> {
+        let (get, set, probe) = (
+            sys::VFIO_DEVICE_FEATURE_GET,
+            sys::VFIO_DEVICE_FEATURE_SET,
+            sys::VFIO_DEVICE_FEATURE_PROBE,
+        );
+        let b = input(arg)?;
+        let (argsz, flags) = (word(b, 0)?, word(b, 4)?);
+        if argsz < 8 || flags & !(sys::VFIO_DEVICE_FEATURE_MASK | get | set | probe) != 0 {
+            return Err(Errno::EINVAL);
+        }
+        if flags & probe == 0 && flags & get != 0 && flags & set != 0 {
+            return Err(Errno::EINVAL);
+        }
+        // vfio_check_feature: whether to go on (false: a successful probe).
+        let payload = (argsz - 8) as usize;
+        let check = |ops: u32, minsz: usize| -> Result<bool, Errno> {
+            if flags & (get | set) & !ops != 0 {
+                Err(Errno::EINVAL)
+            } else if flags & probe != 0 {
+                Ok(false)
+            } else if flags & (get | set) == 0 || payload < minsz {
+                Err(Errno::EINVAL)
+            } else {
+                Ok(true)
+            }
+        };
+        let feature = flags & sys::VFIO_DEVICE_FEATURE_MASK;
+        let migratable = self.devices[d].mig.is_some();
+        match feature {
+            sys::VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY
+            | sys::VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY_WITH_WAKEUP
+            | sys::VFIO_DEVICE_FEATURE_LOW_POWER_EXIT => check(set, 0).map(|_| 0),
+            sys::VFIO_DEVICE_FEATURE_MIGRATION if migratable => {
+                if check(get, 8)? {
+                    let mig_flags = self.devices[d].mig.as_ref().map_or(0, |m| m.flags);
+                    put(inout(arg)?, 8, &u64::from(mig_flags).to_ne_bytes())?;
                 }
-                if flags & probe == 0 && flags & get != 0 && flags & set != 0 {
-                    return Err(Errno::EINVAL);
+                Ok(0)
+            }
+            sys::VFIO_DEVICE_FEATURE_MIG_DATA_SIZE if migratable => {
+                if check(get, 8)? {
+                    let size = self.devices[d]
+                        .mig
+                        .as_ref()
+                        .map_or(0, |m| m.stop_copy_size());
+                    put(inout(arg)?, 8, &size.to_ne_bytes())?;
                 }
-                match flags & sys::VFIO_DEVICE_FEATURE_MASK {
-                    sys::VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY
-                    | sys::VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY_WITH_WAKEUP
-                    | sys::VFIO_DEVICE_FEATURE_LOW_POWER_EXIT => {
-                        // vfio_check_feature(.., SET, ..)
-                        if flags & get != 0 {
-                            Err(Errno::EINVAL)
-                        } else if flags & probe != 0 {
-                            Ok(0)
-                        } else if flags & set == 0 {
-                            Err(Errno::EINVAL)
-                        } else {
-                            Ok(0)
-                        }
+                Ok(0)
+            }
+            sys::VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE if migratable => {
+                if !check(get | set, 8)? {
+                    return Ok(0);
+                }
+                if flags & get != 0 {
+                    let state = self.devices[d].mig.as_ref().map_or(0, |m| m.state);
+                    let b = inout(arg)?;
+                    put(b, 8, &state.to_ne_bytes())?;
+                    put(b, 12, &(-1i32).to_ne_bytes())?;
+                    return Ok(0);
+                }
+                let wanted = word(input(arg)?, 8)?;
+                let (calls, faults) = (&mut self.calls, &mut self.faults);
+                let mut step = || count_call(calls, faults, "migration_step");
+                let dev = &mut self.devices[d];
+                let Some(mig) = dev.mig.as_mut() else {
+                    return Err(Errno::ENOTTY);
+                };
+                let made = mig.set_state(&mut dev.edu, wanted, &mut step);
+                let raw = match made {
+                    Ok(Some(generation)) => {
+                        let fd = self.new_object(Kind::MigData(d, generation))?;
+                        fd.into_raw_fd()
                     }
-                    _ => Err(Errno::ENOTTY),
-                }
+                    Ok(None) | Err(_) => -1,
+                };
+                put(inout(arg)?, 12, &raw.to_ne_bytes())?;
+                made.map(|_| 0)
             }
             _ => Err(Errno::ENOTTY),
         }

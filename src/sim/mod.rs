@@ -108,6 +108,7 @@ mod iommu;
 mod iommufd;
 #[allow(unsafe_code)]
 mod machine;
+mod migration;
 #[allow(unsafe_code)]
 mod os;
 mod pamu;
@@ -132,6 +133,8 @@ pub(crate) use machine::Machine;
 pub struct SimDevice {
     address: String,
     reset: bool,
+    /// `VFIO_MIGRATION_*` flags, for a migratable device.
+    migration: Option<u32>,
 }
 
 impl SimDevice {
@@ -141,7 +144,25 @@ impl SimDevice {
         SimDevice {
             address: address.to_owned(),
             reset: true,
+            migration: None,
         }
+    }
+
+    /// Makes the device migratable (migration v2: STOP_COPY, and RUNNING_P2P
+    /// with `p2p`, PRE_COPY with `pre_copy`): its driver saves and restores
+    /// edu's registers and DMA buffer through the data fd. The simulator's
+    /// stream format is its own; PRE_COPY carries the DMA buffer, STOP_COPY
+    /// the registers; a resume stream over 64 KiB is refused (`ENOMEM`).
+    pub fn migratable(mut self, p2p: bool, pre_copy: bool) -> Self {
+        let mut flags = crate::sys::VFIO_MIGRATION_STOP_COPY;
+        if p2p {
+            flags |= crate::sys::VFIO_MIGRATION_P2P;
+        }
+        if pre_copy {
+            flags |= crate::sys::VFIO_MIGRATION_PRE_COPY;
+        }
+        self.migration = Some(flags);
+        self
     }
 
     /// Whether the device can be reset. Without it (an edu on QEMU's root

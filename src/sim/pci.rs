@@ -45,6 +45,8 @@ pub(crate) struct PciDevice {
     pub(crate) msi: Vec<Option<OwnedFd>>,
     pub(crate) req: Option<OwnedFd>,
     pub(crate) edu: Edu,
+    /// Migration v2, for a device built `migratable`.
+    pub(crate) mig: Option<super::migration::MigDevice>,
 }
 
 fn put16(b: &mut [u8], at: usize, v: u16) {
@@ -98,6 +100,7 @@ impl PciDevice {
             msi: Vec::new(),
             req: None,
             edu: Edu::new(),
+            mig: None,
         }
     }
 
@@ -133,6 +136,10 @@ impl PciDevice {
         self.msi.clear();
         self.req = None;
         put16(&mut self.config, COMMAND, COMMAND_ON_OPEN);
+        // Opening the device (as a reset) returns it to RUNNING.
+        if let Some(mig) = &mut self.mig {
+            mig.reset();
+        }
     }
 
     /// Delivers what the device signalled: MSIs (only with Bus Master on:
