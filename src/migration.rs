@@ -872,6 +872,20 @@ impl Device {
         get_state(self)
     }
 
+    /// One `SET` of `VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE` to any value,
+    /// outside the typestate: the data fd the kernel returned, if any. For
+    /// a VMM that runs its own copy of the state machine, and for probing
+    /// what the kernel refuses. Refused while a typed handle lives
+    /// ([`MigrationError::Busy`]): it would move the device behind it.
+    pub fn set_migration_state(&self, state: MigState) -> Result<Option<OwnedFd>, MigrationError> {
+        if !self.claim_migration() {
+            return Err(MigrationError::Busy);
+        }
+        let result = set_state(self, state);
+        self.release_migration();
+        result
+    }
+
     /// The device's migration handle, in RUNNING, for the states `C` names:
     /// the device must advertise them ([`MigrationError::Unsupported`]), be
     /// RUNNING ([`MigrationError::NotRunning`]) and have no other handle

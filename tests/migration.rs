@@ -385,3 +385,42 @@ fn a_pre_copy_stream_survives_a_failed_move_to_stop_copy() {
     };
     assert_eq!(5 + n, 4101);
 }
+
+#[path = "scenarios/migration_fsm.rs"]
+mod migration_fsm;
+
+/// The raw state machine of the simulator's migratable edu against the
+/// kernel's, as recorded on mtty (`tests/scenarios/migration-fsm.txt`), on
+/// every configuration that recorded it.
+#[test]
+fn the_state_machine_matches_the_real_kernels_mtty() {
+    let record = include_str!("scenarios/migration-fsm.txt");
+    let s = sim(true, true);
+    let c = container(&s);
+    let d = c.open_device(A).unwrap();
+    let mine = migration_fsm::matrix(&d, &|d| d.reset().unwrap());
+    let mut configs: Vec<&str> = record
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| l.split_once(' ').map(|(c, _)| c))
+        .collect();
+    configs.dedup();
+    for line in &mine {
+        println!("SIM {line}");
+    }
+    assert!(
+        !configs.is_empty(),
+        "no real-kernel record in migration-fsm.txt"
+    );
+    for config in configs {
+        let theirs: Vec<&str> = record
+            .lines()
+            .filter_map(|l| l.strip_prefix(&format!("{config} ")))
+            .collect();
+        let ours: Vec<&str> = mine.iter().map(String::as_str).collect();
+        assert_eq!(
+            ours, theirs,
+            "the simulator's state machine differs from {config}'s"
+        );
+    }
+}

@@ -244,3 +244,16 @@ pub fn on_root_bus(bdf: &str) -> bool {
 pub fn has_type1_driver() -> bool {
     std::path::Path::new("/sys/module/vfio_iommu_type1").exists()
 }
+
+/// The running kernel's `(major, minor)`, from `/proc/sys/kernel/osrelease`
+/// (`6.12.117+deb12-cloud-amd64`, `7.2.12`): where kernel versions answer
+/// differently, the tests expect each version's answer.
+pub fn kernel_version() -> (u32, u32) {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_else(|e| panic!("read /proc/sys/kernel/osrelease: {e}"));
+    let mut parts = release.trim().split(|c: char| !c.is_ascii_digit());
+    match (parts.next().map(str::parse), parts.next().map(str::parse)) {
+        (Some(Ok(major)), Some(Ok(minor))) => (major, minor),
+        _ => panic!("kernel release {release:?}: no major.minor"),
+    }
+}

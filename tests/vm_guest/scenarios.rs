@@ -66,7 +66,16 @@ impl Env for Real {
 /// `linux-6.12.txt` (which `tests/sim_diff.rs` compares the simulator
 /// with), the aarch64 SMMUv3 guest in `linux-6.12-aarch64.txt` (not
 /// compared with the simulator, which models VT-d), the 32-bit PowerPC
-/// no-IOMMU guest in `linux-6.12-ppc32.txt`.
+/// no-IOMMU guest in `linux-6.12-ppc32.txt`; the Linux 7.2 guests (`k72-*`)
+/// in `linux-7.2.txt`.
+fn committed(config: &str) -> &'static str {
+    if config.starts_with("k72-") {
+        include_str!("../scenarios/linux-7.2.txt")
+    } else {
+        COMMITTED
+    }
+}
+
 const COMMITTED: &str = if cfg!(target_arch = "aarch64") {
     include_str!("../scenarios/linux-6.12-aarch64.txt")
 } else if cfg!(target_arch = "powerpc") {
@@ -84,7 +93,7 @@ fn scenarios_record() {
     for line in &lines {
         println!("SCENARIO {line}");
     }
-    let committed: Vec<String> = COMMITTED.lines().map(str::to_owned).collect();
+    let committed: Vec<String> = committed(&config).lines().map(str::to_owned).collect();
     if committed
         .iter()
         .any(|l| l.starts_with(&format!("{config} ")))

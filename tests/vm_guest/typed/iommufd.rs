@@ -219,12 +219,10 @@ fn iommufd_hw_info_hwpt_alloc_replace_and_options() {
             assert_ne!(idr[0] & 0b11, 0, "SMMU_IDR0 names no translation stage");
         }
         HwInfoData::None if cfg!(target_arch = "aarch64") => {
-            let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
-            let mut v = release.trim().split(['.', '-']).map(|x| x.parse::<u32>());
-            let (major, minor) = (v.next(), v.next());
+            let version = rig::kernel_version();
             assert!(
-                matches!((major, minor), (Some(Ok(m)), Some(Ok(n))) if (m, n) < (6, 13)),
-                "no SMMUv3 hw info from Linux {release}"
+                version < (6, 13),
+                "no SMMUv3 hw info from Linux {version:?}"
             );
         }
         other => panic!("unexpected hw info for this architecture's IOMMU: {other:x?}"),
