@@ -118,6 +118,18 @@ const _: () = {
     );
 };
 
+/// `vfio_device_ioeventfd`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct IoEventFd {
+    pub(crate) argsz: u32,
+    pub(crate) flags: u32,
+    pub(crate) offset: u64,
+    pub(crate) data: u64,
+    pub(crate) fd: i32,
+    pub(crate) reserved: u32,
+}
+
 /// `vfio_precopy_info` (`VFIO_MIG_GET_PRECOPY_INFO` on a data fd).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -205,6 +217,7 @@ sys::plain::plain!(bytes DependentDevice { id: u32, segment: u16, bus: u8, devfn
 sys::plain::plain!(bytes DeviceFeature { argsz: u32, flags: u32 });
 sys::plain::plain!(bytes FeatureMigState { argsz: u32, flags: u32, device_state: u32, data_fd: i32 });
 sys::plain::plain!(bytes FeatureU64 { argsz: u32, flags: u32, value: u64 });
+sys::plain::plain!(bytes IoEventFd { argsz: u32, flags: u32, offset: u64, data: u64, fd: i32, reserved: u32 });
 sys::plain::plain!(bytes PrecopyInfo { argsz: u32, flags: u32, initial_bytes: u64, dirty_bytes: u64 });
 sys::plain::plain!(bytes DmaUnmap { argsz: u32, flags: u32, iova: u64, size: u64 });
 sys::plain::plain!(bytes HwInfo {
@@ -256,6 +269,7 @@ mirrors! {
     DependentDevice = vfio_pci_dependent_device { segment, bus, devfn };
     DmaUnmap = vfio_iommu_type1_dma_unmap { argsz, flags, iova, size };
     PrecopyInfo = vfio_precopy_info { argsz, flags, initial_bytes, dirty_bytes };
+    IoEventFd = vfio_device_ioeventfd { argsz, flags, offset, data, fd, reserved };
     HwInfo = iommu_hw_info { size, flags, dev_id, data_len, data_uptr, out_max_pasid_log2, __reserved, out_capabilities };
 }
 

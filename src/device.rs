@@ -487,6 +487,61 @@ impl Device {
             .map_err(|e| not_enabled(e, "unmask"))
     }
 
+    /// Unmasks INTx from an eventfd (`DATA_EVENTFD | ACTION_UNMASK`): each
+    /// signal of `fd` unmasks the IRQ in the kernel, as
+    /// [`unmask_irq`](Self::unmask_irq) would, without the ioctl (an
+    /// irqfd's resample path). `None` removes it. vfio-pci has it for INTx
+    /// only, once enabled ([`DeviceError::IrqNotEnabled`] otherwise).
+    pub fn set_irq_unmask_eventfd(
+        &self,
+        index: u32,
+        vector: u32,
+        fd: Option<BorrowedFd<'_>>,
+    ) -> Result<(), DeviceError> {
+        self.check_irq_index(index)?;
+        let raw = [fd.map_or(-1, |fd| fd.as_raw_fd())];
+        self.set_irqs(
+            index,
+            sys::VFIO_IRQ_SET_ACTION_UNMASK,
+            vector,
+            IrqData::EventFds(&raw),
+        )
+        .map_err(|e| not_enabled(e, "unmask"))
+    }
+
+    /// `VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY`: lets the device go to a low
+    /// power state (D3) while user space does not use it; any access brings
+    /// it back. [`low_power_exit`](Self::low_power_exit) ends it.
+    #[doc(alias = "VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY")]
+    pub fn low_power_entry(&self) -> Result<(), DeviceError> {
+        self.set_feature_without_data(sys::VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY)
+    }
+
+    /// `VFIO_DEVICE_FEATURE_LOW_POWER_EXIT`.
+    #[doc(alias = "VFIO_DEVICE_FEATURE_LOW_POWER_EXIT")]
+    pub fn low_power_exit(&self) -> Result<(), DeviceError> {
+        self.set_feature_without_data(sys::VFIO_DEVICE_FEATURE_LOW_POWER_EXIT)
+    }
+
+    fn set_feature_without_data(&self, feature: u32) -> Result<(), DeviceError> {
+        let mut arg = abi::DeviceFeature {
+            argsz: size_of::<abi::DeviceFeature>() as u32,
+            flags: sys::VFIO_DEVICE_FEATURE_SET | feature,
+        };
+        self.kernel
+            .ioctl(
+                self.fd.as_fd(),
+                req::VFIO_DEVICE_FEATURE,
+                Arg::InOut(arg.as_mut_bytes()),
+            )
+            .map(drop)
+            .map_err(|errno| DeviceError::IndexedIoctl {
+                ioctl: req::VFIO_DEVICE_FEATURE.name,
+                index: feature,
+                errno,
+            })
+    }
+
     fn bool_action(
         &self,
         index: u32,

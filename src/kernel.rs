@@ -151,6 +151,15 @@ pub(crate) mod req {
     );
     request!(VFIO_DEVICE_PCI_HOT_RESET, Device, Shape::CountedInts);
     request!(VFIO_DEVICE_FEATURE, Device, Shape::Feature);
+    // `fd` is an eventfd number, not a pointer; no flag reaches memory.
+    request!(
+        VFIO_DEVICE_IOEVENTFD,
+        Device,
+        Shape::Argsz {
+            min: size_of::<sys::vfio_device_ioeventfd>(),
+            forbidden: !sys::VFIO_DEVICE_IOEVENTFD_SIZE_MASK,
+        }
+    );
     // On a migration data fd (`crate::migration`).
     request!(
         VFIO_MIG_GET_PRECOPY_INFO,

@@ -245,7 +245,7 @@ pub use device::{Device, DeviceInfo, FeatureSupport, HotResetDevice, IrqInfo, Pc
 pub use dma::{DmaAccess, DmaBuffer, DmaMapping, UnmapError, page_size};
 pub use error::{ContainerError, DeviceError, DmaError, Errno, GroupError};
 pub use group::{Group, GroupId, GroupStatus};
-pub use region::{MappedRegion, Region, RegionInfo, SparseArea};
+pub use region::{IoEventData, MappedRegion, Region, RegionInfo, SparseArea};
 #[cfg(feature = "type2")]
 pub use type2::{
     Aperture, ContiguousBuffer, MsiBankMapping, PamuId, PamuMapping, PamuPlatform, StashCache,

@@ -204,6 +204,32 @@ macro_rules! scalar_access {
     )*};
 }
 
+/// The value an ioeventfd writes, and so its width
+/// ([`Region::add_ioeventfd`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IoEventData {
+    /// One byte (`VFIO_DEVICE_IOEVENTFD_8`).
+    U8(u8),
+    /// Two bytes (`VFIO_DEVICE_IOEVENTFD_16`).
+    U16(u16),
+    /// Four bytes (`VFIO_DEVICE_IOEVENTFD_32`).
+    U32(u32),
+    /// Eight bytes (`VFIO_DEVICE_IOEVENTFD_64`).
+    U64(u64),
+}
+
+impl IoEventData {
+    /// The size flag, the value widened, the width in bytes.
+    fn parts(self) -> (u32, u64, usize) {
+        match self {
+            IoEventData::U8(v) => (sys::VFIO_DEVICE_IOEVENTFD_8, v.into(), 1),
+            IoEventData::U16(v) => (sys::VFIO_DEVICE_IOEVENTFD_16, v.into(), 2),
+            IoEventData::U32(v) => (sys::VFIO_DEVICE_IOEVENTFD_32, v.into(), 4),
+            IoEventData::U64(v) => (sys::VFIO_DEVICE_IOEVENTFD_64, v, 8),
+        }
+    }
+}
+
 impl<'d> Region<'d> {
     pub(crate) fn new(device: &'d Device, info: RegionInfo) -> Self {
         Region { device, info }
@@ -240,6 +266,56 @@ impl<'d> Region<'d> {
             return Err(self.out_of_bounds(offset, width as u64));
         }
         Ok(())
+    }
+
+    /// `VFIO_DEVICE_IOEVENTFD`: from now on, each signal of the eventfd `fd`
+    /// makes the kernel write `data` at `offset` of this region (a BAR),
+    /// little-endian as the region's other accessors, without a round trip
+    /// through user space; signals before the write coalesce into one. The
+    /// kernel keeps its own reference to the eventfd until
+    /// [`remove_ioeventfd`](Self::remove_ioeventfd) or the device closes.
+    /// A second one with the same offset, width and data is `EEXIST`.
+    #[doc(alias = "VFIO_DEVICE_IOEVENTFD")]
+    pub fn add_ioeventfd(
+        &self,
+        offset: u64,
+        data: IoEventData,
+        fd: BorrowedFd<'_>,
+    ) -> Result<(), DeviceError> {
+        use std::os::fd::AsRawFd;
+        self.ioeventfd(offset, data, fd.as_raw_fd())
+    }
+
+    /// Removes the ioeventfd [`add_ioeventfd`](Self::add_ioeventfd) set with
+    /// this offset, width and data (`ENODEV` if there is none).
+    pub fn remove_ioeventfd(&self, offset: u64, data: IoEventData) -> Result<(), DeviceError> {
+        self.ioeventfd(offset, data, -1)
+    }
+
+    fn ioeventfd(&self, offset: u64, data: IoEventData, fd: i32) -> Result<(), DeviceError> {
+        let (flags, value, width) = data.parts();
+        let at = self.check_range(offset, width)?;
+        let mut arg = abi::IoEventFd {
+            argsz: size_of::<abi::IoEventFd>() as u32,
+            flags,
+            offset: at,
+            data: value,
+            fd,
+            reserved: 0,
+        };
+        self.device
+            .kernel()
+            .ioctl(
+                self.device.as_fd(),
+                req::VFIO_DEVICE_IOEVENTFD,
+                Arg::InOut(arg.as_mut_bytes()),
+            )
+            .map(drop)
+            .map_err(|errno| DeviceError::IndexedIoctl {
+                ioctl: req::VFIO_DEVICE_IOEVENTFD.name,
+                index: self.info.index,
+                errno,
+            })
     }
 
     /// Reads `buf.len()` bytes at `offset` with `pread` on the device fd.

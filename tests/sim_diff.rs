@@ -95,9 +95,14 @@ fn linux_7_2_differs_from_6_12_where_named() {
         ("custom-iommufd", "k72-iommufd"),
     ] {
         let (a, b) = (pairs(REAL, old), pairs(REAL_72, new));
-        assert!(!a.is_empty() && !b.is_empty(), "no record for {old} or {new}");
-        let (ka, kb): (Vec<&str>, Vec<&str>) =
-            (a.iter().map(|p| p.0).collect(), b.iter().map(|p| p.0).collect());
+        assert!(
+            !a.is_empty() && !b.is_empty(),
+            "no record for {old} or {new}"
+        );
+        let (ka, kb): (Vec<&str>, Vec<&str>) = (
+            a.iter().map(|p| p.0).collect(),
+            b.iter().map(|p| p.0).collect(),
+        );
         assert_eq!(ka, kb, "{old} and {new} record different keys");
         for ((k, va), (_, vb)) in a.iter().zip(&b) {
             if va != vb {
@@ -129,7 +134,11 @@ fn check_72(kind: Kind, config: &str) {
     let real: Vec<String> = REAL_72.lines().map(str::to_owned).filter(keep).collect();
     assert!(real.iter().any(|l| l.starts_with(&format!("{config} "))));
     let diffs = scenarios::compare(config, &real, &sim);
-    assert!(diffs.is_empty(), "unexplained differences:\n{}", diffs.join("\n"));
+    assert!(
+        diffs.is_empty(),
+        "unexplained differences:\n{}",
+        diffs.join("\n")
+    );
 }
 
 #[test]

@@ -17,7 +17,7 @@ use super::iommufd::{Ictx, Ioas, UserMemory, X86_MSI_WINDOW};
 use super::migration::MigDevice;
 use super::os::{self, FdKey};
 use super::pamu::{Pamu, PamuMode};
-use super::pci::{CONFIG_SIZE, IrqType, PciDevice};
+use super::pci::{CONFIG_SIZE, IoEventFd, IrqType, PciDevice};
 use super::{DmaFault, DmaFaultReason, SimBuilder};
 use crate::kernel::Arg;
 use crate::sys;
@@ -70,6 +70,7 @@ const DEVICE_REQUESTS: &[(u32, &str)] = &[
     ),
     (sys::VFIO_DEVICE_PCI_HOT_RESET, "VFIO_DEVICE_PCI_HOT_RESET"),
     (sys::VFIO_DEVICE_FEATURE, "VFIO_DEVICE_FEATURE"),
+    (sys::VFIO_DEVICE_IOEVENTFD, "VFIO_DEVICE_IOEVENTFD"),
     (sys::VFIO_DEVICE_BIND_IOMMUFD, "VFIO_DEVICE_BIND_IOMMUFD"),
     (
         sys::VFIO_DEVICE_ATTACH_IOMMUFD_PT,
@@ -313,6 +314,7 @@ impl Machine {
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         state.sweep();
+        state.service_eventfds();
         state
     }
 
@@ -1530,7 +1532,90 @@ impl State {
                 Ok(0)
             }
             "VFIO_DEVICE_FEATURE" => self.device_feature(d, arg),
+            "VFIO_DEVICE_IOEVENTFD" => self.ioeventfd(d, input(arg)?),
             _ => Err(Errno::ENOTTY),
+        }
+    }
+
+    /// `VFIO_DEVICE_IOEVENTFD` (`vfio_pci_core_ioctl_ioeventfd`,
+    /// `vfio_pci_ioeventfd`): adds, or with fd -1 removes, an ioeventfd on a
+    /// BAR.
+    fn ioeventfd(&mut self, d: usize, b: &[u8]) -> Result<c_int, Errno> {
+        let (argsz, flags) = (word(b, 0)?, word(b, 4)?);
+        let offset = u64::from(word(b, 8)?) | u64::from(word(b, 12)?) << 32;
+        let data = u64::from(word(b, 16)?) | u64::from(word(b, 20)?) << 32;
+        let fd = word(b, 24)? as i32;
+        let size = flags & sys::VFIO_DEVICE_IOEVENTFD_SIZE_MASK;
+        if argsz < 28 || flags & !sys::VFIO_DEVICE_IOEVENTFD_SIZE_MASK != 0 {
+            return Err(Errno::EINVAL);
+        }
+        if size.count_ones() != 1 || fd < -1 {
+            return Err(Errno::EINVAL);
+        }
+        let (bar, pos, size) = (
+            (offset >> 40) as u32,
+            offset & ((1 << 40) - 1),
+            size as usize,
+        );
+        if bar > sys::VFIO_PCI_BAR5_REGION_INDEX {
+            return Err(Errno::EINVAL);
+        }
+        let len = if bar == sys::VFIO_PCI_BAR0_REGION_INDEX {
+            BAR0_SIZE
+        } else {
+            0
+        };
+        if pos.checked_add(size as u64).is_none_or(|end| end > len) {
+            return Err(Errno::EINVAL);
+        }
+        let dev = &mut self.devices[d];
+        let same = |e: &IoEventFd| e.bar == bar && e.pos == pos && e.size == size && e.data == data;
+        if let Some(i) = dev.ioeventfds.iter().position(same) {
+            if fd == -1 {
+                dev.ioeventfds.remove(i);
+                return Ok(0);
+            }
+            return Err(Errno::EEXIST);
+        }
+        if fd < 0 {
+            return Err(Errno::ENODEV);
+        }
+        if dev.ioeventfds.len() >= 1000 {
+            return Err(Errno::ENOSPC);
+        }
+        let fd = os::eventfd_ref(fd)?;
+        dev.ioeventfds.push(IoEventFd {
+            bar,
+            pos,
+            size,
+            data,
+            fd,
+        });
+        Ok(0)
+    }
+
+    /// What the kernel's virqfds do when their eventfd is signalled, done on
+    /// entry into the simulator (it has no thread of its own): an INTx
+    /// unmask eventfd unmasks, an ioeventfd writes its data.
+    fn service_eventfds(&mut self) {
+        for d in 0..self.devices.len() {
+            let dev = &mut self.devices[d];
+            if dev.intx_unmask.as_ref().is_some_and(os::eventfd_take) {
+                dev.unmask_intx();
+            }
+            let writes: Vec<(u64, Vec<u8>)> = dev
+                .ioeventfds
+                .iter()
+                .filter(|e| os::eventfd_take(&e.fd))
+                .map(|e| {
+                    let offset = u64::from(e.bar) << 40 | e.pos;
+                    (offset, e.data.to_le_bytes()[..e.size].to_vec())
+                })
+                .collect();
+            for (offset, bytes) in writes {
+                // As the kernel's write, it cannot fail back to anyone.
+                let _ = self.device_rw(d, offset, Rw::Write(&bytes));
+            }
         }
     }
 
@@ -1689,11 +1774,13 @@ impl State {
                     return Err(Errno::EINVAL);
                 }
                 if eventfd {
-                    // An unmask eventfd (irqfd) is accepted but not wired:
-                    // the simulator has no thread to watch it.
-                    if fds[0] >= 0 {
-                        drop(os::eventfd_ref(fds[0])?);
-                    }
+                    // The unmask eventfd (a virqfd): watched on every entry
+                    // into the simulator (service_eventfds); -1 removes it.
+                    dev.intx_unmask = if fds[0] >= 0 {
+                        Some(os::eventfd_ref(fds[0])?)
+                    } else {
+                        None
+                    };
                 } else if none || data[0] != 0 {
                     dev.unmask_intx();
                 }

@@ -13,7 +13,7 @@
 //! number instead: duplicated fds are then not recognised.
 
 use std::ffi::c_int;
-use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use nix::errno::Errno;
@@ -137,6 +137,25 @@ fn dup_cloexec(raw: c_int) -> Result<c_int, Errno> {
     // SAFETY: fcntl(F_DUPFD_CLOEXEC) takes an integer and touches no memory
     // of this process; on an fd number that is not open it fails (EBADF).
     Errno::result(unsafe { libc::fcntl(raw, libc::F_DUPFD_CLOEXEC, 0) })
+}
+
+/// Whether an eventfd was signalled since last asked, consuming the counter
+/// (as the kernel's virqfd wakeup does): a zero-timeout poll, then a read.
+pub(crate) fn eventfd_take(eventfd: &OwnedFd) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: eventfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: `pfd` is one valid pollfd, exclusively borrowed for the call,
+    // and the count says one; a zero timeout never blocks.
+    let ready = unsafe { libc::poll(&mut pfd, 1, 0) };
+    if ready != 1 || pfd.revents & libc::POLLIN == 0 {
+        return false;
+    }
+    let mut counter = [0u8; 8];
+    // Readable: the read does not block, and leaves the counter 0.
+    matches!(nix::unistd::read(eventfd, &mut counter), Ok(8))
 }
 
 /// Signals an eventfd (adds 1 to its counter), as `eventfd_signal` does.

@@ -47,6 +47,21 @@ pub(crate) struct PciDevice {
     pub(crate) edu: Edu,
     /// Migration v2, for a device built `migratable`.
     pub(crate) mig: Option<super::migration::MigDevice>,
+    /// INTx's unmask eventfd (`DATA_EVENTFD | ACTION_UNMASK`).
+    pub(crate) intx_unmask: Option<OwnedFd>,
+    /// `VFIO_DEVICE_IOEVENTFD`s.
+    pub(crate) ioeventfds: Vec<IoEventFd>,
+}
+
+/// One `VFIO_DEVICE_IOEVENTFD`: when `fd` is signalled, `data` (its low
+/// `size` bytes, little-endian) is written at `pos` of BAR `bar`.
+#[derive(Debug)]
+pub(crate) struct IoEventFd {
+    pub(crate) bar: u32,
+    pub(crate) pos: u64,
+    pub(crate) size: usize,
+    pub(crate) data: u64,
+    pub(crate) fd: OwnedFd,
 }
 
 fn put16(b: &mut [u8], at: usize, v: u16) {
@@ -101,6 +116,8 @@ impl PciDevice {
             req: None,
             edu: Edu::new(),
             mig: None,
+            intx_unmask: None,
+            ioeventfds: Vec::new(),
         }
     }
 
@@ -135,6 +152,8 @@ impl PciDevice {
         self.intx_masked = false;
         self.msi.clear();
         self.req = None;
+        self.intx_unmask = None;
+        self.ioeventfds.clear();
         put16(&mut self.config, COMMAND, COMMAND_ON_OPEN);
         // Opening the device (as a reset) returns it to RUNNING.
         if let Some(mig) = &mut self.mig {

@@ -348,6 +348,82 @@ pub mod common {
 
     #[test]
     #[ignore = "needs a VFIO guest: run tests/vm/run"]
+    fn typed_ioeventfd_writes_the_register_and_an_unmask_eventfd_unmasks_intx() {
+        with_device(|dev, _| {
+            let bar0 = dev.region(0).unwrap();
+            // What a plain write of the value leaves in the liveness
+            // register (edu inverts it), read back the same way.
+            let value = 0x1234_5678u32;
+            bar0.write_u32(LIVENESS, value).unwrap();
+            let expected = bar0.read_u32(LIVENESS).unwrap();
+            bar0.write_u32(LIVENESS, 0).unwrap();
+            assert_ne!(bar0.read_u32(LIVENESS).unwrap(), expected);
+            let e = eventfd();
+            let data = typed_vfio::IoEventData::U32(value);
+            bar0.add_ioeventfd(LIVENESS, data, e.as_fd()).unwrap();
+            match bar0.add_ioeventfd(LIVENESS, data, e.as_fd()) {
+                Err(DeviceError::IndexedIoctl { errno, .. }) => {
+                    assert_eq!(errno, typed_vfio::Errno::EEXIST)
+                }
+                other => panic!("a second identical ioeventfd: {other:?}"),
+            }
+            e.write(1).unwrap();
+            let start = Instant::now();
+            while bar0.read_u32(LIVENESS).unwrap() != expected {
+                assert!(
+                    start.elapsed() < Duration::from_secs(2),
+                    "the ioeventfd never wrote"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            println!("IOEVENTFD liveness register {expected:#x} after one eventfd signal");
+            bar0.remove_ioeventfd(LIVENESS, data).unwrap();
+            match bar0.remove_ioeventfd(LIVENESS, data) {
+                Err(DeviceError::IndexedIoctl { errno, .. }) => {
+                    assert_eq!(errno, typed_vfio::Errno::ENODEV)
+                }
+                other => panic!("removing a removed ioeventfd: {other:?}"),
+            }
+            bar0.write_u32(LIVENESS, 0).unwrap();
+            e.write(1).unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+            assert_ne!(
+                bar0.read_u32(LIVENESS).unwrap(),
+                expected,
+                "a removed ioeventfd wrote"
+            );
+
+            // INTx, automasked on delivery, unmasked by an eventfd.
+            let intx = PciIrq::Intx as u32;
+            let trigger = eventfd();
+            let unmask = eventfd();
+            dev.set_irq_eventfd(intx, 0, trigger.as_fd()).unwrap();
+            dev.set_irq_unmask_eventfd(intx, 0, Some(unmask.as_fd()))
+                .unwrap();
+            bar0.set_reg32(IRQ_RAISE, 0x1).unwrap();
+            assert_eq!(wait(&trigger, 2000), Some(1), "the first INTx");
+            bar0.set_reg32(IRQ_ACK, 0x1).unwrap();
+            bar0.set_reg32(IRQ_RAISE, 0x1).unwrap();
+            assert_eq!(wait(&trigger, 300), None, "automasked INTx got through");
+            unmask.write(1).unwrap();
+            assert_eq!(
+                wait(&trigger, 2000),
+                Some(1),
+                "the unmask eventfd did not unmask"
+            );
+            bar0.set_reg32(IRQ_ACK, 0x1).unwrap();
+            dev.set_irq_unmask_eventfd(intx, 0, None).unwrap();
+            dev.disable_irq(intx).unwrap();
+
+            // Low power entry and exit; the device answers after.
+            dev.low_power_entry().unwrap();
+            dev.low_power_exit().unwrap();
+            assert_eq!(bar0.reg32(IDENT).unwrap(), 0x010000ed);
+        });
+    }
+
+    #[test]
+    #[ignore = "needs a VFIO guest: run tests/vm/run"]
     fn typed_reset_and_hot_reset_behind_a_root_port_or_their_errors_on_a_root_bus() {
         let bdf = first().0;
         // What the kernel says (sysfs): edu behind a root port has a bus
