@@ -118,6 +118,54 @@ const _: () = {
     );
 };
 
+/// `vfio_device_feature` followed by `vfio_device_feature_dma_logging_control`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FeatureLogControl {
+    pub(crate) argsz: u32,
+    pub(crate) flags: u32,
+    pub(crate) page_size: u64,
+    pub(crate) num_ranges: u32,
+    pub(crate) reserved: u32,
+    pub(crate) ranges: u64,
+}
+
+/// `vfio_device_feature` followed by `vfio_device_feature_dma_logging_report`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FeatureLogReport {
+    pub(crate) argsz: u32,
+    pub(crate) flags: u32,
+    pub(crate) iova: u64,
+    pub(crate) length: u64,
+    pub(crate) page_size: u64,
+    pub(crate) bitmap: u64,
+}
+
+const _: () = {
+    let head = size_of::<DeviceFeature>();
+    assert!(
+        size_of::<FeatureLogControl>() - head
+            == size_of::<sys::vfio_device_feature_dma_logging_control>()
+    );
+    assert!(
+        offset_of!(FeatureLogControl, num_ranges) - head
+            == offset_of!(sys::vfio_device_feature_dma_logging_control, num_ranges)
+    );
+    assert!(
+        offset_of!(FeatureLogControl, ranges) - head
+            == offset_of!(sys::vfio_device_feature_dma_logging_control, ranges)
+    );
+    assert!(
+        size_of::<FeatureLogReport>() - head
+            == size_of::<sys::vfio_device_feature_dma_logging_report>()
+    );
+    assert!(
+        offset_of!(FeatureLogReport, bitmap) - head
+            == offset_of!(sys::vfio_device_feature_dma_logging_report, bitmap)
+    );
+};
+
 /// `vfio_device_ioeventfd`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -217,6 +265,8 @@ sys::plain::plain!(bytes DependentDevice { id: u32, segment: u16, bus: u8, devfn
 sys::plain::plain!(bytes DeviceFeature { argsz: u32, flags: u32 });
 sys::plain::plain!(bytes FeatureMigState { argsz: u32, flags: u32, device_state: u32, data_fd: i32 });
 sys::plain::plain!(bytes FeatureU64 { argsz: u32, flags: u32, value: u64 });
+sys::plain::plain!(bytes FeatureLogControl { argsz: u32, flags: u32, page_size: u64, num_ranges: u32, reserved: u32, ranges: u64 });
+sys::plain::plain!(bytes FeatureLogReport { argsz: u32, flags: u32, iova: u64, length: u64, page_size: u64, bitmap: u64 });
 sys::plain::plain!(bytes IoEventFd { argsz: u32, flags: u32, offset: u64, data: u64, fd: i32, reserved: u32 });
 sys::plain::plain!(bytes PrecopyInfo { argsz: u32, flags: u32, initial_bytes: u64, dirty_bytes: u64 });
 sys::plain::plain!(bytes DmaUnmap { argsz: u32, flags: u32, iova: u64, size: u64 });

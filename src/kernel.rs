@@ -160,6 +160,15 @@ pub(crate) mod req {
             forbidden: !sys::VFIO_DEVICE_IOEVENTFD_SIZE_MASK,
         }
     );
+    // The DMA logging features carry user arrays (ranges, bitmaps): the same
+    // request through `ioctl_unchecked` only (`crate::dirty`).
+    pub(crate) const VFIO_DEVICE_FEATURE_UNCHECKED: Request = Request {
+        name: "VFIO_DEVICE_FEATURE",
+        code: sys::VFIO_DEVICE_FEATURE,
+        shape: Shape::UserPointer,
+    };
+    // GET_BITMAP's `bitmap.data` is a user pointer the kernel writes.
+    request!(VFIO_IOMMU_DIRTY_PAGES, Container, Shape::UserPointer);
     // On a migration data fd (`crate::migration`).
     request!(
         VFIO_MIG_GET_PRECOPY_INFO,

@@ -215,6 +215,8 @@ mod caps;
 mod container;
 mod device;
 #[allow(unsafe_code)]
+pub mod dirty;
+#[allow(unsafe_code)]
 mod dma;
 mod error;
 /// Not part of the API; for fuzz targets only (`fuzz/`). No stability

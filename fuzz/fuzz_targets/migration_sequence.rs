@@ -16,8 +16,8 @@
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use typed_vfio::migration::{
-    Current, ErrorState, MigState, Migration, PreCopy, PreCopyP2p, PreCopyRead, Resuming,
-    Running, RunningP2p, Stop, StopCopy, TransitionError, WithP2pPreCopy,
+    Current, ErrorState, MigState, Migration, PreCopy, PreCopyP2p, PreCopyRead, Resuming, Running,
+    RunningP2p, Stop, StopCopy, TransitionError, WithP2pPreCopy,
 };
 use typed_vfio::sim::{SimDevice, SimGroup, Simulator};
 use typed_vfio::{Device, Errno, Type1v2};
@@ -170,12 +170,20 @@ macro_rules! go {
 /// arc (the model's path is not empty).
 fn transition<'d>(h: Handle<'d>, t: Target) -> Moved<'d> {
     let moved = match h {
-        Handle::Running(m) => go!(m, t, Stop, StopCopy, Resuming, RunningP2p, PreCopy, PreCopyP2p),
-        Handle::Stop(m) => go!(m, t, Running, StopCopy, Resuming, RunningP2p, PreCopy, PreCopyP2p),
+        Handle::Running(m) => go!(
+            m, t, Stop, StopCopy, Resuming, RunningP2p, PreCopy, PreCopyP2p
+        ),
+        Handle::Stop(m) => go!(
+            m, t, Running, StopCopy, Resuming, RunningP2p, PreCopy, PreCopyP2p
+        ),
         Handle::StopCopy(m) => go!(m, t, Running, Stop, Resuming, RunningP2p),
-        Handle::Resuming(m) => go!(m, t, Running, Stop, StopCopy, RunningP2p, PreCopy, PreCopyP2p),
+        Handle::Resuming(m) => go!(
+            m, t, Running, Stop, StopCopy, RunningP2p, PreCopy, PreCopyP2p
+        ),
         Handle::RunningP2p(m) => go!(m, t, Running, Stop, StopCopy, Resuming, PreCopy, PreCopyP2p),
-        Handle::PreCopy(m) => go!(m, t, Running, Stop, StopCopy, Resuming, RunningP2p, PreCopyP2p),
+        Handle::PreCopy(m) => go!(
+            m, t, Running, Stop, StopCopy, Resuming, RunningP2p, PreCopyP2p
+        ),
         Handle::PreCopyP2p(m) => go!(m, t, Running, Stop, StopCopy, Resuming, RunningP2p, PreCopy),
         Handle::None | Handle::Error(_) => None,
     };
@@ -239,7 +247,10 @@ fn run(d: &Device, sim: &Simulator, ops: Vec<Op>) {
                 let before = h;
                 h = match transition(before, t) {
                     Ok(kept) => {
-                        assert!(expect_ok, "{cur:?} -> {new:?} succeeded, the model expected a failure");
+                        assert!(
+                            expect_ok,
+                            "{cur:?} -> {new:?} succeeded, the model expected a failure"
+                        );
                         kept
                     }
                     Err(e) => {
@@ -268,10 +279,12 @@ fn run(d: &Device, sim: &Simulator, ops: Vec<Op>) {
                         PreCopyRead::Data(n) => n,
                         PreCopyRead::NoDataNow => 0,
                     },
-                    Handle::PreCopyP2p(m) => match m.read(&mut buf).expect("read in PRE_COPY_P2P") {
-                        PreCopyRead::Data(n) => n,
-                        PreCopyRead::NoDataNow => 0,
-                    },
+                    Handle::PreCopyP2p(m) => {
+                        match m.read(&mut buf).expect("read in PRE_COPY_P2P") {
+                            PreCopyRead::Data(n) => n,
+                            PreCopyRead::NoDataNow => 0,
+                        }
+                    }
                     _ => continue,
                 };
                 let reading = model.reading.as_mut().expect("a save session");
@@ -282,14 +295,19 @@ fn run(d: &Device, sim: &Simulator, ops: Vec<Op>) {
                 }
             }
             Op::Write(len) => {
-                let Handle::Resuming(m) = &mut h else { continue };
+                let Handle::Resuming(m) = &mut h else {
+                    continue;
+                };
                 let Some(saved) = &model.saved else { continue };
                 let cut = &saved[..saved.len().min(usize::from(len))];
                 // The simulated driver takes at most 64 KiB per stream.
                 if model.written.len() + cut.len() > 64 * 1024 {
                     assert!(matches!(
                         m.write_all(cut),
-                        Err(typed_vfio::migration::MigrationError::Io { errno: Errno::ENOMEM, .. })
+                        Err(typed_vfio::migration::MigrationError::Io {
+                            errno: Errno::ENOMEM,
+                            ..
+                        })
                     ));
                 } else {
                     m.write_all(cut).expect("write in RESUMING");

@@ -38,6 +38,8 @@ pub(crate) struct Type1 {
     pub(crate) v2: bool,
     pub(crate) dma: BTreeMap<u64, Mapping>,
     pub(crate) avail: u32,
+    /// `VFIO_IOMMU_DIRTY_PAGES_FLAG_START` is in effect.
+    dirty_tracking: bool,
     /// The usable IOVA ranges (inclusive): [`IOVA_RANGES`] less the reserved
     /// regions of the attached groups (`vfio_iommu_resv_exclude`).
     ranges: Vec<(u64, u64)>,
@@ -94,8 +96,106 @@ impl Type1 {
             v2,
             dma: BTreeMap::new(),
             avail: limit,
+            dirty_tracking: false,
             ranges: IOVA_RANGES.to_vec(),
         }
+    }
+
+    /// `VFIO_IOMMU_DIRTY_PAGES` (`vfio_iommu_type1_dirty_pages`). Every
+    /// group of the simulator is IOMMU-backed and pins nothing, so while
+    /// tracking every page of every mapping is dirty, as the kernel reports
+    /// for such groups (`update_user_bitmap`).
+    pub(crate) fn dirty_pages(
+        &mut self,
+        b: &[u8],
+        mem: &mut dyn super::iommufd::UserMemory,
+    ) -> Result<(), Errno> {
+        let word = |at: usize| -> Result<u64, Errno> {
+            let w = b.get(at..at + 8).ok_or(Errno::EFAULT)?;
+            Ok(u64::from_ne_bytes(w.try_into().map_err(|_| Errno::EFAULT)?))
+        };
+        let half = |at: usize| -> Result<u32, Errno> {
+            let w = b.get(at..at + 4).ok_or(Errno::EFAULT)?;
+            Ok(u32::from_ne_bytes(w.try_into().map_err(|_| Errno::EFAULT)?))
+        };
+        if !self.v2 {
+            return Err(Errno::EACCES);
+        }
+        let (argsz, flags) = (half(0)?, half(4)?);
+        let mask = sys::VFIO_IOMMU_DIRTY_PAGES_FLAG_START
+            | sys::VFIO_IOMMU_DIRTY_PAGES_FLAG_STOP
+            | sys::VFIO_IOMMU_DIRTY_PAGES_FLAG_GET_BITMAP;
+        if argsz < 8 || flags & !mask != 0 || flags.count_ones() != 1 {
+            return Err(Errno::EINVAL);
+        }
+        match flags {
+            sys::VFIO_IOMMU_DIRTY_PAGES_FLAG_START => self.dirty_tracking = true,
+            sys::VFIO_IOMMU_DIRTY_PAGES_FLAG_STOP => self.dirty_tracking = false,
+            _ => {
+                // vfio_iommu_type1_dirty_bitmap_get after the 8-byte head:
+                // iova, size, then vfio_bitmap { pgsize, size, data }.
+                let get = size_of::<sys::vfio_iommu_type1_dirty_bitmap_get>();
+                if (argsz as usize) < 8 + get {
+                    return Err(Errno::EINVAL);
+                }
+                let (iova, size, pgsize, bsize) = (word(8)?, word(16)?, word(24)?, word(32)?);
+                let data = if size_of::<usize>() == 8 {
+                    word(40)?
+                } else {
+                    u64::from(half(40)?)
+                };
+                if size == 0 {
+                    return Err(Errno::EINVAL);
+                }
+                let end = iova.checked_add(size - 1).ok_or(Errno::EOVERFLOW)?;
+                if pgsize == 0 {
+                    return Err(Errno::EINVAL);
+                }
+                let npages = size >> pgsize.trailing_zeros();
+                let bytes = npages.div_ceil(64) * 8;
+                if npages == 0 || bsize == 0 || npages > i32::MAX as u64 || bsize < bytes {
+                    return Err(Errno::EINVAL);
+                }
+                if pgsize != MIN_PAGE || iova % MIN_PAGE != 0 || size % MIN_PAGE != 0 {
+                    return Err(Errno::EINVAL);
+                }
+                if !self.dirty_tracking {
+                    return Err(Errno::EINVAL);
+                }
+                // The range must not cut a mapping at either end.
+                let cut = |at: u64, start: bool| {
+                    self.translate(at).is_some_and(|m| {
+                        if start {
+                            m.iova != at
+                        } else {
+                            m.iova + m.size - 1 != at
+                        }
+                    })
+                };
+                if cut(iova, true) || cut(end, false) {
+                    return Err(Errno::EINVAL);
+                }
+                let mut map = vec![0u8; bytes as usize];
+                mem.read(data, &mut map)?;
+                for m in self
+                    .dma
+                    .values()
+                    .filter(|m| m.iova >= iova && m.iova <= end)
+                {
+                    let first = (m.iova - iova) / pgsize;
+                    for page in first..first + m.size / pgsize {
+                        let (w, bit) = ((page / 64) as usize, page % 64);
+                        let at = w * 8;
+                        let mut v =
+                            u64::from_ne_bytes(map[at..at + 8].try_into().unwrap_or_default());
+                        v |= 1 << bit;
+                        map[at..at + 8].copy_from_slice(&v.to_ne_bytes());
+                    }
+                }
+                mem.write(data, &map)?;
+            }
+        }
+        Ok(())
     }
 
     /// A group with reserved regions `resv` joins (`vfio_iommu_type1_attach_group`):

@@ -45,6 +45,9 @@ const CONTAINER_REQUESTS: &[(u32, &str)] = &[
         sys::VFIO_IOMMU_PAMU_UNMAP_MSI_BANK,
         "VFIO_IOMMU_PAMU_UNMAP_MSI_BANK",
     ),
+    // The number of PAMU_GET_MSI_BANK_COUNT too: the container's IOMMU
+    // driver tells them apart (`request_name`), as in the kernel.
+    (sys::VFIO_IOMMU_DIRTY_PAGES, "VFIO_IOMMU_DIRTY_PAGES"),
 ];
 const GROUP_REQUESTS: &[(u32, &str)] = &[
     (sys::VFIO_GROUP_GET_STATUS, "VFIO_GROUP_GET_STATUS"),
@@ -405,6 +408,10 @@ impl Machine {
     /// `vaddr..vaddr + size` must be process memory that the simulated
     /// device may read and write (volatile, from the thread that starts a
     /// DMA) until it is unmapped; the simulator's DMA engine accesses it.
+    /// The other user pointers a request carries (iommufd's arrays, the
+    /// dirty bitmaps of `VFIO_IOMMU_DIRTY_PAGES` and DMA logging reports,
+    /// DMA logging's ranges) must name memory valid for the accesses the
+    /// kernel makes there, as many bytes as the request says.
     pub(crate) unsafe fn ioctl(
         &self,
         fd: BorrowedFd<'_>,
@@ -422,6 +429,19 @@ impl Machine {
             Kind::MigData(..) => MIG_DATA_REQUESTS,
         };
         let name = table.iter().find(|&&(c, _)| c == code).map(|&(_, n)| n);
+        // VFIO_BASE + 17 is type1's DIRTY_PAGES and the PAMU driver's
+        // GET_MSI_BANK_COUNT: the container's driver decides.
+        let name = match (kind, name) {
+            (Kind::Container(c), Some("VFIO_IOMMU_PAMU_GET_MSI_BANK_COUNT"))
+                if matches!(
+                    s.containers.get(c).and_then(Option::as_ref).map(|c| &c.driver),
+                    Some(Some(Driver::Type1(_)))
+                ) =>
+            {
+                Some("VFIO_IOMMU_DIRTY_PAGES")
+            }
+            (_, name) => name,
+        };
         if let Some(name) = name
             && let Err(errno) = s.count(name)
         {
@@ -1222,6 +1242,21 @@ impl State {
                 }
                 ret
             }
+            "VFIO_IOMMU_DIRTY_PAGES" => {
+                let cont = self.container(c)?;
+                match &mut cont.driver {
+                    Some(Driver::Type1(t)) => {
+                        // SAFETY: our caller's contract covers the bitmap
+                        // pointer (GET_BITMAP's `data`: memory the kernel
+                        // may read and write, `bitmap.size` bytes).
+                        let mut mem = unsafe { Process::new() };
+                        t.dirty_pages(input(arg)?, &mut mem).map(|_| 0)
+                    }
+                    None => Err(Errno::EINVAL),
+                    // Not a type1 request for the others.
+                    Some(_) => Err(Errno::ENOTTY),
+                }
+            }
             "VFIO_IOMMU_GET_INFO" | "VFIO_IOMMU_MAP_DMA" | "VFIO_IOMMU_UNMAP_DMA" => {
                 let cont = self.container(c)?;
                 match &mut cont.driver {
@@ -1651,7 +1686,92 @@ impl State {
         };
         let feature = flags & sys::VFIO_DEVICE_FEATURE_MASK;
         let migratable = self.devices[d].mig.is_some();
+        let u64_at = |b: &[u8], at: usize| -> Result<u64, Errno> {
+            Ok(u64::from(word(b, at)?) | u64::from(word(b, at + 4)?) << 32)
+        };
         match feature {
+            // DMA logging (vfio_ioctl_device_feature_logging_*): the
+            // migratable edu's driver logs the pages its DMA writes.
+            sys::VFIO_DEVICE_FEATURE_DMA_LOGGING_START if migratable => {
+                if !check(set, 24)? {
+                    return Ok(0);
+                }
+                let (page_size, n, ranges) = (u64_at(b, 8)?, word(b, 16)?, u64_at(b, 24)?);
+                if n == 0 {
+                    return Err(Errno::EINVAL);
+                }
+                if n > 256 {
+                    return Err(Errno::E2BIG);
+                }
+                // SAFETY: our caller's contract covers `ranges`: `n`
+                // 16-byte ranges the kernel reads.
+                let mut mem = unsafe { Process::new() };
+                let mut got: Vec<(u64, u64)> = Vec::new();
+                for i in 0..u64::from(n) {
+                    let mut r = [0u8; 16];
+                    mem.read(ranges.wrapping_add(16 * i), &mut r)?;
+                    let (iova, len) = (u64_at(&r, 0)?, u64_at(&r, 8)?);
+                    let aligned = |x: u64| x & page_size.wrapping_sub(1) == 0;
+                    if !aligned(iova) || !aligned(len) {
+                        return Err(Errno::EINVAL);
+                    }
+                    if iova.checked_add(len).is_none() {
+                        return Err(Errno::EOVERFLOW);
+                    }
+                    if got.iter().any(|&(s, l)| iova < s + l && s < iova + len) {
+                        return Err(Errno::EINVAL);
+                    }
+                    got.push((iova, len));
+                }
+                self.devices[d].dma_log = Some((got, std::collections::BTreeSet::new()));
+                Ok(0)
+            }
+            sys::VFIO_DEVICE_FEATURE_DMA_LOGGING_STOP if migratable => {
+                if check(set, 0)? {
+                    self.devices[d].dma_log = None;
+                }
+                Ok(0)
+            }
+            sys::VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT if migratable => {
+                if !check(get, 32)? {
+                    return Ok(0);
+                }
+                let (iova, length, page_size, bitmap) = (
+                    u64_at(b, 8)?,
+                    u64_at(b, 16)?,
+                    u64_at(b, 24)?,
+                    u64_at(b, 32)?,
+                );
+                if page_size < 4096 || !page_size.is_power_of_two() {
+                    return Err(Errno::EINVAL);
+                }
+                if iova.checked_add(length).is_none() {
+                    return Err(Errno::EOVERFLOW);
+                }
+                if length == 0 {
+                    return Err(Errno::EINVAL);
+                }
+                let pages = length.div_ceil(page_size);
+                let Some((_, dirty)) = self.devices[d].dma_log.as_mut() else {
+                    return Err(Errno::EINVAL);
+                };
+                let mut words = vec![0u64; pages.div_ceil(64) as usize];
+                let shift = page_size.trailing_zeros() - 12;
+                let first = iova >> 12;
+                let last = (iova + length - 1) >> 12;
+                let reported: Vec<u64> = dirty.range(first..=last).copied().collect();
+                for p in reported {
+                    dirty.remove(&p);
+                    let bit = (p - first) >> shift;
+                    words[(bit / 64) as usize] |= 1 << (bit % 64);
+                }
+                let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
+                // SAFETY: our caller's contract covers `bitmap`: one bit per
+                // page of the range, in whole u64 words, written.
+                let mut mem = unsafe { Process::new() };
+                mem.write(bitmap, &bytes)?;
+                Ok(0)
+            }
             sys::VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY
             | sys::VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY_WITH_WAKEUP
             | sys::VFIO_DEVICE_FEATURE_LOW_POWER_EXIT => check(set, 0).map(|_| 0),
@@ -2067,6 +2187,16 @@ impl State {
                 continue;
             }
             let vaddr = m.vaddr + (iova - m.iova);
+            if req.to_ram
+                && let Some((ranges, dirty)) = self.devices[d].dma_log.as_mut()
+            {
+                // The driver logs the pages it writes inside its ranges.
+                for p in iova >> 12..=(iova + len - 1) >> 12 {
+                    if ranges.iter().any(|&(s, l)| p << 12 >= s && p << 12 < s + l) {
+                        dirty.insert(p);
+                    }
+                }
+            }
             let at = range.start + done as usize;
             let bytes = &mut self.devices[d].edu.buf[at..at + len as usize];
             if req.to_ram {

@@ -51,7 +51,14 @@ pub(crate) struct PciDevice {
     pub(crate) intx_unmask: Option<OwnedFd>,
     /// `VFIO_DEVICE_IOEVENTFD`s.
     pub(crate) ioeventfds: Vec<IoEventFd>,
+    /// DMA logging (a migratable device): the logged IOVA ranges and the
+    /// 4 KiB pages written there since the last report.
+    pub(crate) dma_log: Option<DmaLog>,
 }
+
+/// A device's DMA log: the logged `(iova, length)` ranges, and the 4 KiB
+/// page numbers written there since the last report.
+pub(crate) type DmaLog = (Vec<(u64, u64)>, std::collections::BTreeSet<u64>);
 
 /// One `VFIO_DEVICE_IOEVENTFD`: when `fd` is signalled, `data` (its low
 /// `size` bytes, little-endian) is written at `pos` of BAR `bar`.
@@ -118,6 +125,7 @@ impl PciDevice {
             mig: None,
             intx_unmask: None,
             ioeventfds: Vec::new(),
+            dma_log: None,
         }
     }
 
@@ -154,6 +162,7 @@ impl PciDevice {
         self.req = None;
         self.intx_unmask = None;
         self.ioeventfds.clear();
+        self.dma_log = None;
         put16(&mut self.config, COMMAND, COMMAND_ON_OPEN);
         // Opening the device (as a reset) returns it to RUNNING.
         if let Some(mig) = &mut self.mig {
