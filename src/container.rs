@@ -754,46 +754,50 @@ impl<M: DmaModel> Container<M> {
     /// fit the first buffer).
     #[doc(alias = "VFIO_IOMMU_GET_INFO")]
     pub fn iommu_info(&self) -> Result<IommuInfo, ContainerError> {
-        let ioctl = req::VFIO_IOMMU_GET_INFO.name;
-        let mut size = 256usize;
-        for _ in 0..2 {
-            let mut buf = vec![0u64; size.div_ceil(8)];
-            let bytes = buf.as_mut_bytes();
-            let mut head = sys::vfio_iommu_type1_info::new_zeroed();
-            head.argsz = bytes.len() as u32;
-            head.write_to_prefix(bytes)
-                .map_err(|_| ContainerError::Malformed {
-                    ioctl,
-                    what: "buffer",
-                })?;
-            self.inner
-                .kernel
-                .ioctl(
-                    self.inner.fd.as_fd(),
-                    req::VFIO_IOMMU_GET_INFO,
-                    Arg::InOut(bytes),
-                )
-                .map_err(|errno| ContainerError::Ioctl { ioctl, errno })?;
-            let needed = u32::read_from_prefix(bytes)
-                .map(|(v, _)| v as usize)
-                .unwrap_or(0);
-            if needed <= bytes.len() {
-                return IommuInfo::parse(bytes)
-                    .map_err(|what| ContainerError::Malformed { ioctl, what });
-            }
-            if needed > 1 << 20 {
-                return Err(ContainerError::Malformed {
-                    ioctl,
-                    what: "argsz over 1 MiB",
-                });
-            }
-            size = needed;
-        }
-        Err(ContainerError::Malformed {
-            ioctl,
-            what: "argsz grew between calls",
-        })
+        query_iommu_info(&self.inner.kernel, self.inner.fd.as_fd())
     }
+}
+
+/// `VFIO_IOMMU_GET_INFO` on the container `fd` (also for a mapping's guard,
+/// which holds only the fd).
+pub(crate) fn query_iommu_info(
+    kernel: &Kernel,
+    fd: BorrowedFd<'_>,
+) -> Result<IommuInfo, ContainerError> {
+    let ioctl = req::VFIO_IOMMU_GET_INFO.name;
+    let mut size = 256usize;
+    for _ in 0..2 {
+        let mut buf = vec![0u64; size.div_ceil(8)];
+        let bytes = buf.as_mut_bytes();
+        let mut head = sys::vfio_iommu_type1_info::new_zeroed();
+        head.argsz = bytes.len() as u32;
+        head.write_to_prefix(bytes)
+            .map_err(|_| ContainerError::Malformed {
+                ioctl,
+                what: "buffer",
+            })?;
+        kernel
+            .ioctl(fd, req::VFIO_IOMMU_GET_INFO, Arg::InOut(bytes))
+            .map_err(|errno| ContainerError::Ioctl { ioctl, errno })?;
+        let needed = u32::read_from_prefix(bytes)
+            .map(|(v, _)| v as usize)
+            .unwrap_or(0);
+        if needed <= bytes.len() {
+            return IommuInfo::parse(bytes)
+                .map_err(|what| ContainerError::Malformed { ioctl, what });
+        }
+        if needed > 1 << 20 {
+            return Err(ContainerError::Malformed {
+                ioctl,
+                what: "argsz over 1 MiB",
+            });
+        }
+        size = needed;
+    }
+    Err(ContainerError::Malformed {
+        ioctl,
+        what: "argsz grew between calls",
+    })
 }
 
 #[cfg(test)]

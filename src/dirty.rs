@@ -133,8 +133,22 @@ impl DirtyBitmap {
         })
     }
 
-    fn bytes_len(&self) -> u64 {
+    pub(crate) fn bytes_len(&self) -> u64 {
         self.words.len() as u64 * 8
+    }
+
+    /// The words, for the kernel to write; their provenance exposed (the
+    /// simulator reaches them by address).
+    pub(crate) fn words_ptr(&mut self) -> *mut u64 {
+        let ptr = self.words.as_mut_ptr();
+        let _ = ptr.expose_provenance();
+        ptr
+    }
+
+    /// After the kernel wrote the words: bits past the last page dropped.
+    pub(crate) fn written(mut self) -> DirtyBitmap {
+        self.clear_tail();
+        self
     }
 }
 

@@ -605,6 +605,78 @@ impl<'a> DmaMapping<'a> {
         try_unmap_with(self, Self::do_unmap)
     }
 
+    /// Unmaps now with `VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP`: the kernel
+    /// reports which pages of the mapping were dirtied since tracking
+    /// started or the last bitmap
+    /// ([`Container::start_dirty_tracking`](crate::Container::start_dirty_tracking),
+    /// type1v2), in the IOMMU's smallest page size, and unmaps. On failure
+    /// the guard comes back, still mapped, as from
+    /// [`try_unmap`](Self::try_unmap) (`EINVAL` when tracking is off).
+    pub fn unmap_with_dirty_bitmap(
+        self,
+    ) -> Result<crate::dirty::DirtyBitmap, UnmapError<DmaMapping<'a>>> {
+        let (iova, size) = (self.iova, self.size);
+        let fail = |errno| DmaError::Ioctl {
+            ioctl: req::VFIO_IOMMU_UNMAP_DMA.name,
+            iova,
+            size,
+            errno,
+        };
+        let page_size = match crate::container::query_iommu_info(self.kernel, self.fd) {
+            Ok(info) => info.page_sizes & info.page_sizes.wrapping_neg(),
+            Err(_) => {
+                return Err(UnmapError {
+                    mapping: self,
+                    error: fail(Errno::EIO),
+                });
+            }
+        };
+        let Some(mut map) = crate::dirty::DirtyBitmap::new(iova, size, page_size) else {
+            return Err(UnmapError {
+                mapping: self,
+                error: fail(Errno::EINVAL),
+            });
+        };
+        #[repr(C)]
+        struct UnmapWithBitmap {
+            unmap: abi::DmaUnmap,
+            bitmap: sys::vfio_bitmap,
+        }
+        let mut arg = UnmapWithBitmap {
+            unmap: unmap_dma_arg(iova, size, sys::VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP),
+            bitmap: sys::vfio_bitmap {
+                pgsize: page_size,
+                size: map.bytes_len(),
+                data: map.words_ptr(),
+            },
+        };
+        arg.unmap.argsz = size_of::<UnmapWithBitmap>() as u32;
+        try_unmap_with(self, |m| {
+            // SAFETY: a view of `arg`'s bytes (repr(C), `size_of` of them)
+            // for the call only.
+            let bytes = unsafe {
+                std::slice::from_raw_parts_mut(
+                    (&raw mut arg).cast::<u8>(),
+                    size_of::<UnmapWithBitmap>(),
+                )
+            };
+            // SAFETY: the kernel reads `argsz` bytes of `arg` and writes the
+            // unmapped size back into it, and writes at most `bitmap.size`
+            // bytes at `bitmap.data` (it checks the size covers the range's
+            // pages and copies only theirs), which are `map`'s words, live
+            // and not otherwise touched until the call returns. The range
+            // unmapped is this guard's own.
+            unsafe {
+                m.kernel
+                    .ioctl_unchecked(m.fd, req::VFIO_IOMMU_UNMAP_DMA, Arg::InOut(bytes))
+            }
+            .map_err(fail)?;
+            m.buffer.release();
+            Ok(())
+        })?;
+        Ok(map.written())
+    }
+
     /// The unmap failed: the container keeps the pages until the kernel
     /// confirms the range gone.
     #[cold]

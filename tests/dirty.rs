@@ -52,8 +52,8 @@ fn type1v2_reports_every_mapped_page_while_tracking() {
         DmaBuffer::new(4 * PAGE as usize).unwrap(),
         DmaBuffer::new(PAGE as usize).unwrap(),
     );
-    let _ma = c.map(&a, IOVA, DmaAccess::ReadWrite).unwrap();
-    let _mb = c.map(&b, IOVA + 0x10_0000, DmaAccess::ReadWrite).unwrap();
+    let ma = c.map(&a, IOVA, DmaAccess::ReadWrite).unwrap();
+    let mb = c.map(&b, IOVA + 0x10_0000, DmaAccess::ReadWrite).unwrap();
     // Not tracking yet.
     assert_eq!(ioctl_errno(c.dirty_bitmap(IOVA, 4 * PAGE)), Errno::EINVAL);
     c.start_dirty_tracking().unwrap();
@@ -79,8 +79,28 @@ fn type1v2_reports_every_mapped_page_while_tracking() {
         ioctl_errno(c.dirty_bitmap(IOVA + PAGE, 3 * PAGE)),
         Errno::EINVAL
     );
+    // Unmapping with the bitmap: the guard's pages, then gone.
+    let back = mb.unmap_with_dirty_bitmap().unwrap();
+    assert_eq!(
+        (back.iova(), back.pages(), back.count()),
+        (IOVA + 0x10_0000, 1, 1)
+    );
+    assert!(!b.is_mapped());
     c.stop_dirty_tracking().unwrap();
     assert_eq!(ioctl_errno(c.dirty_bitmap(IOVA, 4 * PAGE)), Errno::EINVAL);
+    // Not tracking: the unmap with a bitmap is refused and the guard comes
+    // back, still mapped.
+    let err = ma.unmap_with_dirty_bitmap().unwrap_err();
+    assert!(matches!(
+        err.error,
+        DmaError::Ioctl {
+            errno: Errno::EINVAL,
+            ..
+        }
+    ));
+    assert!(a.is_mapped());
+    err.mapping.unmap().unwrap();
+    assert!(!a.is_mapped());
 }
 
 #[test]

@@ -407,7 +407,11 @@ impl Type1 {
     }
 
     /// `VFIO_IOMMU_UNMAP_DMA`: writes the unmapped size back on success.
-    pub(crate) fn unmap(&mut self, arg: &mut [u8]) -> Result<(), Errno> {
+    pub(crate) fn unmap(
+        &mut self,
+        arg: &mut [u8],
+        mem: &mut dyn super::iommufd::UserMemory,
+    ) -> Result<(), Errno> {
         let minsz = 24; // offsetofend(vfio_iommu_type1_dma_unmap, size)
         let argsz = word(arg, 0)? as usize;
         let flags = word(arg, 4)?;
@@ -422,9 +426,31 @@ impl Type1 {
         if flags & dirty != 0 && flags & (all | vaddr) != 0 {
             return Err(Errno::EINVAL);
         }
+        // GET_DIRTY_BITMAP: a vfio_bitmap { pgsize, size, data } after the
+        // unmap struct, checked as vfio_iommu_type1_unmap_dma does.
+        let mut bitmap = None;
         if flags & dirty != 0 {
-            // Dirty tracking is not simulated: it was never started.
-            return Err(Errno::EINVAL);
+            if argsz < minsz + size_of::<sys::vfio_bitmap>() {
+                return Err(Errno::EINVAL);
+            }
+            let (pgsize, bsize) = (dword(arg, 24)?, dword(arg, 32)?);
+            let data = if size_of::<usize>() == 8 {
+                dword(arg, 40)?
+            } else {
+                u64::from(word(arg, 40)?)
+            };
+            if pgsize == 0 {
+                return Err(Errno::EINVAL);
+            }
+            let npages = size >> pgsize.trailing_zeros();
+            let bytes = npages.div_ceil(64) * 8;
+            if npages == 0 || bsize == 0 || npages > i32::MAX as u64 || bsize < bytes {
+                return Err(Errno::EINVAL);
+            }
+            if !self.dirty_tracking || pgsize != MIN_PAGE {
+                return Err(Errno::EINVAL);
+            }
+            bitmap = Some((data, vec![0u8; bytes as usize]));
         }
         let unmap_all = flags & all != 0;
         let page = MIN_PAGE;
@@ -469,9 +495,23 @@ impl Type1 {
                 unmapped += m.size;
                 continue;
             }
+            if let Some((_, map)) = bitmap.as_mut() {
+                // Every page of the mapping is dirty (update_user_bitmap,
+                // for a group that pins nothing).
+                let first = (m.iova - iova) / MIN_PAGE;
+                for page in first..first + m.size / MIN_PAGE {
+                    let at = (page / 64 * 8) as usize;
+                    let mut w = u64::from_ne_bytes(map[at..at + 8].try_into().unwrap_or_default());
+                    w |= 1 << (page % 64);
+                    map[at..at + 8].copy_from_slice(&w.to_ne_bytes());
+                }
+            }
             unmapped += m.size;
             self.dma.remove(&m.iova);
             self.avail += 1;
+        }
+        if let Some((data, map)) = bitmap {
+            mem.write(data, &map)?;
         }
         put(arg, 16, &unmapped.to_ne_bytes())
     }

@@ -434,7 +434,10 @@ impl Machine {
         let name = match (kind, name) {
             (Kind::Container(c), Some("VFIO_IOMMU_PAMU_GET_MSI_BANK_COUNT"))
                 if matches!(
-                    s.containers.get(c).and_then(Option::as_ref).map(|c| &c.driver),
+                    s.containers
+                        .get(c)
+                        .and_then(Option::as_ref)
+                        .map(|c| &c.driver),
                     Some(Some(Driver::Type1(_)))
                 ) =>
             {
@@ -1280,7 +1283,12 @@ impl State {
                                 let page = super::iommu::MIN_PAGE;
                                 t.map(input(arg)?, |a, l| os::is_mapped(a, l, page))?
                             }
-                            _ => t.unmap(inout(arg)?)?,
+                            _ => {
+                                // SAFETY: our caller's contract covers the
+                                // dirty bitmap GET_DIRTY_BITMAP names.
+                                let mut mem = unsafe { Process::new() };
+                                t.unmap(inout(arg)?, &mut mem)?
+                            }
                         }
                         Ok(0)
                     }

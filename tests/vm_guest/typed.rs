@@ -707,6 +707,16 @@ pub mod iommu {
             Err(DmaError::Ioctl { errno, .. }) => assert_eq!(errno, typed_vfio::Errno::EINVAL),
             other => panic!("a range cutting a mapping: {other:?}"),
         }
+        // Unmap with GET_DIRTY_BITMAP: the mapping's pages, and it is gone.
+        let buf2 = DmaBuffer::new(page as usize).unwrap();
+        let m2 = c
+            .map(&buf2, iova + 0x10_0000, DmaAccess::ReadWrite)
+            .unwrap();
+        let back = m2
+            .unmap_with_dirty_bitmap()
+            .expect("unmap with the dirty bitmap");
+        assert_eq!((back.pages(), back.count()), (1, 1));
+        assert!(!buf2.is_mapped());
         c.stop_dirty_tracking().unwrap();
         match c.dirty_bitmap(iova, 4 * page) {
             Err(DmaError::Ioctl { errno, .. }) => assert_eq!(errno, typed_vfio::Errno::EINVAL),
