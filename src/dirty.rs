@@ -152,6 +152,16 @@ impl DirtyBitmap {
     }
 }
 
+/// A `vfio_bitmap` (with the padding after `data` that 32-bit targets have
+/// zeroed).
+pub(crate) fn bitmap_arg(pgsize: u64, size: u64, data: *mut u64) -> sys::vfio_bitmap {
+    let mut bitmap = sys::vfio_bitmap::default();
+    bitmap.pgsize = pgsize;
+    bitmap.size = size;
+    bitmap.data = data;
+    bitmap
+}
+
 /// `vfio_iommu_type1_dirty_bitmap` with a `vfio_iommu_type1_dirty_bitmap_get`
 /// after it, laid out as the target's C compiler does (the bitmap's `data`
 /// is a pointer).
@@ -221,21 +231,14 @@ impl Container<Type1v2> {
             size,
             Errno::EINVAL,
         ))?;
-        let data = map.words.as_mut_ptr();
-        // The kernel (and the simulator, which reads the address as an
-        // integer) reaches the words by address: expose their provenance.
-        let _ = data.expose_provenance();
+        let data = map.words_ptr();
         let mut arg = DirtyPagesGet {
             argsz: size_of::<DirtyPagesGet>() as u32,
             flags: sys::VFIO_IOMMU_DIRTY_PAGES_FLAG_GET_BITMAP,
             get: sys::vfio_iommu_type1_dirty_bitmap_get {
                 iova,
                 size,
-                bitmap: sys::vfio_bitmap {
-                    pgsize: page_size,
-                    size: map.bytes_len(),
-                    data,
-                },
+                bitmap: bitmap_arg(page_size, map.bytes_len(), data),
             },
         };
         // SAFETY: a view of `arg`'s bytes, which it is (repr(C), `size_of`
@@ -344,7 +347,7 @@ impl DmaLogging<'_> {
             iova,
             length,
             page_size: self.page_size,
-            bitmap: map.words.as_mut_ptr() as u64,
+            bitmap: map.words_ptr() as u64,
         };
         // SAFETY: the kernel reads `arg` and writes one bit per page of
         // `iova..iova + length` at `page_size` into `bitmap` (iova_bitmap:

@@ -644,11 +644,7 @@ impl<'a> DmaMapping<'a> {
         }
         let mut arg = UnmapWithBitmap {
             unmap: unmap_dma_arg(iova, size, sys::VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP),
-            bitmap: sys::vfio_bitmap {
-                pgsize: page_size,
-                size: map.bytes_len(),
-                data: map.words_ptr(),
-            },
+            bitmap: crate::dirty::bitmap_arg(page_size, map.bytes_len(), map.words_ptr()),
         };
         arg.unmap.argsz = size_of::<UnmapWithBitmap>() as u32;
         try_unmap_with(self, |m| {
