@@ -219,13 +219,21 @@ pub enum IoEventData {
 }
 
 impl IoEventData {
-    /// The size flag, the value widened, the width in bytes.
+    /// The size flag, the value as the kernel takes it, the width in bytes.
+    ///
+    /// vfio-pci writes `data` with its I/O accessors, which keep the host's
+    /// byte order (`iowrite32` on little-endian kernels, `iowrite32be` on
+    /// big-endian ones: vfio_pci_rdwr.c), so the bytes reaching the device
+    /// are `data`'s in host order, as a `pwrite` of its native bytes would
+    /// send. Converted here to little-endian, the device gets what
+    /// [`Region::write_u32`] (and the other widths) would write, on every
+    /// host.
     fn parts(self) -> (u32, u64, usize) {
         match self {
             IoEventData::U8(v) => (sys::VFIO_DEVICE_IOEVENTFD_8, v.into(), 1),
-            IoEventData::U16(v) => (sys::VFIO_DEVICE_IOEVENTFD_16, v.into(), 2),
-            IoEventData::U32(v) => (sys::VFIO_DEVICE_IOEVENTFD_32, v.into(), 4),
-            IoEventData::U64(v) => (sys::VFIO_DEVICE_IOEVENTFD_64, v, 8),
+            IoEventData::U16(v) => (sys::VFIO_DEVICE_IOEVENTFD_16, v.to_le().into(), 2),
+            IoEventData::U32(v) => (sys::VFIO_DEVICE_IOEVENTFD_32, v.to_le().into(), 4),
+            IoEventData::U64(v) => (sys::VFIO_DEVICE_IOEVENTFD_64, v.to_le(), 8),
         }
     }
 }
@@ -270,7 +278,9 @@ impl<'d> Region<'d> {
 
     /// `VFIO_DEVICE_IOEVENTFD`: from now on, each signal of the eventfd `fd`
     /// makes the kernel write `data` at `offset` of this region (a BAR),
-    /// little-endian as the region's other accessors, without a round trip
+    /// little-endian as [`write_u32`](Self::write_u32) and the other
+    /// accessors write on every host (for a big-endian register, pass the
+    /// value byte-swapped), without a round trip
     /// through user space; signals before the write coalesce into one. The
     /// kernel keeps its own reference to the eventfd until
     /// [`remove_ioeventfd`](Self::remove_ioeventfd) or the device closes.

@@ -72,7 +72,7 @@ fn word(bytes: &[u8], at: usize) -> Result<u32, Errno> {
     Ok(u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
 }
 
-fn dword(bytes: &[u8], at: usize) -> Result<u64, Errno> {
+pub(crate) fn dword(bytes: &[u8], at: usize) -> Result<u64, Errno> {
     let lo = u64::from(word(bytes, at)?);
     let hi = u64::from(word(bytes, at + 4)?);
     Ok(if cfg!(target_endian = "little") {
@@ -110,18 +110,10 @@ impl Type1 {
         b: &[u8],
         mem: &mut dyn super::iommufd::UserMemory,
     ) -> Result<(), Errno> {
-        let word = |at: usize| -> Result<u64, Errno> {
-            let w = b.get(at..at + 8).ok_or(Errno::EFAULT)?;
-            Ok(u64::from_ne_bytes(w.try_into().map_err(|_| Errno::EFAULT)?))
-        };
-        let half = |at: usize| -> Result<u32, Errno> {
-            let w = b.get(at..at + 4).ok_or(Errno::EFAULT)?;
-            Ok(u32::from_ne_bytes(w.try_into().map_err(|_| Errno::EFAULT)?))
-        };
         if !self.v2 {
             return Err(Errno::EACCES);
         }
-        let (argsz, flags) = (half(0)?, half(4)?);
+        let (argsz, flags) = (word(b, 0)?, word(b, 4)?);
         let mask = sys::VFIO_IOMMU_DIRTY_PAGES_FLAG_START
             | sys::VFIO_IOMMU_DIRTY_PAGES_FLAG_STOP
             | sys::VFIO_IOMMU_DIRTY_PAGES_FLAG_GET_BITMAP;
@@ -138,11 +130,12 @@ impl Type1 {
                 if (argsz as usize) < 8 + get {
                     return Err(Errno::EINVAL);
                 }
-                let (iova, size, pgsize, bsize) = (word(8)?, word(16)?, word(24)?, word(32)?);
+                let (iova, size, pgsize, bsize) =
+                    (dword(b, 8)?, dword(b, 16)?, dword(b, 24)?, dword(b, 32)?);
                 let data = if size_of::<usize>() == 8 {
-                    word(40)?
+                    dword(b, 40)?
                 } else {
-                    u64::from(half(40)?)
+                    u64::from(word(b, 40)?)
                 };
                 if size == 0 {
                     return Err(Errno::EINVAL);

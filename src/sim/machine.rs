@@ -12,7 +12,7 @@ use std::sync::{Mutex, MutexGuard};
 use nix::errno::Errno;
 
 use super::edu::{BAR0_SIZE, Edu};
-use super::iommu::Type1;
+use super::iommu::{Type1, dword};
 use super::iommufd::{Ictx, Ioas, UserMemory, X86_MSI_WINDOW};
 use super::migration::MigDevice;
 use super::os::{self, FdKey};
@@ -1585,8 +1585,7 @@ impl State {
     /// BAR.
     fn ioeventfd(&mut self, d: usize, b: &[u8]) -> Result<c_int, Errno> {
         let (argsz, flags) = (word(b, 0)?, word(b, 4)?);
-        let offset = u64::from(word(b, 8)?) | u64::from(word(b, 12)?) << 32;
-        let data = u64::from(word(b, 16)?) | u64::from(word(b, 20)?) << 32;
+        let (offset, data) = (dword(b, 8)?, dword(b, 16)?);
         let fd = word(b, 24)? as i32;
         let size = flags & sys::VFIO_DEVICE_IOEVENTFD_SIZE_MASK;
         if argsz < 28 || flags & !sys::VFIO_DEVICE_IOEVENTFD_SIZE_MASK != 0 {
@@ -1652,7 +1651,16 @@ impl State {
                 .filter(|e| os::eventfd_take(&e.fd))
                 .map(|e| {
                     let offset = u64::from(e.bar) << 40 | e.pos;
-                    (offset, e.data.to_le_bytes()[..e.size].to_vec())
+                    // vfio-pci's accessors keep the host's byte order: the
+                    // device gets the value's bytes as a native u8/u16/u32/
+                    // u64 holds them.
+                    let bytes = match e.size {
+                        1 => vec![e.data as u8],
+                        2 => (e.data as u16).to_ne_bytes().to_vec(),
+                        4 => (e.data as u32).to_ne_bytes().to_vec(),
+                        _ => e.data.to_ne_bytes().to_vec(),
+                    };
+                    (offset, bytes)
                 })
                 .collect();
             for (offset, bytes) in writes {
@@ -1694,9 +1702,6 @@ impl State {
         };
         let feature = flags & sys::VFIO_DEVICE_FEATURE_MASK;
         let migratable = self.devices[d].mig.is_some();
-        let u64_at = |b: &[u8], at: usize| -> Result<u64, Errno> {
-            Ok(u64::from(word(b, at)?) | u64::from(word(b, at + 4)?) << 32)
-        };
         match feature {
             // DMA logging (vfio_ioctl_device_feature_logging_*): the
             // migratable edu's driver logs the pages its DMA writes.
@@ -1704,7 +1709,7 @@ impl State {
                 if !check(set, 24)? {
                     return Ok(0);
                 }
-                let (page_size, n, ranges) = (u64_at(b, 8)?, word(b, 16)?, u64_at(b, 24)?);
+                let (page_size, n, ranges) = (dword(b, 8)?, word(b, 16)?, dword(b, 24)?);
                 if n == 0 {
                     return Err(Errno::EINVAL);
                 }
@@ -1718,7 +1723,7 @@ impl State {
                 for i in 0..u64::from(n) {
                     let mut r = [0u8; 16];
                     mem.read(ranges.wrapping_add(16 * i), &mut r)?;
-                    let (iova, len) = (u64_at(&r, 0)?, u64_at(&r, 8)?);
+                    let (iova, len) = (dword(&r, 0)?, dword(&r, 8)?);
                     let aligned = |x: u64| x & page_size.wrapping_sub(1) == 0;
                     if !aligned(iova) || !aligned(len) {
                         return Err(Errno::EINVAL);
@@ -1744,12 +1749,8 @@ impl State {
                 if !check(get, 32)? {
                     return Ok(0);
                 }
-                let (iova, length, page_size, bitmap) = (
-                    u64_at(b, 8)?,
-                    u64_at(b, 16)?,
-                    u64_at(b, 24)?,
-                    u64_at(b, 32)?,
-                );
+                let (iova, length, page_size, bitmap) =
+                    (dword(b, 8)?, dword(b, 16)?, dword(b, 24)?, dword(b, 32)?);
                 if page_size < 4096 || !page_size.is_power_of_two() {
                     return Err(Errno::EINVAL);
                 }

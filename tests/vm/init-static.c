@@ -127,10 +127,13 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* Binds every edu device to vfio-pci; fills devices and groups (space
- * separated, as init.sh's TVFIO_DEVICES / TVFIO_GROUPS). */
-static void bind_edus(char *devices, char *groups, size_t size)
+/* Binds every PCI device vendor:device ("0x1234", "0x11e8") to vfio-pci;
+ * fills devices and groups (space separated, as init.sh's TVFIO_DEVICES /
+ * TVFIO_GROUPS); returns how many it found. */
+static int bind_matching(const char *want_vendor, const char *want_device, const char *what,
+                         char *devices, char *groups, size_t size)
 {
+    int found = 0;
     DIR *d = opendir("/sys/bus/pci/devices");
     struct dirent *e;
     char *names[64];
@@ -139,7 +142,7 @@ static void bind_edus(char *devices, char *groups, size_t size)
     if (!d) {
         say("ERROR: no /sys/bus/pci/devices");
         setup_ok = 0;
-        return;
+        return 0;
     }
     while ((e = readdir(d)) && count < 64)
         if (e->d_name[0] != '.')
@@ -151,11 +154,12 @@ static void bind_edus(char *devices, char *groups, size_t size)
         char dir[PATH_MAX], path[PATH_MAX], vendor[32], device[32], drv[256], grp[256];
         snprintf(dir, sizeof dir, "/sys/bus/pci/devices/%s", names[i]);
         snprintf(path, sizeof path, "%s/vendor", dir);
-        if (read_file(path, vendor, sizeof vendor) || strcmp(vendor, "0x1234"))
+        if (read_file(path, vendor, sizeof vendor) || strcmp(vendor, want_vendor))
             continue;
         snprintf(path, sizeof path, "%s/device", dir);
-        if (read_file(path, device, sizeof device) || strcmp(device, "0x11e8"))
+        if (read_file(path, device, sizeof device) || strcmp(device, want_device))
             continue;
+        found++;
         /* bind_vfio: from its driver, if any, to vfio-pci */
         snprintf(path, sizeof path, "%s/driver/unbind", dir);
         if (access(path, F_OK) == 0 && write_file(path, names[i]))
@@ -175,7 +179,7 @@ static void bind_edus(char *devices, char *groups, size_t size)
                 snprintf(grp, sizeof grp, "%s", node);
             }
         }
-        say("edu %s driver=%s group=%s", names[i], drv[0] ? drv : "none", grp[0] ? grp : "none");
+        say("%s %s driver=%s group=%s", what, names[i], drv[0] ? drv : "none", grp[0] ? grp : "none");
         if (strcmp(drv, "vfio-pci") || !grp[0]) {
             say("ERROR: could not bind %s to vfio-pci", names[i]);
             setup_ok = 0;
@@ -189,10 +193,7 @@ static void bind_edus(char *devices, char *groups, size_t size)
     }
     for (int i = 0; i < count; i++)
         free(names[i]);
-    if (!devices[0]) {
-        say("ERROR: no edu device (1234:11e8) found");
-        setup_ok = 0;
-    }
+    return found;
 }
 
 static void list_dir(const char *path)
@@ -278,7 +279,15 @@ int main(void)
     read_file("/proc/sys/kernel/osrelease", release, sizeof release);
     say("config=%s iommu=%s compat=%s kernel=%s", config, iommu, compat, release);
 
-    bind_edus(devices, groups, sizeof devices);
+    if (!bind_matching("0x1234", "0x11e8", "edu", devices, groups, sizeof devices)) {
+        say("ERROR: no edu device (1234:11e8) found");
+        setup_ok = 0;
+    }
+    /* A genuinely little-endian PCI device (QEMU's nvme, 1b36:0010), when
+     * the machine has one: TVFIO_LE_DEVICE="<address> <group>". */
+    char le_dev[256], le_grp[256], le[600];
+    bind_matching("0x1b36", "0x0010", "nvme", le_dev, le_grp, sizeof le_dev);
+    snprintf(le, sizeof le, "%s%s%s", le_dev, le_dev[0] ? " " : "", le_grp);
     say("/dev/vfio:");
     list_dir("/dev/vfio");
     if (!setup_ok)
@@ -290,12 +299,14 @@ int main(void)
     setenv("TVFIO_DEVICES", devices, 1);
     setenv("TVFIO_GROUPS", groups, 1);
     setenv("TVFIO_NONVIABLE", "", 1);
+    setenv("TVFIO_LE_DEVICE", le, 1);
     say("TVFIO_CONFIG=%s", config);
     say("TVFIO_IOMMU=%s", iommu);
     say("TVFIO_COMPAT=%s", compat);
     say("TVFIO_DEVICES=%s", devices);
     say("TVFIO_GROUPS=%s", groups);
     say("TVFIO_NONVIABLE=");
+    say("TVFIO_LE_DEVICE=%s", le);
 
     /* /vm_guest --ignored --test-threads=1 --nocapture [--skip S]... [FILTER] */
     char skips[2048];

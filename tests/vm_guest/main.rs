@@ -18,6 +18,7 @@ mod rig;
 static ALLOCATOR: alloc_count::Counting = alloc_count::Counting;
 
 mod edu;
+mod le_device;
 mod mdev;
 mod raw;
 mod sanity;

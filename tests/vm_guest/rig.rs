@@ -257,3 +257,13 @@ pub fn kernel_version() -> (u32, u32) {
         _ => panic!("kernel release {release:?}: no major.minor"),
     }
 }
+
+/// `TVFIO_LE_DEVICE`: the address and group node name of a genuinely
+/// little-endian PCI device bound to vfio-pci (QEMU's nvme, on the PowerPC
+/// machines).
+pub fn le_device() -> (String, String) {
+    match &list("TVFIO_LE_DEVICE")[..] {
+        [address, group] => (address.clone(), group.clone()),
+        other => panic!("TVFIO_LE_DEVICE: want an address and a group, got {other:?}"),
+    }
+}

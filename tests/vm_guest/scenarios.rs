@@ -66,7 +66,8 @@ impl Env for Real {
 /// `linux-6.12.txt` (which `tests/sim_diff.rs` compares the simulator
 /// with), the aarch64 SMMUv3 guest in `linux-6.12-aarch64.txt` (not
 /// compared with the simulator, which models VT-d), the 32-bit PowerPC
-/// no-IOMMU guest in `linux-6.12-ppc32.txt`; the Linux 7.2 guests (`k72-*`)
+/// no-IOMMU guest in `linux-6.12-ppc32.txt`, the 64-bit one in
+/// `linux-6.12-ppc64.txt`; the Linux 7.2 guests (`k72-*`)
 /// in `linux-7.2.txt`.
 fn committed(config: &str) -> &'static str {
     if config.starts_with("k72-") {
@@ -80,6 +81,8 @@ const COMMITTED: &str = if cfg!(target_arch = "aarch64") {
     include_str!("../scenarios/linux-6.12-aarch64.txt")
 } else if cfg!(target_arch = "powerpc") {
     include_str!("../scenarios/linux-6.12-ppc32.txt")
+} else if cfg!(target_arch = "powerpc64") {
+    include_str!("../scenarios/linux-6.12-ppc64.txt")
 } else {
     include_str!("../scenarios/linux-6.12.txt")
 };
