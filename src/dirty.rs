@@ -153,7 +153,9 @@ impl DirtyBitmap {
 }
 
 /// A `vfio_bitmap` (with the padding after `data` that 32-bit targets have
-/// zeroed).
+/// zeroed: their bindings have a padding field, 64-bit ones none, so neither
+/// a struct literal nor `..Default::default()` fits every target).
+#[allow(clippy::field_reassign_with_default)]
 pub(crate) fn bitmap_arg(pgsize: u64, size: u64, data: *mut u64) -> sys::vfio_bitmap {
     let mut bitmap = sys::vfio_bitmap::default();
     bitmap.pgsize = pgsize;
