@@ -535,10 +535,15 @@ impl Device {
                 Arg::InOut(arg.as_mut_bytes()),
             )
             .map(drop)
-            .map_err(|errno| DeviceError::IndexedIoctl {
-                ioctl: req::VFIO_DEVICE_FEATURE.name,
-                index: feature,
-                errno,
+            .map_err(|errno| match errno {
+                crate::Errno::ENOTTY => DeviceError::NotSupported {
+                    ioctl: req::VFIO_DEVICE_FEATURE.name,
+                },
+                errno => DeviceError::IndexedIoctl {
+                    ioctl: req::VFIO_DEVICE_FEATURE.name,
+                    index: feature,
+                    errno,
+                },
             })
     }
 

@@ -186,11 +186,24 @@ fn dirty_pages(kernel: &Kernel, fd: BorrowedFd<'_>, flags: u32) -> Result<(), Er
 }
 
 fn dirty_error(iova: u64, size: u64, errno: Errno) -> DmaError {
-    DmaError::Ioctl {
-        ioctl: req::VFIO_IOMMU_DIRTY_PAGES.name,
-        iova,
-        size,
-        errno,
+    let ioctl = req::VFIO_IOMMU_DIRTY_PAGES.name;
+    match errno {
+        Errno::ENOTTY => DmaError::NotSupported { ioctl },
+        errno => DmaError::Ioctl {
+            ioctl,
+            iova,
+            size,
+            errno,
+        },
+    }
+}
+
+/// A device request's error: `ENOTTY` is the kernel or driver not knowing
+/// it.
+pub(crate) fn device_error(ioctl: &'static str, errno: Errno) -> DeviceError {
+    match errno {
+        Errno::ENOTTY => DeviceError::NotSupported { ioctl },
+        errno => DeviceError::Ioctl { ioctl, errno },
     }
 }
 
@@ -318,7 +331,7 @@ impl Device {
                 Arg::InOut(arg.as_mut_bytes()),
             )
         }
-        .map_err(|errno| DeviceError::Ioctl { ioctl, errno })?;
+        .map_err(|errno| device_error(ioctl, errno))?;
         Ok(DmaLogging {
             device: self,
             page_size: arg.page_size,
@@ -363,7 +376,7 @@ impl DmaLogging<'_> {
                 Arg::InOut(arg.as_mut_bytes()),
             )
         }
-        .map_err(|errno| DeviceError::Ioctl { ioctl, errno })?;
+        .map_err(|errno| device_error(ioctl, errno))?;
         map.clear_tail();
         Ok(map)
     }
@@ -389,10 +402,7 @@ fn stop_logging(device: &Device) -> Result<(), DeviceError> {
         )
     }
     .map(drop)
-    .map_err(|errno| DeviceError::Ioctl {
-        ioctl: "VFIO_DEVICE_FEATURE(DMA_LOGGING_STOP)",
-        errno,
-    })
+    .map_err(|errno| device_error("VFIO_DEVICE_FEATURE(DMA_LOGGING_STOP)", errno))
 }
 
 impl Drop for DmaLogging<'_> {

@@ -150,6 +150,14 @@ pub enum DeviceError {
         /// The request.
         ioctl: &'static str,
     },
+    /// The running kernel, or the device's driver, does not know this
+    /// request or feature (`ENOTTY`): an older kernel, or a driver without
+    /// it (DMA logging, low power, ioeventfds on a device that has none).
+    #[error("{ioctl}: not supported by this kernel or device driver (ENOTTY)")]
+    NotSupported {
+        /// The request (and feature).
+        ioctl: &'static str,
+    },
     /// A device ioctl failed.
     #[error("{ioctl} failed: {errno}")]
     Ioctl {
@@ -269,6 +277,14 @@ pub enum DeviceError {
 /// DMA mapping and IOMMU queries.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum DmaError {
+    /// The running kernel's IOMMU driver does not know this request
+    /// (`ENOTTY`): dirty tracking on iommufd's VFIO compatibility container,
+    /// or on a kernel without it.
+    #[error("{ioctl}: not supported by this kernel's IOMMU driver (ENOTTY)")]
+    NotSupported {
+        /// The request.
+        ioctl: &'static str,
+    },
     /// A DMA ioctl failed.
     #[error("{ioctl} iova {iova:#x} size {size:#x}: {errno}")]
     Ioctl {

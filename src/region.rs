@@ -321,10 +321,16 @@ impl<'d> Region<'d> {
                 Arg::InOut(arg.as_mut_bytes()),
             )
             .map(drop)
-            .map_err(|errno| DeviceError::IndexedIoctl {
-                ioctl: req::VFIO_DEVICE_IOEVENTFD.name,
-                index: self.info.index,
-                errno,
+            .map_err(|errno| match errno {
+                // A device without ioeventfds (an mdev: vfio-pci's own).
+                Errno::ENOTTY => DeviceError::NotSupported {
+                    ioctl: req::VFIO_DEVICE_IOEVENTFD.name,
+                },
+                errno => DeviceError::IndexedIoctl {
+                    ioctl: req::VFIO_DEVICE_IOEVENTFD.name,
+                    index: self.info.index,
+                    errno,
+                },
             })
     }
 
