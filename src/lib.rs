@@ -226,6 +226,7 @@ pub mod fuzzing;
 mod group;
 #[allow(unsafe_code)]
 pub mod iommufd;
+pub mod iova;
 #[allow(unsafe_code)]
 mod kernel;
 pub mod mdev;
