@@ -53,6 +53,14 @@
 //!                                                    └── derefs to Device (regions, IRQs, resets)
 //! ```
 //!
+//! Migration v2 ([`migration`]) is a state machine of its own on a device:
+//! `device.migration::<Caps>()` gives a `Migration<Running, Caps>`, and
+//! `to::<State>()` takes only the kernel's arcs, the data fd readable in the
+//! saving states and writable in `Resuming`. Around it: mediated devices
+//! created through sysfs ([`mdev`]), dirty-page tracking by the IOMMU or by
+//! the device ([`dirty`]), and an IOVA allocator over the usable ranges
+//! ([`iova`]).
+//!
 //! ## Kernel ordering rules and where they are enforced
 //!
 //! | kernel rule | enforced | by |
@@ -94,6 +102,9 @@
 //! | iommufd: object ids name objects of one iommufd context: a device bound to one iommufd must not be handed another's IOAS or HWPT id (it would name some other object) | run time, before the call | [`iommufd::IommufdError::OtherIommufd`] from `attach`, `attach_hwpt`, `hw_info`, `alloc_hwpt`; [`DmaError::OtherIommufd`] from `copy` (`tests/sim.rs` `iommufd_objects_of_another_iommufd_are_refused_before_the_call`) |
 //! | iommufd: a no-IOMMU device has no cdev | run time | [`iommufd::IommufdError::NoIommu`] from [`iommufd::CdevDevice::open_pci`] |
 //! | iommufd: group and cdev exclude each other (`EBUSY`); overlapping maps (`EEXIST`); maps in a reserved range (`EINVAL`) or that wrap (`EOVERFLOW`); unmapping part of a mapping (`ENOENT`); attaching over a reserved region already mapped (`EADDRINUSE`); destroying an IOAS in use (`EBUSY`) | run time | [`iommufd::IommufdError`], [`iommufd::BindError`] (device handed back), [`iommufd::DestroyError`] (IOAS handed back), [`DmaError::Ioctl`], with the kernel's errno (`typed::iommufd::iommufd_errors_carry_the_kernels_errno` in the guest) |
+//! | migration: only the arcs of `vfio_mig_get_next_state` (never STOP_COPY → PRE_COPY*, never into ERROR); P2P and PRE_COPY only when `VFIO_DEVICE_FEATURE_MIGRATION` has them; a saving state's data fd is read, RESUMING's written; `PRECOPY_INFO` only in the pre-copy states | compile time (capabilities checked at run time once, when the handle is taken) | [`migration::Migration::to`] bounds (`migration_*` compile-fail cases); [`migration::MigrationError::Unsupported`] |
+//! | migration: a reset returns the device to RUNNING | compile time + run time | [`migration::Migration::reset`]; [`Device::reset`] refuses while a handle lives ([`DeviceError::MigrationActive`]) |
+//! | dirty tracking needs type1v2 (`EACCES` on type1) | compile time | [`dirty`]'s methods exist only on `Container<Type1v2>` (`dirty_tracking_on_type1`) |
 //! | automasked INTx must be unmasked after servicing | documented | [`Device::unmask_irq`]; the kernel cannot be told otherwise |
 //! | closing an eventfd does not disarm its trigger | documented | [`Device::disable_irq`] is explicit |
 //! | device fds close before their group leaves (`EBUSY`) | run time | [`ReleaseError`] hands the container back in its state with the groups that stayed; the container's `Drop` ignores `EBUSY` (the kernel detaches when the devices close) |
