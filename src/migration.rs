@@ -506,29 +506,16 @@ pub struct PrecopyInfo {
     pub dirty_bytes: u64,
 }
 
-fn get_state(device: &Device) -> Result<MigState, MigrationError> {
+/// `VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE` with `op` (`GET` or `SET` of
+/// `state`): the argument as the kernel wrote it back.
+fn mig_state(
+    device: &Device,
+    op: u32,
+    state: MigState,
+) -> Result<abi::FeatureMigState, MigrationError> {
     let mut arg = abi::FeatureMigState {
         argsz: size_of::<abi::FeatureMigState>() as u32,
-        flags: sys::VFIO_DEVICE_FEATURE_GET | sys::VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE,
-        device_state: 0,
-        data_fd: -1,
-    };
-    device
-        .kernel()
-        .ioctl(
-            device.as_fd(),
-            req::VFIO_DEVICE_FEATURE,
-            Arg::InOut(arg.as_mut_bytes()),
-        )
-        .map_err(|errno| feature_error(MIG_STATE, errno))?;
-    Ok(MigState::from_raw(arg.device_state))
-}
-
-/// `SET` of `state`: the data fd the kernel returned, if any.
-fn set_state(device: &Device, state: MigState) -> Result<Option<OwnedFd>, MigrationError> {
-    let mut arg = abi::FeatureMigState {
-        argsz: size_of::<abi::FeatureMigState>() as u32,
-        flags: sys::VFIO_DEVICE_FEATURE_SET | sys::VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE,
+        flags: op | sys::VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE,
         device_state: state.raw(),
         data_fd: -1,
     };
@@ -540,8 +527,38 @@ fn set_state(device: &Device, state: MigState) -> Result<Option<OwnedFd>, Migrat
             Arg::InOut(arg.as_mut_bytes()),
         )
         .map_err(|errno| feature_error(MIG_STATE, errno))?;
+    Ok(arg)
+}
+
+fn get_state(device: &Device) -> Result<MigState, MigrationError> {
+    let arg = mig_state(device, sys::VFIO_DEVICE_FEATURE_GET, MigState::Error)?;
+    Ok(MigState::from_raw(arg.device_state))
+}
+
+/// `SET` of `state`: the data fd the kernel returned, if any.
+fn set_state(device: &Device, state: MigState) -> Result<Option<OwnedFd>, MigrationError> {
+    let arg = mig_state(device, sys::VFIO_DEVICE_FEATURE_SET, state)?;
     // The kernel writes -1 when the arc makes no fd.
     Ok((arg.data_fd >= 0).then(|| device.kernel().adopt_fd(arg.data_fd)))
+}
+
+/// `GET` of a feature whose data is one `u64` (`MIGRATION`'s flags,
+/// `MIG_DATA_SIZE`).
+fn get_u64(device: &Device, feature: u32, name: &'static str) -> Result<u64, MigrationError> {
+    let mut arg = abi::FeatureU64 {
+        argsz: size_of::<abi::FeatureU64>() as u32,
+        flags: sys::VFIO_DEVICE_FEATURE_GET | feature,
+        value: 0,
+    };
+    device
+        .kernel()
+        .ioctl(
+            device.as_fd(),
+            req::VFIO_DEVICE_FEATURE,
+            Arg::InOut(arg.as_mut_bytes()),
+        )
+        .map_err(|errno| feature_error(name, errno))?;
+    Ok(arg.value)
 }
 
 /// Wraps the device in the handle of the state the kernel reports, keeping
@@ -692,20 +709,11 @@ impl<'d, S: State, C: Caps> Migration<'d, S, C> {
     /// bytes STOP_COPY will produce.
     #[doc(alias = "VFIO_DEVICE_FEATURE_MIG_DATA_SIZE")]
     pub fn data_size(&self) -> Result<u64, MigrationError> {
-        let mut arg = abi::FeatureU64 {
-            argsz: size_of::<abi::FeatureU64>() as u32,
-            flags: sys::VFIO_DEVICE_FEATURE_GET | sys::VFIO_DEVICE_FEATURE_MIG_DATA_SIZE,
-            value: 0,
-        };
-        self.device
-            .kernel()
-            .ioctl(
-                self.device.as_fd(),
-                req::VFIO_DEVICE_FEATURE,
-                Arg::InOut(arg.as_mut_bytes()),
-            )
-            .map_err(|errno| feature_error(MIG_DATA_SIZE, errno))?;
-        Ok(arg.value)
+        get_u64(
+            self.device,
+            sys::VFIO_DEVICE_FEATURE_MIG_DATA_SIZE,
+            MIG_DATA_SIZE,
+        )
     }
 
     fn data_fd(&self, ioctl: &'static str) -> Result<std::os::fd::BorrowedFd<'_>, MigrationError> {
@@ -851,19 +859,7 @@ impl Device {
     /// or the device has no migration.
     #[doc(alias = "VFIO_DEVICE_FEATURE_MIGRATION")]
     pub fn migration_flags(&self) -> Result<MigrationFlags, MigrationError> {
-        let mut arg = abi::FeatureU64 {
-            argsz: size_of::<abi::FeatureU64>() as u32,
-            flags: sys::VFIO_DEVICE_FEATURE_GET | sys::VFIO_DEVICE_FEATURE_MIGRATION,
-            value: 0,
-        };
-        self.kernel()
-            .ioctl(
-                self.as_fd(),
-                req::VFIO_DEVICE_FEATURE,
-                Arg::InOut(arg.as_mut_bytes()),
-            )
-            .map_err(|errno| feature_error(MIG_FLAGS, errno))?;
-        Ok(MigrationFlags(arg.value))
+        get_u64(self, sys::VFIO_DEVICE_FEATURE_MIGRATION, MIG_FLAGS).map(MigrationFlags)
     }
 
     /// The migration state the kernel reports

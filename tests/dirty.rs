@@ -5,7 +5,7 @@
 //! on the real kernel.
 
 use typed_vfio::sim::{SimDevice, SimGroup, Simulator};
-use typed_vfio::{Device, DeviceError, DmaAccess, DmaBuffer, DmaError, Errno, Type1v2};
+use typed_vfio::{Container, Device, DeviceError, DmaAccess, DmaBuffer, DmaError, Errno, Type1v2};
 
 const PAGE: u64 = 4096;
 const IOVA: u64 = 0x10_0000;
@@ -30,6 +30,18 @@ fn device_writes(d: &Device, iova: u64, len: u32) {
     }
 }
 
+/// A type1v2 container with the simulator's first edu open.
+fn edu(s: &Simulator) -> (Container<Type1v2>, Device) {
+    let c = s
+        .open_container()
+        .unwrap()
+        .attach(s.open_group(1).unwrap())
+        .unwrap();
+    let c = c.set_iommu::<Type1v2>().unwrap();
+    let d = c.open_device("0000:01:00.0").unwrap();
+    (c, d)
+}
+
 fn ioctl_errno<T: std::fmt::Debug>(r: Result<T, DmaError>) -> Errno {
     match r {
         Err(DmaError::Ioctl { errno, .. }) => errno,
@@ -40,13 +52,7 @@ fn ioctl_errno<T: std::fmt::Debug>(r: Result<T, DmaError>) -> Errno {
 #[test]
 fn type1v2_reports_every_mapped_page_while_tracking() {
     let s = sim();
-    let c = s
-        .open_container()
-        .unwrap()
-        .attach(s.open_group(1).unwrap())
-        .unwrap();
-    let c = c.set_iommu::<Type1v2>().unwrap();
-    let d = c.open_device("0000:01:00.0").unwrap();
+    let (c, d) = edu(&s);
     d.set_bus_master(true).unwrap();
     let (a, b) = (
         DmaBuffer::new(4 * PAGE as usize).unwrap(),
@@ -106,13 +112,7 @@ fn type1v2_reports_every_mapped_page_while_tracking() {
 #[test]
 fn device_dma_logging_reports_the_pages_the_device_wrote() {
     let s = sim();
-    let c = s
-        .open_container()
-        .unwrap()
-        .attach(s.open_group(1).unwrap())
-        .unwrap();
-    let c = c.set_iommu::<Type1v2>().unwrap();
-    let d = c.open_device("0000:01:00.0").unwrap();
+    let (c, d) = edu(&s);
     d.set_bus_master(true).unwrap();
     let a = DmaBuffer::new(8 * PAGE as usize).unwrap();
     let _m = c.map(&a, IOVA, DmaAccess::ReadWrite).unwrap();
@@ -144,13 +144,7 @@ fn device_dma_logging_reports_the_pages_the_device_wrote() {
 #[test]
 fn a_device_without_logging_says_so() {
     let s = Simulator::new();
-    let c = s
-        .open_container()
-        .unwrap()
-        .attach(s.open_group(1).unwrap())
-        .unwrap();
-    let c = c.set_iommu::<Type1v2>().unwrap();
-    let d = c.open_device("0000:01:00.0").unwrap();
+    let (_c, d) = edu(&s);
     assert!(matches!(
         d.start_dma_logging(PAGE, &[(IOVA, PAGE)]),
         Err(DeviceError::NotSupported { .. })

@@ -72,6 +72,42 @@ fn word(bytes: &[u8], at: usize) -> Result<u32, Errno> {
     Ok(u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
 }
 
+/// A `vfio_bitmap` at `at` of an argument (`pgsize`, `size`, then `data`,
+/// a pointer as wide as the target's), checked for a range of `size` bytes
+/// as the kernel's `verify_bitmap_size` does: its page size, its user
+/// address, and a clean bitmap of the words the pages need.
+fn user_bitmap(b: &[u8], at: usize, size: u64) -> Result<(u64, u64, Vec<u8>), Errno> {
+    let (pgsize, bsize) = (dword(b, at)?, dword(b, at + 8)?);
+    let data = if size_of::<usize>() == 8 {
+        dword(b, at + 16)?
+    } else {
+        u64::from(word(b, at + 16)?)
+    };
+    if pgsize == 0 {
+        return Err(Errno::EINVAL);
+    }
+    let npages = size >> pgsize.trailing_zeros();
+    let bytes = npages.div_ceil(64) * 8;
+    if npages == 0 || bsize == 0 || npages > i32::MAX as u64 || bsize < bytes {
+        return Err(Errno::EINVAL);
+    }
+    Ok((pgsize, data, vec![0u8; bytes as usize]))
+}
+
+/// Sets bits `first..first + count` of a bitmap of native-endian `u64`
+/// words (bits past its end are not set).
+fn set_pages(map: &mut [u8], first: u64, count: u64) {
+    for page in first..first.saturating_add(count) {
+        let at = (page / 64 * 8) as usize;
+        let Some(word) = map.get_mut(at..at + 8) else {
+            return;
+        };
+        let mut v = u64::from_ne_bytes(word.try_into().unwrap_or_default());
+        v |= 1 << (page % 64);
+        word.copy_from_slice(&v.to_ne_bytes());
+    }
+}
+
 pub(crate) fn dword(bytes: &[u8], at: usize) -> Result<u64, Errno> {
     let lo = u64::from(word(bytes, at)?);
     let hi = u64::from(word(bytes, at + 4)?);
@@ -130,25 +166,12 @@ impl Type1 {
                 if (argsz as usize) < 8 + get {
                     return Err(Errno::EINVAL);
                 }
-                let (iova, size, pgsize, bsize) =
-                    (dword(b, 8)?, dword(b, 16)?, dword(b, 24)?, dword(b, 32)?);
-                let data = if size_of::<usize>() == 8 {
-                    dword(b, 40)?
-                } else {
-                    u64::from(word(b, 40)?)
-                };
+                let (iova, size) = (dword(b, 8)?, dword(b, 16)?);
                 if size == 0 {
                     return Err(Errno::EINVAL);
                 }
                 let end = iova.checked_add(size - 1).ok_or(Errno::EOVERFLOW)?;
-                if pgsize == 0 {
-                    return Err(Errno::EINVAL);
-                }
-                let npages = size >> pgsize.trailing_zeros();
-                let bytes = npages.div_ceil(64) * 8;
-                if npages == 0 || bsize == 0 || npages > i32::MAX as u64 || bsize < bytes {
-                    return Err(Errno::EINVAL);
-                }
+                let (pgsize, data, mut map) = user_bitmap(b, 24, size)?;
                 if pgsize != MIN_PAGE || iova % MIN_PAGE != 0 || size % MIN_PAGE != 0 {
                     return Err(Errno::EINVAL);
                 }
@@ -168,22 +191,13 @@ impl Type1 {
                 if cut(iova, true) || cut(end, false) {
                     return Err(Errno::EINVAL);
                 }
-                let mut map = vec![0u8; bytes as usize];
                 mem.read(data, &mut map)?;
                 for m in self
                     .dma
                     .values()
                     .filter(|m| m.iova >= iova && m.iova <= end)
                 {
-                    let first = (m.iova - iova) / pgsize;
-                    for page in first..first + m.size / pgsize {
-                        let (w, bit) = ((page / 64) as usize, page % 64);
-                        let at = w * 8;
-                        let mut v =
-                            u64::from_ne_bytes(map[at..at + 8].try_into().unwrap_or_default());
-                        v |= 1 << bit;
-                        map[at..at + 8].copy_from_slice(&v.to_ne_bytes());
-                    }
+                    set_pages(&mut map, (m.iova - iova) / pgsize, m.size / pgsize);
                 }
                 mem.write(data, &map)?;
             }
@@ -426,24 +440,11 @@ impl Type1 {
             if argsz < minsz + size_of::<sys::vfio_bitmap>() {
                 return Err(Errno::EINVAL);
             }
-            let (pgsize, bsize) = (dword(arg, 24)?, dword(arg, 32)?);
-            let data = if size_of::<usize>() == 8 {
-                dword(arg, 40)?
-            } else {
-                u64::from(word(arg, 40)?)
-            };
-            if pgsize == 0 {
-                return Err(Errno::EINVAL);
-            }
-            let npages = size >> pgsize.trailing_zeros();
-            let bytes = npages.div_ceil(64) * 8;
-            if npages == 0 || bsize == 0 || npages > i32::MAX as u64 || bsize < bytes {
-                return Err(Errno::EINVAL);
-            }
+            let (pgsize, data, map) = user_bitmap(arg, 24, size)?;
             if !self.dirty_tracking || pgsize != MIN_PAGE {
                 return Err(Errno::EINVAL);
             }
-            bitmap = Some((data, vec![0u8; bytes as usize]));
+            bitmap = Some((data, map));
         }
         let unmap_all = flags & all != 0;
         let page = MIN_PAGE;
@@ -491,13 +492,7 @@ impl Type1 {
             if let Some((_, map)) = bitmap.as_mut() {
                 // Every page of the mapping is dirty (update_user_bitmap,
                 // for a group that pins nothing).
-                let first = (m.iova - iova) / MIN_PAGE;
-                for page in first..first + m.size / MIN_PAGE {
-                    let at = (page / 64 * 8) as usize;
-                    let mut w = u64::from_ne_bytes(map[at..at + 8].try_into().unwrap_or_default());
-                    w |= 1 << (page % 64);
-                    map[at..at + 8].copy_from_slice(&w.to_ne_bytes());
-                }
+                set_pages(map, (m.iova - iova) / MIN_PAGE, m.size / MIN_PAGE);
             }
             unmapped += m.size;
             self.dma.remove(&m.iova);

@@ -102,39 +102,46 @@ fn open(mdevs: &[&Mdev]) -> Opened {
                     .map_err(|(_, e)| e)
                     .expect("attach");
             }
-            let open_all =
-                |open: &dyn Fn(&str) -> Device| -> Vec<Box<dyn std::ops::Deref<Target = Device>>> {
-                    mdevs
-                        .iter()
-                        .map(|m| {
-                            Box::new(Plain(open(&m.name())))
-                                as Box<dyn std::ops::Deref<Target = Device>>
-                        })
-                        .collect()
-                };
             match kind {
-                IommuKind::Type1 => {
-                    let c = container
-                        .set_iommu::<Type1>()
-                        .expect("type1 on the emulated IOMMU");
-                    let devices = open_all(&|name| c.open_device(name).expect("open the mdev"));
-                    Opened {
-                        _keep: vec![Box::new(c)],
-                        devices,
-                    }
-                }
-                _ => {
-                    let c = container
-                        .set_iommu::<Type1v2>()
-                        .expect("type1v2 on the emulated IOMMU");
-                    let devices = open_all(&|name| c.open_device(name).expect("open the mdev"));
-                    Opened {
-                        _keep: vec![Box::new(c)],
-                        devices,
-                    }
-                }
+                IommuKind::Type1 => with_model::<Type1>(container, mdevs),
+                _ => with_model::<Type1v2>(container, mdevs),
             }
         }
+    }
+}
+
+/// `N` (1 or 2) new single-port mttys, opened the configuration's way: the
+/// first, the second (if any), and what keeps them open (dropped first).
+fn mttys<const N: usize>() -> (Mdev, Option<Mdev>, Opened) {
+    let parent = parent();
+    let ty = single_port(&parent);
+    let first = create(&parent, &ty);
+    let second = (N > 1).then(|| create(&parent, &ty));
+    let mut all = vec![&first];
+    all.extend(second.as_ref());
+    let opened = open(&all);
+    (first, second, opened)
+}
+
+/// Sets the container's IOMMU model (the emulated IOMMU takes either) and
+/// opens the mdevs by name.
+fn with_model<M: typed_vfio::IommuModel + 'static>(
+    container: Container<typed_vfio::Attached>,
+    mdevs: &[&Mdev],
+) -> Opened {
+    let c = container
+        .set_iommu::<M>()
+        .expect("the model on the emulated IOMMU");
+    let devices = mdevs
+        .iter()
+        .map(|m| {
+            let d = c.open_device(&m.name()).expect("open the mdev");
+            Box::new(Plain(d)) as Box<dyn std::ops::Deref<Target = Device>>
+        })
+        .collect();
+    Opened {
+        _keep: vec![Box::new(c)],
+        devices,
     }
 }
 
@@ -207,10 +214,7 @@ fn mtty_types_create_open_and_remove() {
 #[test]
 #[ignore = "needs a VFIO guest: run tests/vm/run"]
 fn mtty_migrates_its_fifo_into_a_second_mdev() {
-    let parent = parent();
-    let ty = single_port(&parent);
-    let (a, b) = (create(&parent, &ty), create(&parent, &ty));
-    let opened = open(&[&a, &b]);
+    let (a, b, opened) = mttys::<2>();
     let (src, dst) = (&*opened.devices[0], &*opened.devices[1]);
     let written = b"typed-vfio 7.2!";
     put_bytes(src, written);
@@ -263,7 +267,7 @@ fn mtty_migrates_its_fifo_into_a_second_mdev() {
     println!(
         "MIGRATION read back {:?} from mtty {}",
         String::from_utf8_lossy(&back),
-        b.name()
+        b.as_ref().map(Mdev::name).unwrap_or_default()
     );
     assert_eq!(
         back, written,
@@ -320,10 +324,7 @@ fn raw_set(d: &Device, state: u32) -> Result<(), Errno> {
 #[test]
 #[ignore = "needs a VFIO guest: run tests/vm/run"]
 fn mtty_every_arc_and_the_refused_ones() {
-    let parent = parent();
-    let ty = single_port(&parent);
-    let (mdev, donor) = (create(&parent, &ty), create(&parent, &ty));
-    let opened = open(&[&mdev, &donor]);
+    let (_mdev, _donor, opened) = mttys::<2>();
     let (d, donor) = (&*opened.devices[0], &*opened.devices[1]);
     // A valid stream, for the arcs out of RESUMING.
     let mut sc = donor
@@ -406,10 +407,7 @@ fn for_running(d: &Device) {
 #[test]
 #[ignore = "needs a VFIO guest: run tests/vm/run"]
 fn mtty_refuses_a_short_and_an_overlong_stream() {
-    let parent = parent();
-    let ty = single_port(&parent);
-    let (a, b) = (create(&parent, &ty), create(&parent, &ty));
-    let opened = open(&[&a, &b]);
+    let (_a, _b, opened) = mttys::<2>();
     let (src, dst) = (&*opened.devices[0], &*opened.devices[1]);
     put_bytes(src, b"xyz");
     let mut sc = src
@@ -476,9 +474,7 @@ const FSM_RECORD: &str = include_str!("../scenarios/migration-fsm.txt");
 #[test]
 #[ignore = "needs a VFIO guest: run tests/vm/run"]
 fn mtty_state_machine_record() {
-    let parent = parent();
-    let mdev = create(&parent, &single_port(&parent));
-    let opened = open(&[&mdev]);
+    let (_mdev, _, opened) = mttys::<1>();
     let d = &*opened.devices[0];
     let config = rig::config();
     let lines: Vec<String> = migration_fsm::matrix(d, &|d| d.reset().expect("reset"))
@@ -506,9 +502,7 @@ fn mtty_state_machine_record() {
 #[test]
 #[ignore = "needs a VFIO guest: run tests/vm/run"]
 fn mtty_dma_logging_starts_reports_and_stops() {
-    let parent = parent();
-    let mdev = create(&parent, &single_port(&parent));
-    let opened = open(&[&mdev]);
+    let (_mdev, _, opened) = mttys::<1>();
     let d = &*opened.devices[0];
     let page = 4096u64;
     let log = d
