@@ -277,11 +277,66 @@ macro_rules! dma_scalar {
     )*};
 }
 
+/// A huge-page size for [`DmaBuffer::huge`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HugePage {
+    /// 2 MiB (x86-64, aarch64 with 4 KiB pages).
+    Size2M,
+    /// 1 GiB (x86-64 with `pdpe1gb`, aarch64).
+    Size1G,
+}
+
+impl HugePage {
+    /// The size in bytes.
+    pub fn bytes(self) -> u64 {
+        match self {
+            HugePage::Size2M => 2 << 20,
+            HugePage::Size1G => 1 << 30,
+        }
+    }
+
+    /// Free pages of this size in the kernel's pool (sysfs
+    /// `free_hugepages`); `None` when the kernel has no pool of this size.
+    pub fn free_pages(self) -> Option<u64> {
+        let path = format!(
+            "/sys/kernel/mm/hugepages/hugepages-{}kB/free_hugepages",
+            self.bytes() / 1024
+        );
+        std::fs::read_to_string(path).ok()?.trim().parse().ok()
+    }
+}
+
 impl DmaBuffer {
     /// Allocates `len` bytes rounded up to whole pages (at least one page:
     /// `new(0)` is one page), zeroed (anonymous private `mmap`, populated).
     pub fn new(len: usize) -> Result<DmaBuffer, DmaError> {
         Self::with_flags(len, page_size(), MapFlags::empty())
+    }
+
+    /// `len` bytes rounded up to whole huge pages of `size` (`MAP_HUGETLB`
+    /// with that size): each huge page is physically contiguous and aligned
+    /// to its size, so fewer IOMMU entries (and, without an IOMMU, fewer
+    /// physical ranges) describe the buffer. The kernel gives huge pages only
+    /// from its reserved pool (`/sys/kernel/mm/hugepages/hugepages-*kB/
+    /// nr_hugepages`): with too few free there, `DmaError::Alloc` with
+    /// `ENOMEM`; a size this kernel has no pool for is `EINVAL`.
+    pub fn huge(len: usize, size: HugePage) -> Result<DmaBuffer, DmaError> {
+        Self::huge_pages(len, size.bytes())
+    }
+
+    /// As [`huge`](Self::huge), for any huge-page size (a power of two).
+    pub(crate) fn huge_pages(len: usize, huge_page: u64) -> Result<DmaBuffer, DmaError> {
+        let bad = DmaError::Alloc {
+            len,
+            errno: Errno::EINVAL,
+        };
+        if !huge_page.is_power_of_two() || huge_page < page_size() as u64 {
+            return Err(bad);
+        }
+        let align = usize::try_from(huge_page).map_err(|_| bad)?;
+        let shift = huge_page.trailing_zeros() as libc::c_int;
+        let size_bits = MapFlags::from_bits_retain(shift << libc::MAP_HUGE_SHIFT);
+        Self::with_flags(len, align, MapFlags::MAP_HUGETLB | size_bits)
     }
 
     /// `len` (at least 1) rounded up to a multiple of `page`, mapped with

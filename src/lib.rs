@@ -256,7 +256,7 @@ pub use container::{
     IommuInfo, IommuModel, IovaRange, NoIommu, ReleaseError, SetIommuError, Type1, Type1v2, Unset,
 };
 pub use device::{Device, DeviceInfo, FeatureSupport, HotResetDevice, IrqInfo, PciIrq};
-pub use dma::{DmaAccess, DmaBuffer, DmaMapping, UnmapError, page_size};
+pub use dma::{DmaAccess, DmaBuffer, DmaMapping, HugePage, UnmapError, page_size};
 pub use error::{ContainerError, DeviceError, DmaError, Errno, GroupError};
 pub use group::{Group, GroupId, GroupStatus};
 pub use region::{IoEventData, MappedRegion, Region, RegionInfo, SparseArea};

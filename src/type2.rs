@@ -1387,14 +1387,10 @@ impl ContiguousBuffer {
     /// at a window-aligned offset lies in one.
     pub fn huge(len: usize, huge_page: u64) -> Result<ContiguousBuffer, Type2Error> {
         let page = crate::dma::page_size() as u64;
-        if !huge_page.is_power_of_two() || huge_page < page {
+        if !huge_page.is_power_of_two() || huge_page < page || usize::try_from(huge_page).is_err() {
             return Err(Type2Error::HugePageSize { size: huge_page });
         }
-        let shift = huge_page.trailing_zeros() as libc::c_int;
-        let size_bits = MapFlags::from_bits_retain(shift << libc::MAP_HUGE_SHIFT);
-        let align =
-            usize::try_from(huge_page).map_err(|_| Type2Error::HugePageSize { size: huge_page })?;
-        let buffer = DmaBuffer::with_flags(len, align, MapFlags::MAP_HUGETLB | size_bits)?;
+        let buffer = DmaBuffer::huge_pages(len, huge_page)?;
         Ok(ContiguousBuffer {
             buffer,
             contiguity: huge_page,

@@ -115,3 +115,54 @@ fn dma_buffer_accessors_round_trip_and_check_bounds_and_alignment() {
     buf.fill(0x5a);
     assert_eq!(buf.read_u8(8191).unwrap(), 0x5a);
 }
+
+/// Huge-page buffers (`DmaBuffer::huge`): where the kernel's pool has free
+/// pages of the size, one comes back aligned to it and maps on the
+/// simulator; where it has none, the typed error says so (`ENOMEM`), and a
+/// size with no pool at all is refused too.
+#[test]
+#[cfg_attr(miri, ignore = "Miri has no MAP_HUGETLB")]
+fn huge_page_buffers_come_from_the_pool_or_say_why() {
+    use typed_vfio::{DmaError, HugePage};
+    for size in [HugePage::Size2M, HugePage::Size1G] {
+        let free = size.free_pages();
+        match (free, typed_vfio::DmaBuffer::huge(1, size)) {
+            (Some(n), Ok(b)) if n > 0 => {
+                assert_eq!(b.len() as u64, size.bytes());
+                assert_eq!(b.addr() as u64 % size.bytes(), 0, "aligned to its size");
+                let sim = typed_vfio::sim::Simulator::new();
+                let c = sim
+                    .open_container()
+                    .unwrap()
+                    .attach(sim.open_group(1).unwrap())
+                    .unwrap();
+                let c = c.set_iommu::<typed_vfio::Type1v2>().unwrap();
+                let m = c
+                    .map(&b, size.bytes(), typed_vfio::DmaAccess::ReadWrite)
+                    .unwrap();
+                assert_eq!(m.size(), size.bytes());
+                println!("{size:?}: one huge page, mapped");
+            }
+            (Some(0), Err(DmaError::Alloc { errno, .. })) => {
+                // The kernel says ENOMEM; the foreign-architecture suites
+                // run under qemu-user, whose mmap refuses MAP_HUGETLB itself
+                // (EINVAL) before the kernel sees it.
+                let native = cfg!(target_arch = "x86_64");
+                assert!(
+                    errno == typed_vfio::Errno::ENOMEM
+                        || (!native && errno == typed_vfio::Errno::EINVAL),
+                    "{size:?}, empty pool: {errno}"
+                );
+                println!("{size:?}: the pool is empty here: {errno}");
+            }
+            (None, Err(DmaError::Alloc { errno, .. })) => {
+                assert!(matches!(
+                    errno,
+                    typed_vfio::Errno::EINVAL | typed_vfio::Errno::ENOMEM
+                ));
+                println!("{size:?}: no pool of this size here: {errno}");
+            }
+            (free, other) => panic!("{size:?} with {free:?} free pages: {other:?}"),
+        }
+    }
+}
