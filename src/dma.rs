@@ -544,6 +544,25 @@ impl DmaBuffer {
     }
 }
 
+impl DmaBuffer {
+    /// The buffer's physically contiguous runs, `(physical address,
+    /// length)` in buffer order ([`physical_pages`](Self::physical_pages)
+    /// merged where one page follows the last): what a no-IOMMU device
+    /// reaches in one descriptor each. A huge-page buffer is one run per
+    /// huge page, or fewer.
+    pub fn physical_runs(&self) -> std::io::Result<Vec<(u64, usize)>> {
+        let page = page_size();
+        let mut runs: Vec<(u64, usize)> = Vec::new();
+        for phys in self.physical_pages()? {
+            match runs.last_mut() {
+                Some((start, len)) if start.checked_add(*len as u64) == Some(phys) => *len += page,
+                _ => runs.push((phys, page)),
+            }
+        }
+        Ok(runs)
+    }
+}
+
 /// A failed unmap: the guard, handed back (still holding its buffer; drop
 /// it to try once more, or call `unmap` again), and the kernel's error.
 #[derive(Debug, thiserror::Error)]

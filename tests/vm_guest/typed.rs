@@ -1195,4 +1195,84 @@ pub mod noiommu {
     }
 }
 
+/// Huge-page DMA buffers (`DmaBuffer::huge`) under real device DMA, the
+/// configuration's way: mapped through the container or the IOAS, or by
+/// physical address without an IOMMU (one 2 MiB huge page: one physically
+/// contiguous run). The guest reserves the pages (`nr_hugepages`).
+pub mod huge {
+    use super::*;
+    use typed_vfio::HugePage;
+    use typed_vfio::iommufd::{CdevDevice, Iommufd};
+
+    /// Writes a pattern at `at` of the buffer through edu (RAM -> device ->
+    /// RAM at `at + back`), `iova` being where the device sees byte 0.
+    fn round_trip(dev: &Device, buf: &DmaBuffer, iova: u64, at: usize, back: usize) {
+        let data = pattern(512, 9);
+        buf.write(at, &data).unwrap();
+        edu_dma(dev, iova + at as u64, EDU_BUF, 512, false);
+        edu_dma(dev, EDU_BUF, iova + back as u64, 512, true);
+        let mut out = vec![0u8; 512];
+        buf.read(back, &mut out).unwrap();
+        assert_eq!(
+            out, data,
+            "DMA through the huge page at {at:#x} -> {back:#x}"
+        );
+    }
+
+    #[test]
+    #[ignore = "needs a VFIO guest: run tests/vm/run"]
+    fn typed_a_huge_page_buffer_takes_device_dma() {
+        std::fs::write("/proc/sys/vm/nr_hugepages", "4").expect("reserve huge pages");
+        let free = HugePage::Size2M
+            .free_pages()
+            .expect("a 2 MiB pool (HUGETLBFS)");
+        assert!(free >= 1, "no 2 MiB page reserved ({free} free)");
+        let buf = DmaBuffer::huge(1, HugePage::Size2M).expect("a 2 MiB huge page");
+        assert_eq!(buf.len(), 2 << 20);
+        assert_eq!(buf.addr() % (2 << 20), 0);
+        // Across the whole page: near its start and near its end.
+        let (at, back) = (0x1000, (2 << 20) - 0x1000);
+        let bdf = first().0;
+        match rig::iommu() {
+            IommuKind::NoIommu => {
+                let (_c, dev) = open_first!(NoIommu);
+                set_bus_master(&dev);
+                let runs = buf.physical_runs().unwrap();
+                println!("HUGE no-IOMMU: physical runs {runs:#x?}");
+                assert_eq!(runs.len(), 1, "one huge page is one contiguous run");
+                assert_eq!(runs[0].0 % (2 << 20), 0);
+                assert!(runs[0].0 + (2 << 20) <= 1 << 28, "beyond edu's DMA mask");
+                round_trip(&dev, &buf, runs[0].0, at, back);
+            }
+            IommuKind::Iommufd => {
+                let fd = Iommufd::open().unwrap();
+                let ioas = fd.alloc_ioas().unwrap();
+                let dev = CdevDevice::open_pci(&bdf).unwrap().bind(&fd).unwrap();
+                dev.attach(&ioas).unwrap();
+                set_bus_master(&dev);
+                let m = ioas.map(&buf, 0x20_0000, DmaAccess::ReadWrite).unwrap();
+                round_trip(&dev, &buf, m.iova(), at, back);
+                println!("HUGE iommufd: mapped at {:#x}", m.iova());
+            }
+            _ => {
+                fn run<M: typed_vfio::DmaModel + typed_vfio::IommuModel>(
+                    buf: &DmaBuffer,
+                    at: usize,
+                    back: usize,
+                ) {
+                    let (c, dev) = open_first!(M);
+                    set_bus_master(&dev);
+                    let m = c.map(buf, 0x20_0000, DmaAccess::ReadWrite).unwrap();
+                    round_trip(&dev, buf, m.iova(), at, back);
+                    println!("HUGE container: mapped at {:#x}", m.iova());
+                }
+                match rig::iommu() {
+                    IommuKind::Type1 => run::<Type1>(&buf, at, back),
+                    _ => run::<Type1v2>(&buf, at, back),
+                }
+            }
+        }
+    }
+}
+
 pub mod iommufd;
