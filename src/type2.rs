@@ -136,7 +136,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::sys::{FromBytes, IntoBytes};
-use nix::sys::mman::MapFlags;
 
 use crate::container::{
     Attached, Container, ContainerState, HasGroups, SetIommuError, sealed::Sealed,
@@ -1407,7 +1406,7 @@ impl ContiguousBuffer {
             return Err(Type2Error::HugePageSize { size: chunk });
         }
         let align = usize::try_from(chunk).map_err(|_| Type2Error::HugePageSize { size: chunk })?;
-        let buffer = DmaBuffer::with_flags(len, align, MapFlags::empty())?;
+        let buffer = DmaBuffer::with_flags(len, align, nix::sys::mman::MapFlags::empty())?;
         Ok(ContiguousBuffer {
             buffer,
             contiguity: chunk,
