@@ -1,7 +1,7 @@
 //! Dirty bitmaps as the kernel writes them (`VFIO_IOMMU_DIRTY_PAGES`,
 //! DMA logging reports): `DirtyBitmap::from_bytes` on arbitrary ranges and
 //! bytes. No panic; a bitmap only for a valid range (page size a power of
-//! two, range aligned, inside 64 bits, bounded) and exactly the words its
+//! two, start and size multiples of it, inside 64 bits, bounded) and exactly the words its
 //! pages need; its dirty pages are the reference decode's (bit `i % 64` of
 //! native-endian word `i / 64`, pages past the end ignored), each inside
 //! the range and reported dirty, and no other.
@@ -28,6 +28,7 @@ fuzz_target!(|input: Input| {
     let valid = page_size.is_power_of_two()
         && size != 0
         && input.iova.is_multiple_of(page_size)
+        && size.is_multiple_of(page_size)
         && input.iova.checked_add(size - 1).is_some()
         && size / page_size <= MAX_BITMAP_PAGES
         && input.bytes.len() as u64 == (size / page_size).div_ceil(64) * 8;
