@@ -152,6 +152,21 @@ impl DirtyBitmap {
     }
 }
 
+/// The bytes of an argument that holds a pointer (so it is not `IntoBytes`),
+/// for the seam's unchecked path, borrowed for as long as `arg` is.
+///
+/// # Safety
+///
+/// `T` must be `#[repr(C)]` with no implicit padding: every one of its
+/// `size_of::<T>()` bytes is initialised.
+pub(crate) unsafe fn arg_bytes<T>(arg: &mut T) -> &mut [u8] {
+    // SAFETY: `arg` is a live, exclusively borrowed `T` of `size_of::<T>()`
+    // bytes, all initialised (the caller's contract), viewed as bytes for
+    // the same borrow; u8 has no alignment or validity requirement beyond
+    // initialisation.
+    unsafe { std::slice::from_raw_parts_mut((arg as *mut T).cast::<u8>(), size_of::<T>()) }
+}
+
 /// A `vfio_bitmap` (with the padding after `data` that 32-bit targets have
 /// zeroed: their bindings have a padding field, 64-bit ones none, so neither
 /// a struct literal nor `..Default::default()` fits every target).
@@ -256,11 +271,10 @@ impl Container<Type1v2> {
                 bitmap: bitmap_arg(page_size, map.bytes_len(), data),
             },
         };
-        // SAFETY: a view of `arg`'s bytes, which it is (repr(C), `size_of`
-        // bytes), for the duration of the call only.
-        let bytes = unsafe {
-            std::slice::from_raw_parts_mut((&raw mut arg).cast::<u8>(), size_of::<DirtyPagesGet>())
-        };
+        // SAFETY: `DirtyPagesGet` is two u32s and a struct of u64s and a
+        // pointer whose padding on 32-bit targets is a named field: every
+        // byte is initialised.
+        let bytes = unsafe { arg_bytes(&mut arg) };
         // SAFETY: the kernel reads `argsz` bytes of `arg` (its size) and
         // writes the bitmap through `data`: at most `bitmap.size` bytes
         // (it refuses a smaller size than the range's pages need, and copies

@@ -722,14 +722,10 @@ impl<'a> DmaMapping<'a> {
         };
         arg.unmap.argsz = size_of::<UnmapWithBitmap>() as u32;
         try_unmap_with(self, |m| {
-            // SAFETY: a view of `arg`'s bytes (repr(C), `size_of` of them)
-            // for the call only.
-            let bytes = unsafe {
-                std::slice::from_raw_parts_mut(
-                    (&raw mut arg).cast::<u8>(),
-                    size_of::<UnmapWithBitmap>(),
-                )
-            };
+            // SAFETY: `UnmapWithBitmap` is a 24-byte `DmaUnmap` (plain
+            // data) and a `vfio_bitmap` whose padding on 32-bit targets is a
+            // named field: every byte is initialised.
+            let bytes = unsafe { crate::dirty::arg_bytes(&mut arg) };
             // SAFETY: the kernel reads `argsz` bytes of `arg` and writes the
             // unmapped size back into it, and writes at most `bitmap.size`
             // bytes at `bitmap.data` (it checks the size covers the range's
