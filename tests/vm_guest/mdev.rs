@@ -145,6 +145,19 @@ fn with_model<M: typed_vfio::IommuModel + 'static>(
     }
 }
 
+/// The device's state as a complete STOP_COPY stream; the device is reset
+/// (RUNNING) after.
+fn saved(d: &Device) -> Vec<u8> {
+    let mut sc = d
+        .migration::<StopCopyOnly>()
+        .unwrap()
+        .to::<StopCopy>()
+        .unwrap();
+    let stream = sc.read_to_end(1 << 20).unwrap();
+    drop(sc.reset().unwrap());
+    stream
+}
+
 fn put_bytes(d: &Device, bytes: &[u8]) {
     let bar = d.region(0).expect("BAR0");
     for &b in bytes {
@@ -327,13 +340,7 @@ fn mtty_every_arc_and_the_refused_ones() {
     let (_mdev, _donor, opened) = mttys::<2>();
     let (d, donor) = (&*opened.devices[0], &*opened.devices[1]);
     // A valid stream, for the arcs out of RESUMING.
-    let mut sc = donor
-        .migration::<StopCopyOnly>()
-        .unwrap()
-        .to::<StopCopy>()
-        .unwrap();
-    let stream = sc.read_to_end(1 << 20).unwrap();
-    drop(sc.reset().unwrap());
+    let stream = saved(donor);
 
     for_running(d);
     arc!(d, Stop => Running, StopCopy, Resuming, RunningP2p, PreCopy, PreCopyP2p);
@@ -410,13 +417,7 @@ fn mtty_refuses_a_short_and_an_overlong_stream() {
     let (_a, _b, opened) = mttys::<2>();
     let (src, dst) = (&*opened.devices[0], &*opened.devices[1]);
     put_bytes(src, b"xyz");
-    let mut sc = src
-        .migration::<StopCopyOnly>()
-        .unwrap()
-        .to::<StopCopy>()
-        .unwrap();
-    let stream = sc.read_to_end(1 << 20).unwrap();
-    drop(sc.reset().unwrap());
+    let stream = saved(src);
 
     // Short: RESUMING -> RUNNING fails (EINVAL) and the kernel stays in
     // RESUMING, where the handle comes back with its data fd.
