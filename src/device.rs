@@ -1,5 +1,6 @@
 //! Devices: info, regions, PCI config space, interrupts, resets.
 
+use std::ffi::c_int;
 use std::fmt;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -184,6 +185,9 @@ pub struct Device {
     info: DeviceInfo,
     /// A migration handle (`crate::migration`) is live: resets go through it.
     migration_busy: AtomicBool,
+    /// An [`Msix`](crate::Msix) handle is live: MSI-X triggers change
+    /// through it only.
+    msix_owned: AtomicBool,
     /// For a device of a PAMU container: its MSI-bank bookkeeping.
     #[cfg(feature = "type2")]
     msi_gate: Option<crate::type2::MsiGate>,
@@ -234,6 +238,7 @@ impl Device {
             kernel,
             info,
             migration_busy: AtomicBool::new(false),
+            msix_owned: AtomicBool::new(false),
             #[cfg(feature = "type2")]
             msi_gate: None,
         })
@@ -344,7 +349,7 @@ impl Device {
         action: u32,
         start: u32,
         data: IrqData<'_>,
-    ) -> Result<(), DeviceError> {
+    ) -> Result<c_int, DeviceError> {
         self.check_irq_index(index)?;
         let total = irq_set_len(data);
         let mut stack = [0u8; IRQ_STACK];
@@ -373,14 +378,13 @@ impl Device {
         self.check_irq_index(index)?;
         let head =
             irq_set_header(index, action, start, IrqData::None(count)).map_err(malformed_set)?;
-        self.issue_set_irqs(index, head.as_bytes())
+        self.issue_set_irqs(index, head.as_bytes()).map(drop)
     }
 
     #[inline]
-    fn issue_set_irqs(&self, index: u32, bytes: &[u8]) -> Result<(), DeviceError> {
+    fn issue_set_irqs(&self, index: u32, bytes: &[u8]) -> Result<c_int, DeviceError> {
         self.kernel
             .ioctl(self.fd.as_fd(), req::VFIO_DEVICE_SET_IRQS, Arg::In(bytes))
-            .map(drop)
             .map_err(|errno| DeviceError::IndexedIoctl {
                 ioctl: req::VFIO_DEVICE_SET_IRQS.name,
                 index,
@@ -392,8 +396,28 @@ impl Device {
     /// (`DATA_EVENTFD | ACTION_TRIGGER`). `None` de-assigns that vector.
     /// The kernel takes its own reference: closing an eventfd does not
     /// disarm it; call [`disable_irq`](Self::disable_irq).
+    ///
+    /// Enabling MSI or MSI-X allocates vectors `0..start + fds.len()`; when
+    /// the platform has fewer, vfio-pci enables nothing and says how many it
+    /// has: [`DeviceError::IrqVectorsShort`]. For MSI-X, [`Msix`] keeps
+    /// track of the allocated set (and refuses a raw change here while it
+    /// lives: [`DeviceError::IrqOwned`]).
+    ///
+    /// [`Msix`]: crate::Msix
     #[doc(alias = "VFIO_DEVICE_SET_IRQS")]
     pub fn set_irq_eventfds(
+        &self,
+        index: u32,
+        start: u32,
+        fds: &[Option<BorrowedFd<'_>>],
+    ) -> Result<(), DeviceError> {
+        self.refuse_owned(index)?;
+        self.arm_eventfds(index, start, fds)
+    }
+
+    /// [`set_irq_eventfds`](Self::set_irq_eventfds) without the ownership
+    /// check (for the [`Msix`](crate::Msix) handle itself).
+    pub(crate) fn arm_eventfds(
         &self,
         index: u32,
         start: u32,
@@ -423,12 +447,49 @@ impl Device {
                 count: 0,
             });
         }
-        self.set_irqs(
+        let answer = self.set_irqs(
             index,
             sys::VFIO_IRQ_SET_ACTION_TRIGGER,
             start,
             IrqData::EventFds(raw),
-        )
+        )?;
+        // A positive answer is vfio_msi_enable's "this many vectors could
+        // have been allocated": nothing was enabled.
+        match u32::try_from(answer) {
+            Ok(0) | Err(_) => Ok(()),
+            Ok(available) => Err(DeviceError::IrqVectorsShort {
+                ioctl: req::VFIO_DEVICE_SET_IRQS.name,
+                index,
+                wanted: start.saturating_add(fds.len() as u32),
+                available,
+            }),
+        }
+    }
+
+    fn refuse_owned(&self, index: u32) -> Result<(), DeviceError> {
+        if index == sys::VFIO_PCI_MSIX_IRQ_INDEX && self.msix_owned.load(Ordering::Acquire) {
+            Err(DeviceError::IrqOwned { index })
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Claims MSI-X for an [`Msix`](crate::Msix) handle; false if one lives.
+    pub(crate) fn claim_msix(&self) -> bool {
+        self.msix_owned
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// The MSI-X handle ended.
+    pub(crate) fn release_msix(&self) {
+        self.msix_owned.store(false, Ordering::Release);
+    }
+
+    /// `DATA_NONE | ACTION_TRIGGER` with count 0, without the ownership
+    /// check (for the [`Msix`](crate::Msix) handle).
+    pub(crate) fn disarm_all(&self, index: u32) -> Result<(), DeviceError> {
+        self.header_only(index, sys::VFIO_IRQ_SET_ACTION_TRIGGER, 0, 0)
     }
 
     /// Routes one vector to an eventfd.
@@ -444,7 +505,8 @@ impl Device {
     /// Tears down every trigger of IRQ `index` (`DATA_NONE | ACTION_TRIGGER`,
     /// count 0), disabling MSI/MSI-X/INTx on the device.
     pub fn disable_irq(&self, index: u32) -> Result<(), DeviceError> {
-        self.header_only(index, sys::VFIO_IRQ_SET_ACTION_TRIGGER, 0, 0)
+        self.refuse_owned(index)?;
+        self.disarm_all(index)
     }
 
     /// Fires vectors `start..start + count` from user space (loopback test;
@@ -506,6 +568,7 @@ impl Device {
             vector,
             IrqData::EventFds(&raw),
         )
+        .map(drop)
         .map_err(|e| not_enabled(e, "unmask"))
     }
 
@@ -555,6 +618,7 @@ impl Device {
         which: &[bool],
     ) -> Result<(), DeviceError> {
         self.set_irqs(index, action, start, IrqData::Bool(which))
+            .map(drop)
     }
 
     /// Function-level reset (`VFIO_DEVICE_RESET`). Refused while a

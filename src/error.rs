@@ -272,6 +272,46 @@ pub enum DeviceError {
         /// Vectors the index has.
         count: u32,
     },
+    /// Enabling MSI or MSI-X with more vectors than the platform could
+    /// allocate: vfio-pci then enables nothing and answers with the number
+    /// it could have had (a positive return, not an errno;
+    /// `vfio_msi_enable`). Ask again with at most `available`.
+    #[error(
+        "{ioctl} (index {index}): {wanted} vectors asked, the platform can allocate {available}; nothing enabled"
+    )]
+    IrqVectorsShort {
+        /// The request.
+        ioctl: &'static str,
+        /// The IRQ index (MSI or MSI-X).
+        index: u32,
+        /// Vectors asked for.
+        wanted: u32,
+        /// Vectors the kernel could allocate.
+        available: u32,
+    },
+    /// Arming an MSI-X vector beyond the ones allocated when MSI-X was
+    /// enabled, on a device whose MSI-X cannot grow while enabled
+    /// (`VFIO_IRQ_INFO_NORESIZE`: no dynamic MSI-X allocation on this
+    /// platform). Disable and enable again with the wider set.
+    #[error(
+        "IRQ index {index}: vector {vector} is beyond the {allocated} allocated and the index is NORESIZE; re-enable with the wider set"
+    )]
+    IrqNoResize {
+        /// The IRQ index.
+        index: u32,
+        /// The vector asked for.
+        vector: u32,
+        /// Vectors allocated now.
+        allocated: u32,
+    },
+    /// A raw trigger change (set, disable) of an IRQ index an
+    /// [`Msix`](crate::Msix) handle owns: it would leave the handle
+    /// claiming vectors the kernel no longer has. Go through the handle.
+    #[error("IRQ index {index} is owned by a live MSI-X handle; change it through the handle")]
+    IrqOwned {
+        /// The IRQ index.
+        index: u32,
+    },
 }
 
 /// DMA mapping and IOMMU queries.

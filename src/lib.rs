@@ -244,6 +244,7 @@ pub mod mdev;
 pub mod migration;
 #[allow(unsafe_code)]
 mod mmio;
+mod msix;
 mod region;
 #[cfg(feature = "sim")]
 pub mod sim;
@@ -259,6 +260,7 @@ pub use device::{Device, DeviceInfo, FeatureSupport, HotResetDevice, IrqInfo, Pc
 pub use dma::{DmaAccess, DmaBuffer, DmaMapping, HugePage, UnmapError, page_size};
 pub use error::{ContainerError, DeviceError, DmaError, Errno, GroupError};
 pub use group::{Group, GroupId, GroupStatus};
+pub use msix::Msix;
 pub use region::{IoEventData, MappedRegion, Region, RegionInfo, SparseArea};
 #[cfg(feature = "type2")]
 pub use type2::{

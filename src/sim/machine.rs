@@ -280,6 +280,13 @@ impl Machine {
                 members.push(devices.len());
                 let mut dev = PciDevice::new(d.address.clone(), gi, addr, d.reset, base);
                 dev.mig = d.migration.map(MigDevice::new);
+                if let Some(n) = &d.nvme {
+                    let mut nvme = super::nvme::Nvme::new(n.blocks);
+                    if let Some(script) = &n.hostile {
+                        nvme.hostile(script.clone());
+                    }
+                    dev.make_nvme(nvme, n.resizable, n.available);
+                }
                 devices.push(dev);
             }
             groups.push(GroupObj {
@@ -1430,9 +1437,11 @@ impl State {
         let dev = &self.devices[d];
         match index {
             sys::VFIO_PCI_INTX_IRQ_INDEX => u32::from(dev.config[0x3d] != 0),
-            sys::VFIO_PCI_MSI_IRQ_INDEX => 1,
+            // edu has MSI and no MSI-X, the NVMe controller the reverse.
+            sys::VFIO_PCI_MSI_IRQ_INDEX => u32::from(dev.nvme.is_none()),
+            sys::VFIO_PCI_MSIX_IRQ_INDEX if dev.nvme.is_some() => super::nvme::MSIX_VECTORS,
             sys::VFIO_PCI_REQ_IRQ_INDEX => 1,
-            // No MSI-X capability; conventional PCI has no AER.
+            // Conventional PCI has no AER.
             _ => 0,
         }
     }
@@ -1477,7 +1486,7 @@ impl State {
                 let index = word(b, 8)?;
                 let rw = sys::VFIO_REGION_INFO_FLAG_READ | sys::VFIO_REGION_INFO_FLAG_WRITE;
                 let (flags, size) = match index {
-                    sys::VFIO_PCI_BAR0_REGION_INDEX => (rw, BAR0_SIZE),
+                    sys::VFIO_PCI_BAR0_REGION_INDEX => (rw, self.devices[d].bar0_size()),
                     sys::VFIO_PCI_CONFIG_REGION_INDEX => (rw, CONFIG_SIZE as u64),
                     i if i <= sys::VFIO_PCI_ROM_REGION_INDEX => (0, 0),
                     _ => return Err(Errno::EINVAL), // VGA (none) and beyond
@@ -1500,7 +1509,9 @@ impl State {
                 let mut flags = sys::VFIO_IRQ_INFO_EVENTFD;
                 if index == sys::VFIO_PCI_INTX_IRQ_INDEX {
                     flags |= sys::VFIO_IRQ_INFO_MASKABLE | sys::VFIO_IRQ_INFO_AUTOMASKED;
-                } else {
+                } else if index != sys::VFIO_PCI_MSIX_IRQ_INDEX || !self.devices[d].msix_resizable
+                {
+                    // MSI-X without dynamic allocation, and everything else.
                     flags |= sys::VFIO_IRQ_INFO_NORESIZE;
                 }
                 put(b, 4, &flags.to_ne_bytes())?;
@@ -1517,6 +1528,12 @@ impl State {
                 // but for migration, which returns to RUNNING.
                 if let Some(mig) = &mut self.devices[d].mig {
                     mig.reset();
+                }
+                // pci_try_reset_function saves the function's state and
+                // restores it after: config space and MSI-X stay (and so
+                // vfio-pci's triggers); the NVMe controller itself resets.
+                if let Some(nvme) = &mut self.devices[d].nvme {
+                    nvme.reset();
                 }
                 Ok(0)
             }
@@ -1947,13 +1964,18 @@ impl State {
                 }
                 Ok(0)
             }
-            (sys::VFIO_PCI_MSI_IRQ_INDEX, sys::VFIO_IRQ_SET_ACTION_TRIGGER) => {
-                if dev.irq == IrqType::Msi && count == 0 && none {
+            (
+                sys::VFIO_PCI_MSI_IRQ_INDEX | sys::VFIO_PCI_MSIX_IRQ_INDEX,
+                sys::VFIO_IRQ_SET_ACTION_TRIGGER,
+            ) => {
+                let msix = index == sys::VFIO_PCI_MSIX_IRQ_INDEX;
+                let ty = if msix { IrqType::Msix } else { IrqType::Msi };
+                if dev.irq == ty && count == 0 && none {
                     dev.irq = IrqType::None;
                     dev.msi.clear();
                     return Ok(0);
                 }
-                if !matches!(dev.irq, IrqType::Msi | IrqType::None) {
+                if !(dev.irq == ty || dev.irq == IrqType::None) {
                     return Err(Errno::EINVAL);
                 }
                 if eventfd && dev.irq == IrqType::None && !self.msi_doorbell_ok(d) {
@@ -1965,40 +1987,59 @@ impl State {
                 if eventfd {
                     let enabling = dev.irq == IrqType::None;
                     if enabling {
-                        dev.irq = IrqType::Msi;
+                        // vfio_msi_enable: all of 0..start + count, or
+                        // nothing and the count the platform has.
+                        let available = if msix { dev.msix_available } else { 1 };
+                        if start + count > available {
+                            return Ok(available as c_int);
+                        }
+                        dev.irq = ty;
                         dev.msi = (0..start + count).map(|_| None).collect();
                     }
-                    let mut refs = Vec::with_capacity(fds.len());
-                    for &fd in &fds {
-                        match if fd < 0 {
-                            Ok(None)
-                        } else {
-                            os::eventfd_ref(fd).map(Some)
-                        } {
-                            Ok(r) => refs.push(r),
+                    // vfio_msi_set_block: vector by vector; a vector not
+                    // allocated is allocated only for MSI-X with dynamic
+                    // allocation; on failure the block's vectors so far are
+                    // disarmed (and MSI disabled again if this enabled it).
+                    let mut failed = None;
+                    for (i, &fd) in fds.iter().enumerate() {
+                        let v = start as usize + i;
+                        if fd < 0 {
+                            if let Some(slot) = dev.msi.get_mut(v) {
+                                *slot = None;
+                            }
+                            continue;
+                        }
+                        if v >= dev.msi.len() {
+                            if msix && dev.msix_resizable {
+                                dev.msi.resize_with(v + 1, || None);
+                            } else {
+                                failed = Some((i, Errno::EINVAL));
+                                break;
+                            }
+                        }
+                        match os::eventfd_ref(fd) {
+                            Ok(r) => dev.msi[v] = Some(r),
                             Err(e) => {
-                                // vfio_msi_set_block undoes the block.
-                                for v in start..start + refs.len() as u32 {
-                                    if let Some(slot) = dev.msi.get_mut(v as usize) {
-                                        *slot = None;
-                                    }
-                                }
-                                if enabling {
-                                    dev.irq = IrqType::None;
-                                    dev.msi.clear();
-                                }
-                                return Err(e);
+                                failed = Some((i, e));
+                                break;
                             }
                         }
                     }
-                    for (i, r) in refs.into_iter().enumerate() {
-                        if let Some(slot) = dev.msi.get_mut(start as usize + i) {
-                            *slot = r;
+                    if let Some((upto, e)) = failed {
+                        for v in start as usize..start as usize + upto {
+                            if let Some(slot) = dev.msi.get_mut(v) {
+                                *slot = None;
+                            }
                         }
+                        if enabling {
+                            dev.irq = IrqType::None;
+                            dev.msi.clear();
+                        }
+                        return Err(e);
                     }
                     return Ok(0);
                 }
-                if dev.irq != IrqType::Msi {
+                if dev.irq != ty {
                     return Err(Errno::EINVAL);
                 }
                 for i in 0..count as usize {
@@ -2076,17 +2117,30 @@ impl State {
                 Ok(len)
             }
             sys::VFIO_PCI_BAR0_REGION_INDEX => {
-                if pos >= BAR0_SIZE {
+                let size = self.devices[d].bar0_size();
+                if pos >= size {
                     return Err(Errno::EINVAL);
                 }
-                let room = (BAR0_SIZE - pos) as usize;
+                let room = (size - pos) as usize;
                 match rw {
                     Rw::Read(b) => {
                         let n = b.len().min(room);
-                        let edu = &self.devices[d].edu;
+                        let dev = &self.devices[d];
                         each_access(pos, n, |at, width, i| {
-                            let v = edu.read(at, width).to_le_bytes();
-                            b[i..i + width].copy_from_slice(&v[..width]);
+                            let v = match &dev.nvme {
+                                Some(nvme) => nvme.read(at, width),
+                                None => dev.edu.read(at, width),
+                            };
+                            b[i..i + width].copy_from_slice(&v.to_le_bytes()[..width]);
+                        });
+                        Ok(n)
+                    }
+                    Rw::Write(b) if self.devices[d].nvme.is_some() => {
+                        let n = b.len().min(room);
+                        each_access(pos, n, |at, width, i| {
+                            let mut v = [0u8; 8];
+                            v[..width].copy_from_slice(&b[i..i + width]);
+                            self.nvme_write(d, at, width, u64::from_le_bytes(v));
                         });
                         Ok(n)
                     }
@@ -2151,15 +2205,31 @@ impl State {
             );
             return;
         };
+        // The buffer's bytes travel through a copy: a faulted part of a
+        // DMA to the device leaves the buffer as it was.
+        let mut bytes = self.devices[d].edu.buf[range.clone()].to_vec();
+        let data = if req.to_ram {
+            DmaData::ToRam(&bytes)
+        } else {
+            DmaData::FromRam(&mut bytes)
+        };
+        self.dma_copy(d, req.host, data);
+        if !req.to_ram {
+            self.devices[d].edu.buf[range].copy_from_slice(&bytes);
+        }
+    }
+
+    /// A DMA by device `d` at bus address `iova` through its IOMMU (the
+    /// container's, or its cdev's IOAS): what could be moved is, the rest is
+    /// recorded as faults. True when all of it moved.
+    fn dma_copy(&mut self, d: usize, iova: u64, mut data: DmaData<'_>) -> bool {
+        let (to_ram, count) = match &data {
+            DmaData::ToRam(b) => (true, b.len() as u64),
+            DmaData::FromRam(b) => (false, b.len() as u64),
+        };
         if !self.devices[d].bus_master() {
-            self.fault(
-                d,
-                req.host,
-                req.count,
-                req.to_ram,
-                DmaFaultReason::BusMasterOff,
-            );
-            return;
+            self.fault(d, iova, count, to_ram, DmaFaultReason::BusMasterOff);
+            return false;
         }
         let c = self.groups[self.devices[d].group].container;
         let driver = c
@@ -2173,57 +2243,110 @@ impl State {
             _ => None,
         };
         if cdev.is_none() && !matches!(driver, Some(Driver::Type1(_) | Driver::Pamu(_))) {
-            self.fault(d, req.host, req.count, req.to_ram, DmaFaultReason::NoIommu);
-            return;
+            self.fault(d, iova, count, to_ram, DmaFaultReason::NoIommu);
+            return false;
         }
         let page = super::iommu::MIN_PAGE;
         let mut faults = Vec::new();
         let mut done = 0u64;
-        while done < req.count {
-            let iova = req.host + done;
-            let left = req.count - done;
-            let to_page_end = page - (iova & (page - 1));
-            let Some(m) = translate(iova) else {
+        while done < count {
+            let at_iova = match iova.checked_add(done) {
+                Some(a) => a,
+                None => {
+                    faults.push((iova, count - done, DmaFaultReason::Unmapped));
+                    break;
+                }
+            };
+            let left = count - done;
+            let to_page_end = page - (at_iova & (page - 1));
+            let Some(m) = translate(at_iova) else {
                 let len = left.min(to_page_end);
-                faults.push((iova, len, DmaFaultReason::Unmapped));
+                faults.push((at_iova, len, DmaFaultReason::Unmapped));
                 done += len;
                 continue;
             };
-            let len = left.min(m.size - (iova - m.iova));
-            if !(if req.to_ram { m.write } else { m.read }) {
-                faults.push((iova, len, DmaFaultReason::NotPermitted));
+            let len = left.min(m.size - (at_iova - m.iova));
+            if !(if to_ram { m.write } else { m.read }) {
+                faults.push((at_iova, len, DmaFaultReason::NotPermitted));
                 done += len;
                 continue;
             }
-            let vaddr = m.vaddr + (iova - m.iova);
-            if req.to_ram
-                && let Some((ranges, dirty)) = self.devices[d].dma_log.as_mut()
-            {
+            let vaddr = m.vaddr + (at_iova - m.iova);
+            if to_ram && let Some((ranges, dirty)) = self.devices[d].dma_log.as_mut() {
                 // The driver logs the pages it writes inside its ranges.
-                for p in iova >> 12..=(iova + len - 1) >> 12 {
+                for p in at_iova >> 12..=(at_iova + len - 1) >> 12 {
                     if ranges.iter().any(|&(s, l)| p << 12 >= s && p << 12 < s + l) {
                         dirty.insert(p);
                     }
                 }
             }
-            let at = range.start + done as usize;
-            let bytes = &mut self.devices[d].edu.buf[at..at + len as usize];
-            if req.to_ram {
-                // SAFETY: `vaddr..vaddr + len` lies inside a live IOMMU
-                // mapping with device-write access (checked just above);
-                // whoever issued its MAP_DMA promised (`Machine::ioctl`'s
-                // contract) that this process memory stays valid and may be
-                // written by the device until unmapped, and the state lock
-                // we hold keeps the mapping from being removed meanwhile.
-                unsafe { os::write_process(vaddr, bytes) };
-            } else {
-                // SAFETY: as above, for a mapping with device-read access.
-                unsafe { os::read_process(vaddr, bytes) };
+            let span = done as usize..(done + len) as usize;
+            match &mut data {
+                DmaData::ToRam(b) => {
+                    // SAFETY: `vaddr..vaddr + len` lies inside a live IOMMU
+                    // mapping with device-write access (checked just above);
+                    // whoever issued its MAP_DMA promised (`Machine::ioctl`'s
+                    // contract) that this process memory stays valid and may
+                    // be written by the device until unmapped, and the state
+                    // lock we hold keeps the mapping from being removed
+                    // meanwhile.
+                    unsafe { os::write_process(vaddr, &b[span]) };
+                }
+                DmaData::FromRam(b) => {
+                    // SAFETY: as above, for a mapping with device-read access.
+                    unsafe { os::read_process(vaddr, &mut b[span]) };
+                }
             }
             done += len;
         }
+        let clean = faults.is_empty();
         for (iova, len, reason) in faults {
-            self.fault(d, iova, len, req.to_ram, reason);
+            self.fault(d, iova, len, to_ram, reason);
+        }
+        clean
+    }
+
+    /// An MMIO write to an NVMe controller's BAR0: the controller runs with
+    /// the machine as its bus (DMA through the IOMMU, MSI-X).
+    fn nvme_write(&mut self, d: usize, at: u64, width: usize, value: u64) {
+        let Some(mut nvme) = self.devices[d].nvme.take() else {
+            return;
+        };
+        nvme.write(at, width, value, &mut NvmeBus { state: self, d });
+        self.devices[d].nvme = Some(nvme);
+    }
+}
+
+/// A DMA's data: to host memory, or from it.
+enum DmaData<'a> {
+    ToRam(&'a [u8]),
+    FromRam(&'a mut [u8]),
+}
+
+/// The machine as an NVMe controller's bus.
+struct NvmeBus<'a> {
+    state: &'a mut State,
+    d: usize,
+}
+
+impl super::nvme::Bus for NvmeBus<'_> {
+    fn dma_read(&mut self, addr: u64, buf: &mut [u8]) -> bool {
+        self.state.dma_copy(self.d, addr, DmaData::FromRam(buf))
+    }
+
+    fn dma_write(&mut self, addr: u64, data: &[u8]) -> bool {
+        self.state.dma_copy(self.d, addr, DmaData::ToRam(data))
+    }
+
+    fn interrupt(&mut self, vector: u16) {
+        // An MSI-X message is a memory write: Bus Master on, MSI-X enabled
+        // and the vector armed.
+        let dev = &self.state.devices[self.d];
+        if dev.irq == IrqType::Msix
+            && dev.bus_master()
+            && let Some(Some(fd)) = dev.msi.get(usize::from(vector))
+        {
+            os::signal(fd);
         }
     }
 }

@@ -109,6 +109,7 @@ mod iommufd;
 #[allow(unsafe_code)]
 mod machine;
 mod migration;
+mod nvme;
 #[allow(unsafe_code)]
 mod os;
 mod pamu;
@@ -128,13 +129,25 @@ use crate::kernel::Kernel;
 
 pub(crate) use machine::Machine;
 
-/// A simulated PCI device: QEMU's `edu` bound to vfio-pci.
+/// A simulated PCI device bound to vfio-pci: QEMU's `edu`, or a small NVMe
+/// controller ([`SimDevice::nvme`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SimDevice {
     address: String,
     reset: bool,
     /// `VFIO_MIGRATION_*` flags, for a migratable device.
     migration: Option<u32>,
+    /// An NVMe controller instead of the edu.
+    nvme: Option<NvmeSpec>,
+}
+
+/// What [`SimDevice::nvme`] and its options describe.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct NvmeSpec {
+    blocks: u64,
+    resizable: bool,
+    available: u32,
+    hostile: Option<Vec<u8>>,
 }
 
 impl SimDevice {
@@ -145,7 +158,71 @@ impl SimDevice {
             address: address.to_owned(),
             reset: true,
             migration: None,
+            nvme: None,
         }
+    }
+
+    /// An NVMe controller at a PCI address, as QEMU's `nvme` device presents
+    /// itself (1b36:0010): NVMe 1.4 registers in a 16 KiB BAR0, an admin
+    /// queue and up to 16 I/O queue pairs of up to 1024 entries, Identify
+    /// (controller, namespace 1, active namespace list), Number of Queues,
+    /// Read/Write/Flush with PRP lists and 128 KiB transfers at most, on
+    /// one namespace of 2048 zeroed 512-byte blocks (1 MiB). MSI-X has 17
+    /// vectors, all allocatable, and cannot grow while enabled (NORESIZE,
+    /// as on platforms without dynamic MSI-X: [`msix_resizable`]).
+    /// Commands run when their doorbell is written.
+    ///
+    /// [`msix_resizable`]: Self::msix_resizable
+    pub fn nvme(address: &str) -> Self {
+        SimDevice {
+            nvme: Some(NvmeSpec {
+                blocks: 2048,
+                resizable: false,
+                available: 17,
+                hostile: None,
+            }),
+            ..Self::edu(address)
+        }
+    }
+
+    /// An NVMe controller's namespace size, in 512-byte blocks (at most
+    /// 2^20: 512 MiB of the simulator's memory).
+    pub fn blocks(mut self, blocks: u64) -> Self {
+        if let Some(n) = &mut self.nvme {
+            n.blocks = blocks.min(1 << 20);
+        }
+        self
+    }
+
+    /// Whether the NVMe controller's MSI-X can grow while enabled (the
+    /// kernel then reports no `VFIO_IRQ_INFO_NORESIZE`: dynamic MSI-X).
+    pub fn msix_resizable(mut self, resizable: bool) -> Self {
+        if let Some(n) = &mut self.nvme {
+            n.resizable = resizable;
+        }
+        self
+    }
+
+    /// How many MSI-X vectors the platform can allocate for the NVMe
+    /// controller (default all 17): enabling more makes vfio-pci enable
+    /// nothing and answer with this count.
+    pub fn msix_available(mut self, vectors: u32) -> Self {
+        if let Some(n) = &mut self.nvme {
+            n.available = vectors;
+        }
+        self
+    }
+
+    /// Makes the NVMe controller hostile, for fuzzing a driver: `script`'s
+    /// first eight bytes are xored into CAP, and the rest, one byte per
+    /// event, corrupt the Identify data (offset/value pairs) and each
+    /// completion entry (its command id, status, SQ head or phase) as it is
+    /// posted.
+    pub fn hostile(mut self, script: Vec<u8>) -> Self {
+        if let Some(n) = &mut self.nvme {
+            n.hostile = Some(script);
+        }
+        self
     }
 
     /// Makes the device migratable (migration v2: STOP_COPY, and RUNNING_P2P

@@ -24,6 +24,7 @@ pub(crate) enum IrqType {
     None,
     Intx,
     Msi,
+    Msix,
 }
 
 /// One simulated vfio-pci device with an edu behind it.
@@ -54,6 +55,12 @@ pub(crate) struct PciDevice {
     /// DMA logging (a migratable device): the logged IOVA ranges and the
     /// 4 KiB pages written there since the last report.
     pub(crate) dma_log: Option<DmaLog>,
+    /// An NVMe controller instead of the edu (`SimDevice::nvme`).
+    pub(crate) nvme: Option<Box<super::nvme::Nvme>>,
+    /// MSI-X can grow while enabled (no `NORESIZE`).
+    pub(crate) msix_resizable: bool,
+    /// MSI-X vectors the platform can allocate.
+    pub(crate) msix_available: u32,
 }
 
 /// A device's DMA log: the logged `(iova, length)` ranges, and the 4 KiB
@@ -126,6 +133,44 @@ impl PciDevice {
             intx_unmask: None,
             ioeventfds: Vec::new(),
             dma_log: None,
+            nvme: None,
+            msix_resizable: false,
+            msix_available: 0,
+        }
+    }
+
+    /// Turns the function into QEMU's NVMe controller (1b36:0010, class
+    /// 01:08:02): a 64-bit BAR0 with the registers, doorbells and MSI-X
+    /// table, an MSI-X capability and no MSI.
+    pub(crate) fn make_nvme(&mut self, nvme: super::nvme::Nvme, resizable: bool, available: u32) {
+        use super::nvme::{BAR0_SIZE, DEVICE, MSIX_PBA, MSIX_TABLE, MSIX_VECTORS, VENDOR};
+        let c = &mut self.config;
+        put16(c, 0x00, VENDOR);
+        put16(c, 0x02, DEVICE);
+        c[0x08] = 0x02; // revision
+        c[0x09] = 0x02; // NVM Express
+        c[0x0a] = 0x08; // non-volatile memory controller
+        c[0x0b] = 0x01; // mass storage
+        let base = u32::from_le_bytes([c[0x10], c[0x11], c[0x12], c[0x13]]);
+        put32(c, 0x10, (base & !(BAR0_SIZE as u32 - 1)) | 0x4); // 64-bit memory
+        put32(c, 0x14, 0);
+        c[MSI_CAP] = 0x11; // MSI-X, end of list
+        c[MSI_CAP + 1] = 0;
+        put16(c, MSI_CONTROL, (MSIX_VECTORS - 1) as u16);
+        put32(c, MSI_CAP + 4, MSIX_TABLE);
+        put32(c, MSI_CAP + 8, MSIX_PBA);
+        put32(&mut self.wmask, 0x10, !(BAR0_SIZE as u32 - 1));
+        self.nvme = Some(Box::new(nvme));
+        self.msix_resizable = resizable;
+        self.msix_available = available;
+    }
+
+    /// BAR0's size.
+    pub(crate) fn bar0_size(&self) -> u64 {
+        if self.nvme.is_some() {
+            super::nvme::BAR0_SIZE
+        } else {
+            BAR0_SIZE
         }
     }
 
@@ -139,7 +184,10 @@ impl PciDevice {
 
     pub(crate) fn config_read(&self, at: usize) -> u8 {
         let byte = self.config[at];
-        if at == MSI_CONTROL {
+        if at == MSI_CONTROL + 1 && self.nvme.is_some() {
+            // MSI-X Enable.
+            byte | if self.irq == IrqType::Msix { 0x80 } else { 0 }
+        } else if at == MSI_CONTROL {
             byte | u8::from(self.msi_enabled())
         } else {
             byte
@@ -163,6 +211,10 @@ impl PciDevice {
         self.intx_unmask = None;
         self.ioeventfds.clear();
         self.dma_log = None;
+        // vfio_pci_core_disable resets the function.
+        if let Some(nvme) = &mut self.nvme {
+            nvme.reset();
+        }
         put16(&mut self.config, COMMAND, COMMAND_ON_OPEN);
         // Opening the device (as a reset) returns it to RUNNING.
         if let Some(mig) = &mut self.mig {
