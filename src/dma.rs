@@ -4,8 +4,9 @@
 //! A [`DmaBuffer`] is anonymous, page-aligned memory that a device may read
 //! or write at any moment, so the crate never hands out `&T` or `&mut [u8]`
 //! into it: every access, the program's and (on the [simulated
-//! kernel](crate::sim)) the device's, is a byte-sized atomic access. Atomic
-//! accesses never race with each other, so a buffer may be shared between
+//! kernel](crate::sim)) the device's, is an atomic access of an aligned
+//! 32-bit word (one size everywhere: Rust does not allow mixed-size atomic
+//! accesses to race). Atomic accesses never race with each other, so a buffer may be shared between
 //! threads (`DmaBuffer: Sync`) and a device may write it while a thread reads
 //! it, without undefined behaviour. What two threads or a thread and a device
 //! see of each other's writes is then the device's protocol (doorbells,
@@ -34,7 +35,7 @@ use std::marker::PhantomData;
 use std::num::NonZeroUsize;
 use std::os::fd::BorrowedFd;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::sys::{FromBytes, IntoBytes};
@@ -109,21 +110,11 @@ unsafe impl Send for Pages {}
 unsafe impl Sync for Pages {}
 
 impl Pages {
-    /// The byte at `i`, as an atomic (the only way the crate reaches DMA
-    /// memory). `None` past the end.
+    /// The start of the memory, for [`words`]' accesses; every access is
+    /// checked against [`len`](Self::len) by the caller.
     #[inline(always)]
-    fn byte(&self, i: usize) -> Option<&AtomicU8> {
-        if i >= self.len {
-            return None;
-        }
-        let p = self.ptr.as_ptr().wrapping_add(i);
-        // SAFETY: `i < len`, so `p` is inside the live anonymous mapping this
-        // `Pages` owns, which stays mapped while `&self` lives (it is unmapped
-        // only by `Drop`); `AtomicU8` has alignment 1; every access the crate
-        // makes to this memory is atomic (this function is the only way in),
-        // and the simulated device's are too (`sim::os`), so no non-atomic
-        // access can race with this one.
-        Some(unsafe { AtomicU8::from_ptr(p) })
+    fn base(&self) -> *mut u8 {
+        self.ptr.as_ptr()
     }
 
     fn hold(&self) {
@@ -212,10 +203,13 @@ impl Orphans {
 /// Owned, page-aligned, zero-initialised memory for DMA.
 ///
 /// Reached only through copies ([`read`](Self::read), [`write`](Self::write))
-/// and scalar accessors, all made of byte-sized atomic accesses, so a device
-/// (or another thread) writing the buffer meanwhile is no data race. A
-/// multi-byte value is read or written one byte at a time: use the device's
-/// protocol (a phase bit, a doorbell) to know when a structure is complete.
+/// and scalar accessors, all made of atomic accesses of aligned 32-bit
+/// words, so a device (or another thread) writing the buffer meanwhile is no
+/// data race. A naturally aligned `u16` or `u32` is read in one access, so a
+/// word the device writes at once (an NVMe completion's phase bit with its
+/// command id) is never seen torn; a `u64` and a longer copy are read a word
+/// at a time: use the device's protocol (a phase bit, a doorbell) to know
+/// when a structure is complete.
 /// The `_le`/`_be` accessors give device-defined structures an explicit byte
 /// order; the plain ones use the host's.
 ///
@@ -244,12 +238,12 @@ pub struct DmaBuffer {
 
 macro_rules! dma_scalar {
     ($($t:ty: $read:ident / $write:ident, $read_le:ident / $write_le:ident, $read_be:ident / $write_be:ident;)*) => {$(
-        #[doc = concat!("Reads a host-order `", stringify!($t), "` at `offset` (naturally aligned), byte by byte.")]
+        #[doc = concat!("Reads a host-order `", stringify!($t), "` at `offset` (naturally aligned). A `u16` or `u32` is one atomic load of its 32-bit word, so a word the device writes in one access is never seen half-written; a `u64` is two such loads, the lower address first.")]
         #[inline]
         pub fn $read(&self, offset: usize) -> Result<$t, DmaError> {
             self.scalar::<{ size_of::<$t>() }>(offset).map(<$t>::from_ne_bytes)
         }
-        #[doc = concat!("Writes a host-order `", stringify!($t), "` at `offset` (naturally aligned), byte by byte.")]
+        #[doc = concat!("Writes a host-order `", stringify!($t), "` at `offset` (naturally aligned): a `u32` in one atomic store, a `u16` in one atomic update of its word, a `u64` as two 32-bit stores, the lower address first.")]
         #[inline]
         pub fn $write(&self, offset: usize, value: $t) -> Result<(), DmaError> {
             self.put_scalar(offset, value.to_ne_bytes())
@@ -432,6 +426,9 @@ impl DmaBuffer {
         }
     }
 
+    /// The aligned `N`-byte scalar at `offset` (checked): a 2- or 4-byte
+    /// one from one atomic load of its 32-bit word, an 8-byte one from two
+    /// (the lower address first).
     #[inline]
     fn scalar<const N: usize>(&self, offset: usize) -> Result<[u8; N], DmaError> {
         self.check(offset, N, N)?;
@@ -440,6 +437,9 @@ impl DmaBuffer {
         Ok(out)
     }
 
+    /// Stores the aligned `N`-byte scalar at `offset` (checked): 4 bytes in
+    /// one atomic store, 2 in one atomic update of their word, 8 as two
+    /// 4-byte stores.
     #[inline]
     fn put_scalar<const N: usize>(&self, offset: usize, bytes: [u8; N]) -> Result<(), DmaError> {
         self.check(offset, N, N)?;
@@ -447,35 +447,33 @@ impl DmaBuffer {
         Ok(())
     }
 
-    /// Atomic byte loads of `out.len()` bytes from `offset` (checked).
+    /// Loads `out.len()` bytes from `offset` (checked by the caller).
     #[inline]
     fn load(&self, offset: usize, out: &mut [u8]) {
-        for (i, b) in out.iter_mut().enumerate() {
-            if let Some(cell) = self.pages.byte(offset.wrapping_add(i)) {
-                *b = cell.load(Ordering::Relaxed);
-            }
-        }
+        // SAFETY: the caller checked `offset + out.len() <= len`; the
+        // mapping is page-aligned and a whole number of pages, so every
+        // 32-bit word `words` touches lies inside it, and it stays mapped
+        // while `&self` lives; all accesses to it are `words`' (Pages'
+        // contract).
+        unsafe { words::load(self.pages.base(), offset, out) }
     }
 
-    /// Atomic byte stores of `data` at `offset` (checked).
+    /// Stores `data` at `offset` (checked by the caller).
     #[inline]
     fn store(&self, offset: usize, data: &[u8]) {
-        for (i, &b) in data.iter().enumerate() {
-            if let Some(cell) = self.pages.byte(offset.wrapping_add(i)) {
-                cell.store(b, Ordering::Relaxed);
-            }
-        }
+        // SAFETY: as in `load`.
+        unsafe { words::store(self.pages.base(), offset, data) }
     }
 
-    /// Copies `buf.len()` bytes out of the buffer from `offset` (byte-sized
-    /// atomic loads: the device may be writing).
+    /// Copies `buf.len()` bytes out of the buffer from `offset` (atomic
+    /// word loads: the device may be writing).
     pub fn read(&self, offset: usize, buf: &mut [u8]) -> Result<(), DmaError> {
         self.check(offset, buf.len(), 1)?;
         self.load(offset, buf);
         Ok(())
     }
 
-    /// Copies `buf` into the buffer at `offset` (byte-sized atomic stores).
+    /// Copies `buf` into the buffer at `offset` (atomic word stores).
     pub fn write(&self, offset: usize, buf: &[u8]) -> Result<(), DmaError> {
         self.check(offset, buf.len(), 1)?;
         self.store(offset, buf);
@@ -484,10 +482,12 @@ impl DmaBuffer {
 
     /// Sets every byte to `value`.
     pub fn fill(&self, value: u8) {
-        for i in 0..self.pages.len {
-            if let Some(cell) = self.pages.byte(i) {
-                cell.store(value, Ordering::Relaxed);
-            }
+        let page = [value; 256];
+        let mut at = 0;
+        while at < self.pages.len {
+            let n = (self.pages.len - at).min(page.len());
+            self.store(at, &page[..n]);
+            at += n;
         }
     }
 
@@ -957,8 +957,9 @@ impl<M: DmaModel> Container<M> {
     /// the IOMMU (by `unmap_raw`, `unmap_all`, or the container losing its
     /// last group). In particular no Rust reference may rely on the memory
     /// not changing, it must not be freed or reused while mapped, and on the
-    /// [simulated kernel](crate::sim) — whose device accesses are byte-sized
-    /// atomic accesses made on whichever thread started the DMA — the
+    /// [simulated kernel](crate::sim) — whose device accesses are atomic
+    /// accesses of aligned 32-bit words made on whichever thread started the
+    /// DMA — the
     /// program's own accesses to it must not be non-atomic accesses that
     /// could run at the same time.
     #[doc(alias = "VFIO_IOMMU_MAP_DMA")]
@@ -1023,5 +1024,80 @@ impl<M: DmaModel> Container<M> {
     /// confirmed gone (their buffers' pages are kept until they are).
     pub fn orphaned_mappings(&self) -> usize {
         self.inner.orphans.count()
+    }
+}
+
+/// DMA memory as the crate and the simulated device reach it: aligned
+/// 32-bit atomic words only, whatever the width asked for. One access size
+/// everywhere means no mixed-size atomic accesses (which Rust does not allow
+/// to race), and a 32-bit word a device writes in one access (a completion
+/// entry's phase and command id) is read whole, never torn.
+pub(crate) mod words {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// The word containing byte `at`, and the byte's index in it.
+    ///
+    /// # Safety
+    ///
+    /// `base` is 4-aligned and the word `at` falls in is valid for atomic
+    /// access for `'a`.
+    #[inline(always)]
+    unsafe fn word<'a>(base: *mut u8, at: usize) -> (&'a AtomicU32, usize) {
+        let p = base.wrapping_add(at & !3).cast::<u32>();
+        // SAFETY: the caller's: `p` is 4-aligned (base is, and `at & !3`)
+        // and valid for atomic access.
+        (unsafe { AtomicU32::from_ptr(p) }, at & 3)
+    }
+
+    /// Loads `out.len()` bytes at `base + offset`, a word at a time.
+    ///
+    /// # Safety
+    ///
+    /// `base` is 4-aligned; every 32-bit word overlapping `offset..offset +
+    /// out.len()` is valid for reads for the call and reached only by
+    /// atomic accesses of this module.
+    pub(crate) unsafe fn load(base: *mut u8, offset: usize, out: &mut [u8]) {
+        let mut i = 0;
+        while i < out.len() {
+            let at = offset + i;
+            // SAFETY: the word of `at` overlaps the range (caller).
+            let (w, k) = unsafe { word(base, at) };
+            let bytes = w.load(Ordering::Relaxed).to_ne_bytes();
+            let n = (4 - k).min(out.len() - i);
+            out[i..i + n].copy_from_slice(&bytes[k..k + n]);
+            i += n;
+        }
+    }
+
+    /// Stores `data` at `base + offset`: whole words in one atomic store,
+    /// the bytes of a partly covered word in one atomic update of it (the
+    /// word's other bytes kept).
+    ///
+    /// # Safety
+    ///
+    /// As for [`load`], for writes.
+    pub(crate) unsafe fn store(base: *mut u8, offset: usize, data: &[u8]) {
+        let mut i = 0;
+        while i < data.len() {
+            let at = offset + i;
+            // SAFETY: the word of `at` overlaps the range (caller).
+            let (w, k) = unsafe { word(base, at) };
+            let n = (4 - k).min(data.len() - i);
+            if n == 4 {
+                let mut b = [0u8; 4];
+                b.copy_from_slice(&data[i..i + 4]);
+                w.store(u32::from_ne_bytes(b), Ordering::Relaxed);
+            } else {
+                let part = &data[i..i + n];
+                // Lock-free: retried only while another store to the same
+                // word lands in between.
+                let _ = w.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                    let mut b = old.to_ne_bytes();
+                    b[k..k + n].copy_from_slice(part);
+                    Some(u32::from_ne_bytes(b))
+                });
+            }
+            i += n;
+        }
     }
 }

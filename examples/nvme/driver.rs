@@ -250,6 +250,8 @@ struct QueuePair {
     slots: Vec<Slot>,
     /// The MSI-X vector, when interrupt-driven.
     vector: Option<u16>,
+    /// Interrupts taken from the vector's eventfd while waiting.
+    interrupts: u64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -513,11 +515,36 @@ impl<'d, 'b> Controller<'d, 'b> {
 
     /// Interrupts queue `q`'s MSI-X vector has signalled since last asked
     /// (its eventfd's counter, drained); 0 when polled.
-    pub fn take_interrupts(&self, q: usize) -> u64 {
-        let Some(v) = self.io.get(q).and_then(|qp| qp.vector) else {
+    pub fn take_interrupts(&mut self, q: usize) -> u64 {
+        let Some(qp) = self.io.get_mut(q) else {
             return 0;
         };
-        self.events.get(usize::from(v)).and_then(|e| e.read().ok()).unwrap_or(0)
+        let Some(v) = qp.vector else {
+            return 0;
+        };
+        let pending = self.events.get(usize::from(v)).and_then(|e| e.read().ok()).unwrap_or(0);
+        std::mem::take(&mut qp.interrupts) + pending
+    }
+
+    /// The admin queues' first entries, for diagnostics: each CQE's DW2 and
+    /// DW3, each SQE's DW0, and the driver's heads and phase.
+    pub fn admin_dump(&self) -> String {
+        let mut out = format!(
+            "sq_tail {} sq_head {} cq_head {} phase {}; CQ:",
+            self.admin.sq_tail, self.admin.sq_head, self.admin.cq_head, self.admin.phase
+        );
+        for i in 0..6 {
+            let at = self.admin.cq + i * CQE;
+            let dw2 = self.arena.buf.read_u32_le(at + 8).unwrap_or(0);
+            let dw3 = self.arena.buf.read_u32_le(at + 12).unwrap_or(0);
+            out += &format!(" [{dw2:08x} {dw3:08x}]");
+        }
+        out += "; SQ:";
+        for i in 0..6 {
+            let dw0 = self.arena.buf.read_u32_le(self.admin.sq + i * SQE).unwrap_or(0);
+            out += &format!(" {dw0:08x}");
+        }
+        out
     }
 
     /// The MSI-X handle, when interrupt-driven.
@@ -669,9 +696,10 @@ impl<'d, 'b> Controller<'d, 'b> {
         loop {
             if let Some((got, status, result)) = self.reap(true, 0)? {
                 if got != cid {
+                    // The value: the command id, the status above it.
                     return Err(NvmeError::Malformed {
-                        what: "admin completion command id",
-                        value: u64::from(got),
+                        what: "admin completion command id (and status)",
+                        value: u64::from(got) | u64::from(status) << 16,
                     });
                 }
                 if status != 0 {
@@ -998,15 +1026,16 @@ impl<'d, 'b> Controller<'d, 'b> {
                 }
                 Some(v) => {
                     let s = *start.get_or_insert_with(Instant::now);
-                    self.block(usize::from(v))?;
+                    self.io[q].interrupts += self.block(usize::from(v))?;
                     self.check_alive(s, "I/O completion (MSI-X)")?;
                 }
             }
         }
     }
 
-    /// Blocks on vector `v`'s eventfd for up to 100 ms, then drains it.
-    fn block(&self, v: usize) -> Result<(), NvmeError> {
+    /// Blocks on vector `v`'s eventfd for up to 100 ms, then drains it:
+    /// the interrupts it had.
+    fn block(&self, v: usize) -> Result<u64, NvmeError> {
         use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
         let ev = &self.events[v];
         let mut fds = [PollFd::new(ev.as_fd(), PollFlags::POLLIN)];
@@ -1015,7 +1044,8 @@ impl<'d, 'b> Controller<'d, 'b> {
             Err(e) => return Err(NvmeError::Wait(e)),
         }
         match ev.read() {
-            Ok(_) | Err(nix::errno::Errno::EAGAIN) => Ok(()),
+            Ok(n) => Ok(n),
+            Err(nix::errno::Errno::EAGAIN) => Ok(0),
             Err(e) => Err(NvmeError::Wait(e)),
         }
     }
@@ -1112,6 +1142,7 @@ impl QueuePair {
             phase: true,
             slots: slots.to_vec(),
             vector,
+            interrupts: 0,
         }
     }
 

@@ -14,7 +14,7 @@
 
 use std::ffi::c_int;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicU8, Ordering};
+
 
 use nix::errno::Errno;
 
@@ -189,9 +189,9 @@ pub(crate) fn is_mapped(addr: u64, len: u64, page: u64) -> bool {
     true
 }
 
-/// Copies process memory at `addr` into `out` with byte-sized atomic loads:
-/// the device's side of DMA. The program's own accesses to DMA memory are
-/// byte-sized atomic accesses too ([`DmaBuffer`](crate::DmaBuffer)), so a
+/// Copies process memory at `addr` into `out` with atomic loads of the
+/// aligned 32-bit words it overlaps: the device's side of DMA. The program's
+/// own accesses to DMA memory are the same ([`DmaBuffer`](crate::DmaBuffer)), so a
 /// simulated device writing on one thread while the buffer's owner reads on
 /// another is no data race.
 ///
@@ -205,18 +205,16 @@ pub(crate) fn is_mapped(addr: u64, len: u64, page: u64) -> bool {
 /// must carry exposed provenance (mapped addresses come from `as` casts of
 /// pointers, which expose it).
 pub(crate) unsafe fn read_process(addr: u64, out: &mut [u8]) {
-    let base = std::ptr::with_exposed_provenance_mut::<u8>(addr as usize);
-    for (i, b) in out.iter_mut().enumerate() {
-        // SAFETY: `i < out.len()`, so `base + i` is inside the range the
-        // caller guarantees valid and free of racing non-atomic accesses;
-        // `AtomicU8` has alignment 1.
-        let cell = unsafe { AtomicU8::from_ptr(base.wrapping_add(i)) };
-        *b = cell.load(Ordering::Relaxed);
-    }
+    let base = std::ptr::with_exposed_provenance_mut::<u8>((addr & !3) as usize);
+    // SAFETY: the caller's range lies in a mapping of whole pages, so the
+    // 32-bit words overlapping it do too; the crate reaches that memory
+    // only through `dma::words` (DmaBuffer) and so does this.
+    unsafe { crate::dma::words::load(base, (addr & 3) as usize, out) }
 }
 
-/// Copies `data` into process memory at `addr` with byte-sized atomic
-/// stores (the device writing by DMA).
+/// Copies `data` into process memory at `addr` with atomic stores (and
+/// updates) of the aligned 32-bit words it overlaps (the device writing by
+/// DMA).
 ///
 /// # Safety
 ///
@@ -227,11 +225,7 @@ pub(crate) unsafe fn read_process(addr: u64, out: &mut [u8]) {
 /// promised that when it issued `VFIO_IOMMU_MAP_DMA`. Provenance as for
 /// [`read_process`].
 pub(crate) unsafe fn write_process(addr: u64, data: &[u8]) {
-    let base = std::ptr::with_exposed_provenance_mut::<u8>(addr as usize);
-    for (i, &b) in data.iter().enumerate() {
-        // SAFETY: `i < data.len()`, so `base + i` is inside the range the
-        // caller guarantees writable and free of racing non-atomic accesses.
-        let cell = unsafe { AtomicU8::from_ptr(base.wrapping_add(i)) };
-        cell.store(b, Ordering::Relaxed);
-    }
+    let base = std::ptr::with_exposed_provenance_mut::<u8>((addr & !3) as usize);
+    // SAFETY: as in `read_process`, for writes.
+    unsafe { crate::dma::words::store(base, (addr & 3) as usize, data) }
 }

@@ -159,6 +159,26 @@ for bdf in $(with_ids 0x1b36 0x0005); do
 done
 [ -n "$nonviable" ] || { log "ERROR: no pci-testdev (1b36:0005) found"; setup_ok=0; }
 
+# QEMU's nvme (1b36:0010), when the machine has one, bound last (so that
+# the no-IOMMU group numbers of the devices above do not move):
+# TVFIO_LE_DEVICE="<address> <group>" (the nvme:: driver tests; the
+# PowerPC guests' /init, init-static.c, exports the same).
+le_device=""
+for bdf in $(with_ids 0x1b36 0x0010); do
+    bind_vfio "$bdf"
+    drv=$(driver_of "$bdf")
+    grp=$(group_of "$bdf")
+    if [ -n "$grp" ] && [ -e "/dev/vfio/noiommu-$grp" ]; then grp="noiommu-$grp"; fi
+    log "nvme $bdf driver=${drv:-none} group=${grp:-none}"
+    if [ "$drv" != vfio-pci ] || [ -z "$grp" ]; then
+        log "ERROR: could not bind the nvme $bdf to vfio-pci"
+        setup_ok=0
+    fi
+    le_device="$bdf $grp"
+done
+export TVFIO_LE_DEVICE="$le_device"
+log "TVFIO_LE_DEVICE=$TVFIO_LE_DEVICE"
+
 log "/dev/vfio:"
 ls -l /dev/vfio 2>&1
 if [ -d /dev/vfio/devices ]; then

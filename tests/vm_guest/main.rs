@@ -20,6 +20,7 @@ static ALLOCATOR: alloc_count::Counting = alloc_count::Counting;
 mod edu;
 mod le_device;
 mod mdev;
+mod nvme;
 mod raw;
 mod sanity;
 mod scenarios;
