@@ -85,7 +85,9 @@ fn run(device: &Device, arena: Arena<'_>, completion: Completion) -> Result<(), 
     }
     let mut big = vec![0u8; c.max_transfer() + bs];
     match c.read(0, &mut big) {
-        Err(NvmeError::TransferTooLarge { .. }) => println!("   a read too large: TransferTooLarge"),
+        Err(NvmeError::TransferTooLarge { .. }) => {
+            println!("   a read too large: TransferTooLarge")
+        }
         other => panic!("a read too large gave {other:?}"),
     }
 
@@ -115,9 +117,17 @@ fn drive(container: &Container<Type1v2>, address: &str) -> Result<(), Box<dyn Er
         mapping.iova()
     );
     println!("2. Polled completion");
-    run(&device, Arena::mapped(&buffer, mapping.iova()), Completion::Polled)?;
+    run(
+        &device,
+        Arena::mapped(&buffer, mapping.iova()),
+        Completion::Polled,
+    )?;
     println!("3. MSI-X completion (one eventfd per I/O queue)");
-    run(&device, Arena::mapped(&buffer, mapping.iova()), Completion::Msix)?;
+    run(
+        &device,
+        Arena::mapped(&buffer, mapping.iova()),
+        Completion::Msix,
+    )?;
     mapping.unmap()?;
     iovas.release(block)?;
     iovas.release(guard)?;
@@ -138,7 +148,10 @@ fn main() -> Result<(), Box<dyn Error>> {
             let sim = Simulator::builder()
                 .group(SimGroup::new(1).device(SimDevice::nvme(address)))
                 .build()?;
-            let container = sim.open_container()?.attach(sim.open_group(1)?)?.set_iommu::<Type1v2>()?;
+            let container = sim
+                .open_container()?
+                .attach(sim.open_group(1)?)?
+                .set_iommu::<Type1v2>()?;
             drive(&container, address)
         }
     }

@@ -93,24 +93,84 @@ macro_rules! scalar {
 }
 scalar!(u8, u16, u32, u64);
 
-/// Volatile read through a slot, then an acquire fence: the program's later
-/// accesses to DMA memory (atomic, see `dma`) are not moved before it, so a
-/// status register read first and a completion read after keep their order.
+/// One barrier instruction (the architectures' I/O barriers below).
+#[cfg(all(
+    not(miri),
+    any(
+        target_arch = "aarch64",
+        target_arch = "arm",
+        target_arch = "powerpc",
+        target_arch = "powerpc64",
+        target_arch = "riscv32",
+        target_arch = "riscv64"
+    )
+))]
+macro_rules! barrier {
+    ($insn:literal) => {
+        // SAFETY: a barrier instruction only: it reads or writes no memory
+        // and no register the compiler allocates; without `nomem` the
+        // compiler also keeps memory accesses on their side of it.
+        unsafe { std::arch::asm!($insn, options(nostack, preserves_flags)) }
+    };
+}
+
+/// The barrier between a device register read and the program's later
+/// reads of DMA memory (what Linux's `readl` has after the load: the
+/// outer-shareable domain on Arm, `sync` on PowerPC, `fence i,r` on
+/// RISC-V). A Rust fence orders atomics between threads only: it leaves a
+/// weakly ordered CPU free to satisfy a later DMA-memory load before an
+/// uncached device load, so a driver that reads a status register and then
+/// the completion it announces could see stale memory.
+#[inline(always)]
+fn after_device_read() {
+    fence(Ordering::Acquire);
+    #[cfg(all(not(miri), target_arch = "aarch64"))]
+    barrier!("dmb oshld");
+    #[cfg(all(not(miri), target_arch = "arm"))]
+    barrier!("dmb osh");
+    #[cfg(all(not(miri), any(target_arch = "powerpc", target_arch = "powerpc64")))]
+    barrier!("sync");
+    #[cfg(all(not(miri), any(target_arch = "riscv32", target_arch = "riscv64")))]
+    barrier!("fence i,r");
+}
+
+/// The barrier between the program's earlier writes to DMA memory and a
+/// device register write (Linux's `writel` before the store: `dmb oshst`,
+/// `sync`, `fence w,o`), so that a descriptor written first is visible to
+/// the device when the doorbell rung after it arrives. x86 orders stores to
+/// uncached memory after earlier stores: a compiler fence is enough there.
+#[inline(always)]
+fn before_device_write() {
+    fence(Ordering::Release);
+    #[cfg(all(not(miri), target_arch = "aarch64"))]
+    barrier!("dmb oshst");
+    #[cfg(all(not(miri), target_arch = "arm"))]
+    barrier!("dmb oshst");
+    #[cfg(all(not(miri), any(target_arch = "powerpc", target_arch = "powerpc64")))]
+    barrier!("sync");
+    #[cfg(all(not(miri), any(target_arch = "riscv32", target_arch = "riscv64")))]
+    barrier!("fence w,o");
+}
+
+/// Volatile read through a slot, then the device-read barrier
+/// ([`after_device_read`]): the program's later accesses to DMA memory are
+/// not moved before it, so a status register read first and a completion
+/// read after keep their order, on every architecture.
 pub(crate) fn read<T: Scalar>(slot: Slot<'_>) -> T {
     // SAFETY: a Slot is in bounds of a live mapping for `width` bytes and
     // aligned to `width` (see `Area::slot`); T is a plain integer of that
     // width, valid for any bits.
     let value = unsafe { slot.ptr.cast::<T>().as_ptr().read_volatile() };
-    fence(Ordering::Acquire);
+    after_device_read();
     value
 }
 
-/// A release fence, then a volatile write through a slot: the program's
-/// earlier accesses to DMA memory are not moved after it, so a descriptor
-/// written first and a doorbell rung after keep their order. (On x86 both
-/// fences cost nothing but the compiler's ordering.)
+/// The device-write barrier ([`before_device_write`]), then a volatile
+/// write through a slot: the program's earlier accesses to DMA memory are
+/// not moved after it, so a descriptor written first and a doorbell rung
+/// after keep their order, on every architecture.
 pub(crate) fn write<T: Scalar>(slot: Slot<'_>, value: T) {
-    fence(Ordering::Release);
+    before_device_write();
     // SAFETY: as in `read`. `region` only writes through mappings made with
     // PROT_WRITE (it refuses writes to regions without the WRITE flag).
     unsafe { slot.ptr.cast::<T>().as_ptr().write_volatile(value) }

@@ -44,7 +44,9 @@ fn msix_enables_a_subset_and_refuses_growth_when_noresize() {
     assert_eq!(info.count, 17);
     assert!(info.noresize());
     let (a, b, c) = (efd(), efd(), efd());
-    let mut msix = device.enable_msix(&[Some(a.as_fd()), None, Some(b.as_fd())]).unwrap();
+    let mut msix = device
+        .enable_msix(&[Some(a.as_fd()), None, Some(b.as_fd())])
+        .unwrap();
     assert_eq!(msix.allocated(), 3);
     assert!(msix.eventfd(1).is_none() && msix.eventfd(2).is_some());
     // Arm vector 1 inside the allocated set; vector 3 is beyond it.
@@ -61,7 +63,10 @@ fn msix_enables_a_subset_and_refuses_growth_when_noresize() {
     ));
     // Disarming beyond the set allocates nothing and is fine.
     msix.set(5, None).unwrap();
-    assert!(matches!(msix.set(17, None), Err(DeviceError::IrqRange { .. })));
+    assert!(matches!(
+        msix.set(17, None),
+        Err(DeviceError::IrqRange { .. })
+    ));
     // The index is the handle's while it lives.
     assert!(matches!(
         device.disable_irq(MSIX),
@@ -153,8 +158,14 @@ fn with_controller<T>(
     let mut iovas = IovaAllocator::for_container(&container.iommu_info().unwrap()).unwrap();
     let _guard = iovas.alloc(1 << 21, 1 << 21).unwrap();
     let block = iovas.alloc(buffer.len() as u64, 1 << 21).unwrap();
-    let mapping = container.map(&buffer, block.iova(), DmaAccess::ReadWrite).unwrap();
-    f(Controller::new(&dev, Arena::mapped(&buffer, mapping.iova()), config))
+    let mapping = container
+        .map(&buffer, block.iova(), DmaAccess::ReadWrite)
+        .unwrap();
+    f(Controller::new(
+        &dev,
+        Arena::mapped(&buffer, mapping.iova()),
+        config,
+    ))
 }
 
 #[test]
@@ -197,7 +208,7 @@ fn the_driver_writes_reads_back_and_takes_interrupts_on_the_simulated_controller
                 Err(NvmeError::LbaOutOfRange { .. })
             ));
             assert!(matches!(
-                c.read(0, &mut vec![0u8; 100]),
+                c.read(0, &mut [0u8; 100]),
                 Err(NvmeError::BadBuffer { .. })
             ));
             c.reset().unwrap();
@@ -214,29 +225,53 @@ fn hostile_completions_and_identify_data_give_typed_errors() {
     let mut script = vec![0u8; 8];
     script[0] = 0xff;
     script[1] = 0x03; // xor MQES 0x3ff to 0
-    with_controller(SimDevice::nvme(ADDR).hostile(script), Config::default(), |c| {
-        assert!(
-            matches!(c, Err(NvmeError::Malformed { what: "CAP.MQES", .. })),
-            "{c:?}"
-        );
-    });
+    with_controller(
+        SimDevice::nvme(ADDR).hostile(script),
+        Config::default(),
+        |c| {
+            assert!(
+                matches!(
+                    c,
+                    Err(NvmeError::Malformed {
+                        what: "CAP.MQES",
+                        ..
+                    })
+                ),
+                "{c:?}"
+            );
+        },
+    );
     // Events: each Identify's data first (a count of offset/value pairs),
     // then each completion (what to corrupt). The first completion's
     // command id corrupted:
     let mut script = vec![0u8; 8];
     script.extend([0, 1, 0x34, 0x12]); // Identify untouched, then the cid
-    with_controller(SimDevice::nvme(ADDR).hostile(script), Config::default(), |c| {
-        assert!(matches!(c, Err(NvmeError::Malformed { .. })), "{c:?}");
-    });
+    with_controller(
+        SimDevice::nvme(ADDR).hostile(script),
+        Config::default(),
+        |c| {
+            assert!(matches!(c, Err(NvmeError::Malformed { .. })), "{c:?}");
+        },
+    );
     // The first completion's status: an error.
     let mut script = vec![0u8; 8];
     script.extend([0, 2, 0x81, 0x00]);
-    with_controller(SimDevice::nvme(ADDR).hostile(script), Config::default(), |c| {
-        assert!(
-            matches!(c, Err(NvmeError::Command { opcode: 0x06, status: 0x81 })),
-            "{c:?}"
-        );
-    });
+    with_controller(
+        SimDevice::nvme(ADDR).hostile(script),
+        Config::default(),
+        |c| {
+            assert!(
+                matches!(
+                    c,
+                    Err(NvmeError::Command {
+                        opcode: 0x06,
+                        status: 0x81
+                    })
+                ),
+                "{c:?}"
+            );
+        },
+    );
     // The first completion's phase wrong: it never arrives, and the wait is
     // bounded.
     let mut script = vec![0u8; 8];
@@ -252,10 +287,17 @@ fn hostile_completions_and_identify_data_give_typed_errors() {
     // Identify Controller: no change; its completion clean; Identify
     // Namespace: one pair, LBADS (offset 130 = 128 + 2) to 20.
     script.extend([0, 0, 1, 128, 20]);
-    with_controller(SimDevice::nvme(ADDR).hostile(script), Config::default(), |c| {
-        assert!(
-            matches!(c, Err(NvmeError::Unsupported { .. } | NvmeError::Malformed { .. })),
-            "{c:?}"
-        );
-    });
+    with_controller(
+        SimDevice::nvme(ADDR).hostile(script),
+        Config::default(),
+        |c| {
+            assert!(
+                matches!(
+                    c,
+                    Err(NvmeError::Unsupported { .. } | NvmeError::Malformed { .. })
+                ),
+                "{c:?}"
+            );
+        },
+    );
 }

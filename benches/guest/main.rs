@@ -38,6 +38,9 @@ use nix::sys::eventfd::EventFd;
 use typed_vfio::{Container, Device, DmaAccess, DmaBuffer, Group, GroupId, PciIrq, Type1v2, sys};
 use vfio_ioctls::{VfioContainer, VfioDevice};
 
+/// The NVMe benchmark (`guest_bench nvme`).
+mod nvme;
+
 /// Operations per batch.
 const BATCH: u32 = 200;
 /// Batches per contender and operation in each of the two sessions.
@@ -316,6 +319,10 @@ fn session(a: (&str, u32), b: &str, out: &mut Results) {
 }
 
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("nvme") {
+        nvme::run();
+        return;
+    }
     let Ok(devices) = std::env::var("TVFIO_DEVICES") else {
         eprintln!("bench: not in the VFIO guest (TVFIO_DEVICES unset): run tests/vm/run");
         std::process::exit(2);

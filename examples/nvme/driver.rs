@@ -23,9 +23,7 @@ use std::fmt;
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
-use typed_vfio::{
-    Device, DeviceError, DmaBuffer, DmaError, MappedRegion, Msix, Region,
-};
+use typed_vfio::{Device, DeviceError, DmaBuffer, DmaError, MappedRegion, Msix, Region};
 
 /// The host page: NVMe memory page size 4 KiB (CC.MPS = 0).
 pub const PAGE: usize = 4096;
@@ -42,7 +40,10 @@ pub enum NvmeError {
     /// DMA memory access failed.
     Dma(DmaError),
     /// The controller did not do `what` within `waited`.
-    Timeout { what: &'static str, waited: Duration },
+    Timeout {
+        what: &'static str,
+        waited: Duration,
+    },
     /// The controller reports Controller Fatal Status (CSTS.CFS).
     Fatal,
     /// A device-written field out of bounds, or a completion that matches
@@ -53,7 +54,11 @@ pub enum NvmeError {
     /// A command completed with an error status (`sct << 8 | sc`).
     Command { opcode: u8, status: u16 },
     /// Blocks outside the namespace.
-    LbaOutOfRange { lba: u64, blocks: u64, capacity: u64 },
+    LbaOutOfRange {
+        lba: u64,
+        blocks: u64,
+        capacity: u64,
+    },
     /// A transfer larger than one command slot or the controller's MDTS.
     TransferTooLarge { bytes: usize, max: usize },
     /// A caller's buffer of the wrong length for the blocks asked.
@@ -87,7 +92,10 @@ impl fmt::Display for NvmeError {
                 lba,
                 blocks,
                 capacity,
-            } => write!(f, "blocks {lba}+{blocks} outside the namespace's {capacity}"),
+            } => write!(
+                f,
+                "blocks {lba}+{blocks} outside the namespace's {capacity}"
+            ),
             NvmeError::TransferTooLarge { bytes, max } => {
                 write!(f, "transfer of {bytes} bytes exceeds {max}")
             }
@@ -98,7 +106,9 @@ impl fmt::Display for NvmeError {
             NvmeError::ArenaTooSmall { needed, have } => {
                 write!(f, "DMA arena of {have} bytes, {needed} needed")
             }
-            NvmeError::NoBusAddress { offset } => write!(f, "no bus address for arena offset {offset:#x}"),
+            NvmeError::NoBusAddress { offset } => {
+                write!(f, "no bus address for arena offset {offset:#x}")
+            }
             NvmeError::Wait(e) => write!(f, "waiting for an interrupt: {e}"),
         }
     }
@@ -362,7 +372,13 @@ fn le64(b: &[u8], at: usize) -> u64 {
 /// Text fields of Identify: ASCII, space padded; anything else shown as '?'.
 fn text(b: &[u8]) -> String {
     b.iter()
-        .map(|&c| if c.is_ascii_graphic() || c == b' ' { c as char } else { '?' })
+        .map(|&c| {
+            if c.is_ascii_graphic() || c == b' ' {
+                c as char
+            } else {
+                '?'
+            }
+        })
         .collect::<String>()
         .trim_end()
         .to_owned()
@@ -379,7 +395,10 @@ impl<'d, 'b> Controller<'d, 'b> {
                 value: u64::from(config.depth),
             });
         }
-        if config.slot_bytes == 0 || config.slot_bytes % PAGE != 0 || config.slot_bytes > 512 * PAGE {
+        if config.slot_bytes == 0
+            || !config.slot_bytes.is_multiple_of(PAGE)
+            || config.slot_bytes > 512 * PAGE
+        {
             return Err(NvmeError::Unsupported {
                 what: "slot size",
                 value: config.slot_bytes as u64,
@@ -522,7 +541,11 @@ impl<'d, 'b> Controller<'d, 'b> {
         let Some(v) = qp.vector else {
             return 0;
         };
-        let pending = self.events.get(usize::from(v)).and_then(|e| e.read().ok()).unwrap_or(0);
+        let pending = self
+            .events
+            .get(usize::from(v))
+            .and_then(|e| e.read().ok())
+            .unwrap_or(0);
         std::mem::take(&mut qp.interrupts) + pending
     }
 
@@ -541,7 +564,11 @@ impl<'d, 'b> Controller<'d, 'b> {
         }
         out += "; SQ:";
         for i in 0..6 {
-            let dw0 = self.arena.buf.read_u32_le(self.admin.sq + i * SQE).unwrap_or(0);
+            let dw0 = self
+                .arena
+                .buf
+                .read_u32_le(self.admin.sq + i * SQE)
+                .unwrap_or(0);
             out += &format!(" {dw0:08x}");
         }
         out
@@ -649,7 +676,11 @@ impl<'d, 'b> Controller<'d, 'b> {
     /// The next completion of a queue, if the device has posted one; its
     /// fields checked against the queue.
     fn reap(&mut self, admin: bool, q: usize) -> Result<Option<(u16, u16, u32)>, NvmeError> {
-        let qp = if admin { &mut self.admin } else { &mut self.io[q] };
+        let qp = if admin {
+            &mut self.admin
+        } else {
+            &mut self.io[q]
+        };
         let at = qp.cq + usize::from(qp.cq_head) * CQE;
         let dw3 = self.arena.buf.read_u32_le(at + 12)?;
         if (dw3 >> 16 & 1 != 0) != qp.phase {
@@ -681,7 +712,11 @@ impl<'d, 'b> Controller<'d, 'b> {
                 value: u64::from(sq_head),
             });
         }
-        let qp = if admin { &mut self.admin } else { &mut self.io[q] };
+        let qp = if admin {
+            &mut self.admin
+        } else {
+            &mut self.io[q]
+        };
         qp.sq_head = sq_head;
         Ok(Some((cid, status, result)))
     }
@@ -708,7 +743,7 @@ impl<'d, 'b> Controller<'d, 'b> {
                 return Ok(result);
             }
             spins = spins.wrapping_add(1);
-            if spins % 1024 == 0 {
+            if spins.is_multiple_of(1024) {
                 self.check_alive(start, "admin command")?;
             }
             std::hint::spin_loop();
@@ -761,7 +796,8 @@ impl<'d, 'b> Controller<'d, 'b> {
             0 => None,
             m => Some(PAGE.checked_shl(u32::from(m)).unwrap_or(usize::MAX)),
         };
-        self.max_transfer = mdts_bytes.map_or(self.config.slot_bytes, |m| m.min(self.config.slot_bytes));
+        self.max_transfer =
+            mdts_bytes.map_or(self.config.slot_bytes, |m| m.min(self.config.slot_bytes));
         self.controller = ControllerInfo {
             vid: le16(&id, 0),
             serial: text(&id[4..24]),
@@ -868,7 +904,7 @@ impl<'d, 'b> Controller<'d, 'b> {
 
     fn check_range(&self, lba: u64, bytes: usize) -> Result<u64, NvmeError> {
         let bs = self.namespace.block_size;
-        if bytes == 0 || bytes % bs != 0 {
+        if bytes == 0 || !bytes.is_multiple_of(bs) {
             return Err(NvmeError::BadBuffer {
                 bytes,
                 expected: bytes.div_ceil(bs).max(1) * bs,
@@ -881,7 +917,10 @@ impl<'d, 'b> Controller<'d, 'b> {
             });
         }
         let blocks = (bytes / bs) as u64;
-        if lba.checked_add(blocks).is_none_or(|end| end > self.namespace.blocks) {
+        if lba
+            .checked_add(blocks)
+            .is_none_or(|end| end > self.namespace.blocks)
+        {
             return Err(NvmeError::LbaOutOfRange {
                 lba,
                 blocks,
@@ -903,7 +942,10 @@ impl<'d, 'b> Controller<'d, 'b> {
         bytes: usize,
     ) -> Result<(), NvmeError> {
         let blocks = self.check_range(lba, bytes)?;
-        let s = *self.io[q].slots.get(usize::from(slot)).ok_or(NvmeError::QueueFull)?;
+        let s = *self.io[q]
+            .slots
+            .get(usize::from(slot))
+            .ok_or(NvmeError::QueueFull)?;
         if s.busy.is_some() {
             return Err(NvmeError::QueueFull);
         }
@@ -947,7 +989,10 @@ impl<'d, 'b> Controller<'d, 'b> {
 
     /// Copies `data` into a slot's buffer (before a write).
     pub fn slot_write(&self, q: usize, slot: u16, data: &[u8]) -> Result<(), NvmeError> {
-        let s = self.io[q].slots.get(usize::from(slot)).ok_or(NvmeError::QueueFull)?;
+        let s = self.io[q]
+            .slots
+            .get(usize::from(slot))
+            .ok_or(NvmeError::QueueFull)?;
         if data.len() > self.config.slot_bytes {
             return Err(NvmeError::TransferTooLarge {
                 bytes: data.len(),
@@ -960,7 +1005,10 @@ impl<'d, 'b> Controller<'d, 'b> {
 
     /// Copies a slot's buffer into `out` (after a read).
     pub fn slot_read(&self, q: usize, slot: u16, out: &mut [u8]) -> Result<(), NvmeError> {
-        let s = self.io[q].slots.get(usize::from(slot)).ok_or(NvmeError::QueueFull)?;
+        let s = self.io[q]
+            .slots
+            .get(usize::from(slot))
+            .ok_or(NvmeError::QueueFull)?;
         if out.len() > self.config.slot_bytes {
             return Err(NvmeError::TransferTooLarge {
                 bytes: out.len(),
@@ -1018,7 +1066,7 @@ impl<'d, 'b> Controller<'d, 'b> {
             match self.io[q].vector {
                 None => {
                     spins = spins.wrapping_add(1);
-                    if spins % 4096 == 0 {
+                    if spins.is_multiple_of(4096) {
                         let s = *start.get_or_insert_with(Instant::now);
                         self.check_alive(s, "I/O completion")?;
                     }
@@ -1119,7 +1167,9 @@ impl<'d, 'b> Controller<'d, 'b> {
     pub fn shutdown(mut self) -> Result<(), NvmeError> {
         let cc = self.bar.r32(REG_CC)?;
         self.bar.w32(REG_CC, (cc & !(3 << 14)) | 1 << 14)?;
-        self.wait_csts("shutdown (CSTS.SHST)", true, |c| c & CSTS_SHST_MASK == CSTS_SHST_DONE)?;
+        self.wait_csts("shutdown (CSTS.SHST)", true, |c| {
+            c & CSTS_SHST_MASK == CSTS_SHST_DONE
+        })?;
         self.disable()?;
         if let Some(m) = self.msix.take() {
             m.disable().map_err(|(_, e)| e)?;
@@ -1130,7 +1180,14 @@ impl<'d, 'b> Controller<'d, 'b> {
 }
 
 impl QueuePair {
-    fn new(qid: u16, depth: u16, sq: usize, cq: usize, slots: &[Slot], vector: Option<u16>) -> Self {
+    fn new(
+        qid: u16,
+        depth: u16,
+        sq: usize,
+        cq: usize,
+        slots: &[Slot],
+        vector: Option<u16>,
+    ) -> Self {
         QueuePair {
             qid,
             depth,

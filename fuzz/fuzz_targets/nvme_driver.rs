@@ -25,7 +25,11 @@ fuzz_target!(|script: &[u8]| {
     // The script's first byte picks the completion mode; the rest drive
     // the controller.
     let (mode, script) = script.split_first().unwrap_or((&0, &[]));
-    let completion = if mode & 1 == 0 { Completion::Polled } else { Completion::Msix };
+    let completion = if mode & 1 == 0 {
+        Completion::Polled
+    } else {
+        Completion::Msix
+    };
     let config = Config {
         completion,
         depth: 4,
@@ -48,7 +52,9 @@ fuzz_target!(|script: &[u8]| {
     let mut iovas = IovaAllocator::for_container(&container.iommu_info().unwrap()).unwrap();
     let _guard = iovas.alloc(1 << 21, 1 << 21).unwrap();
     let block = iovas.alloc(buffer.len() as u64, 1 << 21).unwrap();
-    let mapping = container.map(&buffer, block.iova(), DmaAccess::ReadWrite).unwrap();
+    let mapping = container
+        .map(&buffer, block.iova(), DmaAccess::ReadWrite)
+        .unwrap();
     let Ok(mut c) = Controller::new(&device, Arena::mapped(&buffer, mapping.iova()), config) else {
         return;
     };

@@ -1509,8 +1509,7 @@ impl State {
                 let mut flags = sys::VFIO_IRQ_INFO_EVENTFD;
                 if index == sys::VFIO_PCI_INTX_IRQ_INDEX {
                     flags |= sys::VFIO_IRQ_INFO_MASKABLE | sys::VFIO_IRQ_INFO_AUTOMASKED;
-                } else if index != sys::VFIO_PCI_MSIX_IRQ_INDEX || !self.devices[d].msix_resizable
-                {
+                } else if index != sys::VFIO_PCI_MSIX_IRQ_INDEX || !self.devices[d].msix_resizable {
                     // MSI-X without dynamic allocation, and everything else.
                     flags |= sys::VFIO_IRQ_INFO_NORESIZE;
                 }

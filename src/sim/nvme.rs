@@ -201,10 +201,10 @@ impl Nvme {
             0x24 => self.aqa = value as u32,
             0x28..=0x2f => self.asq = set64(self.asq),
             0x30..=0x37 => self.acq = set64(self.acq),
-            0x1000..0x2000 if size == 4 && addr % 4 == 0 => {
+            0x1000..0x2000 if size == 4 && addr.is_multiple_of(4) => {
                 let n = (addr - 0x1000) / 4;
                 let qid = (n / 2) as usize;
-                if n % 2 == 0 {
+                if n.is_multiple_of(2) {
                     self.sq_doorbell(qid, value as u16, bus);
                 } else {
                     self.cq_doorbell(qid, value as u16);
@@ -231,8 +231,8 @@ impl Nvme {
             let mps = cc >> 7 & 0xf;
             let bad = sqs == 0
                 || cqs == 0
-                || self.asq % PAGE != 0
-                || self.acq % PAGE != 0
+                || !self.asq.is_multiple_of(PAGE)
+                || !self.acq.is_multiple_of(PAGE)
                 || self.asq == 0
                 || self.acq == 0
                 || mps != 0
@@ -367,7 +367,8 @@ impl Nvme {
     }
 
     fn admin(&mut self, c: &[u8; 64], bus: &mut dyn Bus) -> (u16, u32) {
-        let dw = |i: usize| u32::from_le_bytes([c[i * 4], c[i * 4 + 1], c[i * 4 + 2], c[i * 4 + 3]]);
+        let dw =
+            |i: usize| u32::from_le_bytes([c[i * 4], c[i * 4 + 1], c[i * 4 + 2], c[i * 4 + 3]]);
         let (prp1, prp2) = prps(c);
         let (dw10, dw11) = (dw(10), dw(11));
         let qid = (dw10 & 0xffff) as u16;
@@ -506,7 +507,8 @@ impl Nvme {
     }
 
     fn io(&mut self, c: &[u8; 64], bus: &mut dyn Bus) -> (u16, u32) {
-        let dw = |i: usize| u32::from_le_bytes([c[i * 4], c[i * 4 + 1], c[i * 4 + 2], c[i * 4 + 3]]);
+        let dw =
+            |i: usize| u32::from_le_bytes([c[i * 4], c[i * 4 + 1], c[i * 4 + 2], c[i * 4 + 3]]);
         if c[0] != 0x00 && c[0] != 0x01 && c[0] != 0x02 {
             return (SC_INVALID_OPCODE, 0);
         }
@@ -551,13 +553,13 @@ impl Nvme {
             return Ok(out);
         }
         if left <= PAGE {
-            if prp2 % PAGE != 0 {
+            if !prp2.is_multiple_of(PAGE) {
                 return Err(SC_INVALID_PRP_OFFSET);
             }
             out.push((prp2, left));
             return Ok(out);
         }
-        if prp2 % 8 != 0 {
+        if !prp2.is_multiple_of(8) {
             return Err(SC_INVALID_PRP_OFFSET);
         }
         let mut list = prp2;
@@ -572,7 +574,7 @@ impl Nvme {
                 let entry = u64::from_le_bytes(e.try_into().unwrap_or([0; 8]));
                 if i as u64 == slots - 1 && left > PAGE {
                     list = entry;
-                    if list % 8 != 0 {
+                    if !list.is_multiple_of(8) {
                         return Err(SC_INVALID_PRP_OFFSET);
                     }
                     break;

@@ -15,7 +15,6 @@
 use std::ffi::c_int;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
-
 use nix::errno::Errno;
 
 /// What names an open file: device and inode numbers.

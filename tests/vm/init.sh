@@ -248,6 +248,15 @@ if [ "$(param tvfio.bench || true)" = 1 ] && [ -z "$filter" ]; then
     echo "=== TVFIO BENCH END status=$? ==="
 fi
 
+# tvfio.nvmebench=1: the NVMe benchmark (benches/guest/nvme.rs: the
+# user-space driver against the kernel's nvme driver on the same device),
+# after the tests and only on a full run.
+if [ "$(param tvfio.nvmebench || true)" = 1 ] && [ -z "$filter" ]; then
+    echo "=== TVFIO NVMEBENCH BEGIN ==="
+    /guest_bench nvme
+    echo "=== TVFIO NVMEBENCH END status=$? ==="
+fi
+
 echo "=== TVFIO DMESG (kernel messages during the tests) ==="
 dmesg
 echo "=== TVFIO DMESG END ==="

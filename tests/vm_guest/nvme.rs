@@ -111,11 +111,13 @@ fn write_and_check(c: &mut Controller<'_, '_>, seed: u8) {
     let mut back = vec![0u8; 4096];
     for &lba in &PATTERN_LBAS {
         pattern(seed, lba, &mut block);
-        c.write(lba, &block).unwrap_or_else(|e| panic!("write at {lba}: {e}"));
+        c.write(lba, &block)
+            .unwrap_or_else(|e| panic!("write at {lba}: {e}"));
     }
     for &lba in &PATTERN_LBAS {
         pattern(seed, lba, &mut block);
-        c.read(lba, &mut back).unwrap_or_else(|e| panic!("read at {lba}: {e}"));
+        c.read(lba, &mut back)
+            .unwrap_or_else(|e| panic!("read at {lba}: {e}"));
         assert_eq!(block, back, "LBA {lba} reads back what was written");
     }
 }
@@ -136,15 +138,23 @@ fn polled_driver_identifies_writes_and_reads_back_then_shuts_down() {
             c.namespace.block_size,
             rig::config()
         );
-        assert_eq!(c.controller.vid, 0x1b36, "QEMU's vendor id, read little-endian");
+        assert_eq!(
+            c.controller.vid, 0x1b36,
+            "QEMU's vendor id, read little-endian"
+        );
         assert_eq!(c.controller.serial, "tvfio");
-        assert!(c.namespace.blocks >= 2048, "the 8 MiB image: {} blocks", c.namespace.blocks);
+        assert!(
+            c.namespace.blocks >= 2048,
+            "the 8 MiB image: {} blocks",
+            c.namespace.blocks
+        );
         write_and_check(&mut c, 0x5a);
 
         // 16 reads in flight, then reaped.
         let per = (4096 / c.namespace.block_size) as u64;
         for slot in 0..16u16 {
-            c.submit_io(0, slot, false, u64::from(slot) * per, 4096).unwrap();
+            c.submit_io(0, slot, false, u64::from(slot) * per, 4096)
+                .unwrap();
         }
         let mut done = 0;
         let start = Instant::now();
@@ -164,7 +174,10 @@ fn polled_driver_identifies_writes_and_reads_back_then_shuts_down() {
             Err(NvmeError::LbaOutOfRange { .. })
         ));
         let mut big = vec![0u8; c.max_transfer() + c.namespace.block_size];
-        assert!(matches!(c.read(0, &mut big), Err(NvmeError::TransferTooLarge { .. })));
+        assert!(matches!(
+            c.read(0, &mut big),
+            Err(NvmeError::TransferTooLarge { .. })
+        ));
 
         c.shutdown().unwrap_or_else(|e| panic!("shutdown: {e}"));
         // Left reset: CC.EN and CSTS.RDY clear.
@@ -200,7 +213,10 @@ fn msix_completion_signals_the_queue_eventfd_and_survives_a_vfio_reset() {
         c.read(0, &mut back).unwrap();
         let after = c.take_interrupts(0);
         println!("nvme MSI-X after VFIO_DEVICE_RESET (not re-armed): {after} interrupts");
-        assert!(after > 0, "interrupts arrive after a function reset without re-arming");
+        assert!(
+            after > 0,
+            "interrupts arrive after a function reset without re-arming"
+        );
 
         // And through the handle: reset, re-arm, bring-up.
         c.reset().expect("reset through Msix::reset_device");
@@ -225,7 +241,10 @@ fn msix_grows_where_the_kernel_allows_and_is_typed_noresize_where_not() {
             rig::config()
         );
         assert!(info.count >= 2, "QEMU's nvme has a vector per queue");
-        let (a, b) = (EventFd::from_flags(EfdFlags::EFD_NONBLOCK).unwrap(), EventFd::from_flags(EfdFlags::EFD_NONBLOCK).unwrap());
+        let (a, b) = (
+            EventFd::from_flags(EfdFlags::EFD_NONBLOCK).unwrap(),
+            EventFd::from_flags(EfdFlags::EFD_NONBLOCK).unwrap(),
+        );
         let mut msix = device.enable_msix(&[Some(a.as_fd())]).unwrap();
         assert_eq!(msix.allocated(), 1);
         assert!(matches!(
@@ -235,7 +254,14 @@ fn msix_grows_where_the_kernel_allows_and_is_typed_noresize_where_not() {
         let grown = msix.set(1, Some(b.as_fd()));
         if info.noresize() {
             assert!(
-                matches!(grown, Err(DeviceError::IrqNoResize { vector: 1, allocated: 1, .. })),
+                matches!(
+                    grown,
+                    Err(DeviceError::IrqNoResize {
+                        vector: 1,
+                        allocated: 1,
+                        ..
+                    })
+                ),
                 "NORESIZE: {grown:?}"
             );
         } else {
@@ -345,10 +371,16 @@ fn the_kernel_nvme_driver_reads_the_blocks_the_user_space_driver_wrote() {
         assert_eq!(n, 4096);
         got.copy_from_slice(&page[off..off + 4096]);
         pattern(seed, lba, &mut expect);
-        assert_eq!(expect, got, "the kernel reads at LBA {lba} what user space wrote");
+        assert_eq!(
+            expect, got,
+            "the kernel reads at LBA {lba} what user space wrote"
+        );
     }
     drop(file);
-    println!("nvme: the kernel read {} blocks of 4 KiB the user-space driver wrote", PATTERN_LBAS.len());
+    println!(
+        "nvme: the kernel read {} blocks of 4 KiB the user-space driver wrote",
+        PATTERN_LBAS.len()
+    );
     // Back to vfio-pci for what runs later (the benchmark).
     rig::sysfs_driver("nvme", &bdf, false);
     rig::driver_override(&bdf, Some("vfio-pci"));
