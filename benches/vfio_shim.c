@@ -18,7 +18,9 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <linux/vfio.h>
 #include <linux/iommufd.h>
 
@@ -144,9 +146,16 @@ static int answer(int fd, unsigned long req, void *arg)
         group_set[fd] = 0;
         return 0;
     case VFIO_GROUP_GET_DEVICE_FD: {
-        int d = fake("/dev/vfio/device");
-        if (d >= 0 && d < MAX_FD)
+        /* A 1 MiB memfd: BAR0 can be mmap-ed (the doorbell count). */
+        int d = memfd_create("vfio-device", MFD_CLOEXEC);
+        if (d >= 0 && ftruncate(d, 0x100000) != 0) {
+            close(d);
+            d = -1;
+        }
+        if (d >= 0 && d < MAX_FD) {
             kinds[d] = DEVICE;
+            group_set[d] = 0;
+        }
         return d;
     }
     case VFIO_DEVICE_GET_INFO: /* PCI | RESET, 9 regions, 5 IRQ indexes */
@@ -155,10 +164,10 @@ static int answer(int fd, unsigned long req, void *arg)
     case VFIO_DEVICE_GET_IRQ_INFO: /* INTx maskable/automasked, others one vector */
         w[1] = w[2] == 0 ? 0x7 : 0x9, w[3] = w[2] <= 2 ? 1 : 0;
         return 0;
-    case VFIO_DEVICE_GET_REGION_INFO: { /* BAR0 1 MiB, config 256 B, rest empty */
+    case VFIO_DEVICE_GET_REGION_INFO: { /* BAR0 1 MiB (mmap-able), config 256 B, rest empty */
         uint64_t *q = arg;
         uint32_t index = w[2];
-        w[1] = index == 0 || index == 7 ? 0x3 : 0, w[3] = 0;
+        w[1] = index == 0 ? 0x7 : index == 7 ? 0x3 : 0, w[3] = 0;
         q[2] = index == 0 ? 0x100000 : index == 7 ? 0x100 : 0;
         q[3] = (uint64_t)index << 40;
         return 0;

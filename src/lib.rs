@@ -261,7 +261,7 @@ pub use dma::{DmaAccess, DmaBuffer, DmaMapping, HugePage, UnmapError, page_size}
 pub use error::{ContainerError, DeviceError, DmaError, Errno, GroupError};
 pub use group::{Group, GroupId, GroupStatus};
 pub use msix::Msix;
-pub use region::{IoEventData, MappedRegion, Region, RegionInfo, SparseArea};
+pub use region::{IoEventData, MappedRegion, Region, RegionInfo, Register32, SparseArea};
 #[cfg(feature = "type2")]
 pub use type2::{
     Aperture, ContiguousBuffer, MsiBankMapping, PamuId, PamuMapping, PamuPlatform, StashCache,

@@ -17,20 +17,6 @@
 //!   [`Device::disable_irq`] on the MSI-X index are
 //!   [`DeviceError::IrqOwned`], so the handle never claims vectors the kernel
 //!   no longer has.
-//!
-//! # Resets
-//!
-//! `VFIO_DEVICE_RESET` does not tear the triggers down in vfio-pci: the
-//! reset runs inside `pci_try_reset_function`, which saves the function's
-//! MSI-X state and writes it back afterwards (`pci_restore_msi_state`), and
-//! vfio-pci's interrupt contexts are untouched. A reset that bypasses the PCI
-//! core (a device's own reset register, a link reset) can leave the
-//! device's MSI-X table cleared, and then interrupts stop arriving while
-//! every eventfd is still armed. [`Msix::rearm`] issues the armed set
-//! again, which makes vfio-pci write each vector's message back into the
-//! device's table (`vfio_msi_set_vector_signal` refreshes it), and
-//! [`Msix::reset_device`] resets and re-arms in one step, so a driver that
-//! resets through the handle keeps its interrupts whatever the reset did.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
@@ -43,6 +29,20 @@ const INDEX: u32 = sys::VFIO_PCI_MSIX_IRQ_INDEX;
 
 /// A device's MSI-X vectors and their eventfds, enabled until
 /// [`disable`](Msix::disable) or drop. Made by [`Device::enable_msix`].
+///
+/// # Resets
+///
+/// `VFIO_DEVICE_RESET` does not tear the triggers down in vfio-pci: the
+/// reset runs inside `pci_try_reset_function`, which saves the function's
+/// MSI-X state and writes it back afterwards (`pci_restore_msi_state`), and
+/// vfio-pci's interrupt contexts are untouched. A reset that bypasses the PCI
+/// core (a device's own reset register, a link reset) can leave the
+/// device's MSI-X table cleared, and then interrupts stop arriving while
+/// every eventfd is still armed. [`Msix::rearm`] issues the armed set
+/// again, which makes vfio-pci write each vector's message back into the
+/// device's table (`vfio_msi_set_vector_signal` refreshes it), and
+/// [`Msix::reset_device`] resets and re-arms in one step, so a driver that
+/// resets through the handle keeps its interrupts whatever the reset did.
 ///
 /// ```
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -237,7 +237,7 @@ impl<'d> Msix<'d> {
     /// Issues every allocated vector's eventfd again, which makes vfio-pci
     /// rewrite each armed vector's message into the device's MSI-X table:
     /// after a reset that cleared the table behind the PCI core (see the
-    /// [module docs](self)).
+    /// resets section of [`Msix`]'s docs).
     pub fn rearm(&mut self) -> Result<(), DeviceError> {
         let fds: Vec<Option<BorrowedFd<'_>>> = self
             .fds

@@ -504,6 +504,33 @@ macro_rules! mmio_access {
     )*};
 }
 
+/// One 32-bit little-endian register of a [`MappedRegion`], located and
+/// checked once ([`MappedRegion::register32`]): a doorbell a driver rings
+/// in its hot path, where [`MappedRegion::write_u32`] would look the offset
+/// up among the mapped areas and check it on every write. A write is the
+/// architecture's I/O barrier and one volatile store (`benches/icount
+/// --doorbell` counts it against a raw store).
+#[derive(Clone, Copy, Debug)]
+pub struct Register32<'r> {
+    slot: crate::mmio::Slot<'r>,
+}
+
+impl Register32<'_> {
+    /// Writes the register (little-endian: PCI's byte order), after the
+    /// program's earlier writes to DMA memory.
+    #[inline]
+    pub fn write(&self, value: u32) {
+        crate::mmio::write::<u32>(self.slot, value.to_le());
+    }
+
+    /// Reads the register (little-endian), before the program's later
+    /// reads of DMA memory.
+    #[inline]
+    pub fn read(&self) -> u32 {
+        u32::from_le(crate::mmio::read::<u32>(self.slot))
+    }
+}
+
 impl MappedRegion<'_> {
     /// The mapped areas, as offsets within the region.
     pub fn areas(&self) -> impl Iterator<Item = SparseArea> + '_ {
@@ -538,6 +565,17 @@ impl MappedRegion<'_> {
             .iter()
             .find_map(|a| a.slot(offset, width))
             .ok_or_else(err)
+    }
+
+    /// The 32-bit register at `offset` (4-aligned, inside a mapped area),
+    /// for repeated reads and writes without the per-access checks. The
+    /// region must be readable and writable ([`DeviceError::NotPermitted`]).
+    pub fn register32(&self, offset: u64) -> Result<Register32<'_>, DeviceError> {
+        self.permit(self.readable, "read")?;
+        self.permit(self.writable, "write")?;
+        Ok(Register32 {
+            slot: self.locate(offset, 4)?,
+        })
     }
 
     mmio_access! {

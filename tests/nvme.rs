@@ -234,53 +234,41 @@ fn hostile_completions_and_identify_data_give_typed_errors() {
     let mut script = vec![0u8; 8];
     script[0] = 0xff;
     script[1] = 0x03; // xor MQES 0x3ff to 0
-    with_controller(
-        SimDevice::nvme(ADDR).hostile(script),
-        settings(),
-        |c| {
-            assert!(
-                matches!(
-                    c,
-                    Err(NvmeError::Malformed {
-                        what: "CAP.MQES",
-                        ..
-                    })
-                ),
-                "{c:?}"
-            );
-        },
-    );
+    with_controller(SimDevice::nvme(ADDR).hostile(script), settings(), |c| {
+        assert!(
+            matches!(
+                c,
+                Err(NvmeError::Malformed {
+                    what: "CAP.MQES",
+                    ..
+                })
+            ),
+            "{c:?}"
+        );
+    });
     // Events: each Identify's data first (a count of offset/value pairs),
     // then each completion (what to corrupt). The first completion's
     // command id corrupted:
     let mut script = vec![0u8; 8];
     script.extend([0, 1, 0x34, 0x12]); // Identify untouched, then the cid
-    with_controller(
-        SimDevice::nvme(ADDR).hostile(script),
-        settings(),
-        |c| {
-            assert!(matches!(c, Err(NvmeError::Malformed { .. })), "{c:?}");
-        },
-    );
+    with_controller(SimDevice::nvme(ADDR).hostile(script), settings(), |c| {
+        assert!(matches!(c, Err(NvmeError::Malformed { .. })), "{c:?}");
+    });
     // The first completion's status: an error.
     let mut script = vec![0u8; 8];
     script.extend([0, 2, 0x81, 0x00]);
-    with_controller(
-        SimDevice::nvme(ADDR).hostile(script),
-        settings(),
-        |c| {
-            assert!(
-                matches!(
-                    c,
-                    Err(NvmeError::Command {
-                        opcode: 0x06,
-                        status: 0x81
-                    })
-                ),
-                "{c:?}"
-            );
-        },
-    );
+    with_controller(SimDevice::nvme(ADDR).hostile(script), settings(), |c| {
+        assert!(
+            matches!(
+                c,
+                Err(NvmeError::Command {
+                    opcode: 0x06,
+                    status: 0x81
+                })
+            ),
+            "{c:?}"
+        );
+    });
     // The first completion's phase wrong: it never arrives, and the wait is
     // bounded.
     let mut script = vec![0u8; 8];
@@ -296,17 +284,34 @@ fn hostile_completions_and_identify_data_give_typed_errors() {
     // Identify Controller: no change; its completion clean; Identify
     // Namespace: one pair, LBADS (offset 130 = 128 + 2) to 20.
     script.extend([0, 0, 1, 128, 20]);
-    with_controller(
-        SimDevice::nvme(ADDR).hostile(script),
-        settings(),
-        |c| {
-            assert!(
-                matches!(
-                    c,
-                    Err(NvmeError::Unsupported { .. } | NvmeError::Malformed { .. })
-                ),
-                "{c:?}"
-            );
-        },
+    with_controller(SimDevice::nvme(ADDR).hostile(script), settings(), |c| {
+        assert!(
+            matches!(
+                c,
+                Err(NvmeError::Unsupported { .. } | NvmeError::Malformed { .. })
+            ),
+            "{c:?}"
+        );
+    });
+}
+
+#[test]
+fn a_controller_that_cannot_reach_its_queues_reports_fatal_status() {
+    // The arena mapped at one IOVA, the driver told another: the
+    // controller's first fetch of the admin queue faults, it sets CFS, and
+    // the driver reports it (not a hang, not a timeout).
+    let (sim, container) = sim_with(SimDevice::nvme(ADDR));
+    let dev = container.open_device(ADDR).unwrap();
+    let config = settings();
+    let buffer = DmaBuffer::new(config.arena_bytes()).unwrap();
+    let mapping = container
+        .map(&buffer, 1 << 30, DmaAccess::ReadWrite)
+        .unwrap();
+    let c = Controller::new(&dev, Arena::mapped(&buffer, 2 << 30), config);
+    assert!(matches!(c, Err(NvmeError::Fatal)), "{c:?}");
+    assert!(
+        !sim.take_dma_faults().is_empty(),
+        "the device's DMA faulted"
     );
+    drop(mapping);
 }

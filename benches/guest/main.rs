@@ -373,6 +373,47 @@ fn main() {
                 v.maps(maps);
                 v.triggers(triggers);
             }
+            // Doorbell writes (MAPS of them) into BAR0's mmap: through
+            // MappedRegion, and as a raw volatile store (benches/icount
+            // --doorbell).
+            "doorbell-typed" => {
+                let t = Typed::open(devices[0], groups[0]);
+                let bar = t.dev.region(0).unwrap().mmap().unwrap();
+                for i in 0..maps {
+                    bar.write_u32(black_box(0x1000), black_box(i)).unwrap();
+                }
+            }
+            "doorbell-register" => {
+                let t = Typed::open(devices[0], groups[0]);
+                let bar = t.dev.region(0).unwrap().mmap().unwrap();
+                let doorbell = bar.register32(0x1000).unwrap();
+                for i in 0..maps {
+                    black_box(&doorbell).write(black_box(i));
+                }
+            }
+            "doorbell-raw" => {
+                let t = Typed::open(devices[0], groups[0]);
+                let fd = std::os::fd::AsRawFd::as_raw_fd(&t.dev.as_fd());
+                // SAFETY: a fresh shared mapping of the device fd's first
+                // 8 KiB (the stand-in's memfd, or a BAR), unmapped never
+                // (the process ends); nothing else reaches it.
+                let p = unsafe {
+                    libc::mmap(
+                        std::ptr::null_mut(),
+                        0x2000,
+                        libc::PROT_READ | libc::PROT_WRITE,
+                        libc::MAP_SHARED,
+                        fd,
+                        0,
+                    )
+                };
+                assert_ne!(p, libc::MAP_FAILED);
+                let doorbell = p.cast::<u8>().wrapping_add(0x1000).cast::<u32>();
+                for i in 0..maps {
+                    // SAFETY: inside the 8 KiB mapping, 4-aligned.
+                    unsafe { black_box(doorbell).write_volatile(black_box(i).to_le()) };
+                }
+            }
             other => panic!("no contender {other}"),
         }
         return;

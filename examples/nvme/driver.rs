@@ -650,11 +650,21 @@ impl<'d, 'b> Controller<'d, 'b> {
         self.bar.w32(0x1000 + index * self.stride, u32::from(value))
     }
 
-    /// Writes a command into the queue's next entry and rings its doorbell.
+    /// Writes a command into the queue's next entry and rings its doorbell
+    /// (admin commands).
     fn submit(&mut self, admin: bool, q: usize, cmd: &[u32; 16]) -> Result<(), NvmeError> {
-        let (sq, depth, tail, head, qid) = {
+        self.enqueue(admin, q, cmd)?;
+        let qp = if admin { &self.admin } else { &self.io[q] };
+        // MappedRegion's store is ordered after the entry's (its I/O
+        // barrier).
+        self.doorbell(qp.qid, false, qp.sq_tail)
+    }
+
+    /// Writes a command into the queue's next entry (no doorbell).
+    fn enqueue(&mut self, admin: bool, q: usize, cmd: &[u32; 16]) -> Result<(), NvmeError> {
+        let (sq, depth, tail, head) = {
             let qp = if admin { &self.admin } else { &self.io[q] };
-            (qp.sq, qp.depth, qp.sq_tail, qp.sq_head, qp.qid)
+            (qp.sq, qp.depth, qp.sq_tail, qp.sq_head)
         };
         let next = (tail + 1) % depth;
         if next == head {
@@ -669,8 +679,7 @@ impl<'d, 'b> Controller<'d, 'b> {
         } else {
             self.io[q].sq_tail = next;
         }
-        // MappedRegion's store is ordered after the entry's (release fence).
-        self.doorbell(qid, false, next)
+        Ok(())
     }
 
     /// The next completion of a queue, if the device has posted one; its
@@ -698,8 +707,7 @@ impl<'d, 'b> Controller<'d, 'b> {
             qp.cq_head = 0;
             qp.phase = !qp.phase;
         }
-        let (qid, depth, head) = (qp.qid, qp.depth, qp.cq_head);
-        self.doorbell(qid, true, head)?;
+        let (qid, depth) = (qp.qid, qp.depth);
         if sqid != qid {
             return Err(NvmeError::Malformed {
                 what: "completion SQ id",
@@ -729,7 +737,11 @@ impl<'d, 'b> Controller<'d, 'b> {
         let start = Instant::now();
         let mut spins = 0u32;
         loop {
-            if let Some((got, status, result)) = self.reap(true, 0)? {
+            let reaped = self.reap(true, 0);
+            if !matches!(reaped, Ok(None)) {
+                self.ring_cq(true, 0)?;
+            }
+            if let Some((got, status, result)) = reaped? {
                 if got != cid {
                     // The value: the command id, the status above it.
                     return Err(NvmeError::Malformed {
@@ -941,6 +953,29 @@ impl<'d, 'b> Controller<'d, 'b> {
         lba: u64,
         bytes: usize,
     ) -> Result<(), NvmeError> {
+        self.queue_io(q, slot, write, lba, bytes)?;
+        self.ring_sq(q)
+    }
+
+    /// Writes an SQ tail doorbell: the commands queued with
+    /// [`queue_io`](Self::queue_io) go to the device.
+    pub fn ring_sq(&self, q: usize) -> Result<(), NvmeError> {
+        let qp = &self.io[q];
+        // MappedRegion's store is ordered after the entries' (its I/O
+        // barrier).
+        self.doorbell(qp.qid, false, qp.sq_tail)
+    }
+
+    /// As [`submit_io`](Self::submit_io), without the doorbell: a batch of
+    /// commands, then one [`ring_sq`](Self::ring_sq).
+    pub fn queue_io(
+        &mut self,
+        q: usize,
+        slot: u16,
+        write: bool,
+        lba: u64,
+        bytes: usize,
+    ) -> Result<(), NvmeError> {
         let blocks = self.check_range(lba, bytes)?;
         let s = *self.io[q]
             .slots
@@ -961,7 +996,7 @@ impl<'d, 'b> Controller<'d, 'b> {
         cmd[10] = lba as u32;
         cmd[11] = (lba >> 32) as u32;
         cmd[12] = (blocks - 1) as u32;
-        self.submit(false, q, &cmd)?;
+        self.enqueue(false, q, &cmd)?;
         self.io[q].slots[usize::from(slot)].busy = Some(opcode);
         Ok(())
     }
@@ -1022,7 +1057,24 @@ impl<'d, 'b> Controller<'d, 'b> {
     /// Takes every completion queue `q` has posted, calling `f` for each;
     /// returns how many. A completion naming no outstanding slot is
     /// [`NvmeError::Malformed`].
-    pub fn poll(&mut self, q: usize, mut f: impl FnMut(Done)) -> Result<usize, NvmeError> {
+    pub fn poll(&mut self, q: usize, f: impl FnMut(Done)) -> Result<usize, NvmeError> {
+        let head = self.io[q].cq_head;
+        let taken = self.take(q, f);
+        // One CQ head doorbell for the batch (the entries consumed, even
+        // when one of them was malformed).
+        if self.io[q].cq_head != head {
+            self.ring_cq(false, q)?;
+        }
+        taken
+    }
+
+    /// Writes a queue's CQ head doorbell.
+    fn ring_cq(&self, admin: bool, q: usize) -> Result<(), NvmeError> {
+        let qp = if admin { &self.admin } else { &self.io[q] };
+        self.doorbell(qp.qid, true, qp.cq_head)
+    }
+
+    fn take(&mut self, q: usize, mut f: impl FnMut(Done)) -> Result<usize, NvmeError> {
         let mut n = 0;
         // Bounded: a queue holds `depth` entries; more in one call would
         // be the device posting without room.

@@ -184,6 +184,17 @@ fn polled_driver_identifies_writes_and_reads_back_then_shuts_down() {
         let bar0 = device.region(0).unwrap();
         assert_eq!(bar0.read_u32(0x14).unwrap() & 1, 0, "CC.EN clear");
         assert_eq!(bar0.read_u32(0x1c).unwrap() & 1, 0, "CSTS.RDY clear");
+        // The same registers through a Register32 of BAR0's mmap.
+        let mapped = bar0.mmap().expect("BAR0 mmap");
+        let cc = mapped.register32(0x14).expect("CC as a Register32");
+        let vs = mapped.register32(0x08).unwrap();
+        assert_eq!(vs.read(), bar0.read_u32(0x08).unwrap(), "VS read alike");
+        cc.write(0);
+        assert_eq!(cc.read() & 1, 0);
+        assert!(
+            mapped.register32(0x16).is_err(),
+            "a misaligned register is refused"
+        );
     });
 }
 
