@@ -280,16 +280,21 @@ impl Drop for Msix<'_> {
     }
 }
 
-/// Our own duplicates of `fds`, for [`Msix::rearm`].
+/// Our own duplicates of `fds`, for [`Msix::rearm`]: dup(2), then
+/// `FD_CLOEXEC` (QEMU's user-mode emulation, under which the foreign
+/// architectures' suites run, loses an eventfd's byte swap on an fd made by
+/// `F_DUPFD_CLOEXEC`, which `try_clone_to_owned` uses, and keeps it on dup).
 fn dup_all(fds: &[Option<BorrowedFd<'_>>]) -> Result<Vec<Option<OwnedFd>>, DeviceError> {
+    use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+    let fail = |ioctl: &'static str| move |errno| DeviceError::Ioctl { ioctl, errno };
     fds.iter()
         .map(|fd| {
-            fd.map(|fd| fd.try_clone_to_owned())
-                .transpose()
-                .map_err(|e| DeviceError::Ioctl {
-                    ioctl: "F_DUPFD_CLOEXEC",
-                    errno: crate::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EBADF)),
-                })
+            fd.map(|fd| {
+                let dup = nix::unistd::dup(fd).map_err(fail("dup"))?;
+                fcntl(&dup, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(fail("F_SETFD"))?;
+                Ok(dup)
+            })
+            .transpose()
         })
         .collect()
 }
