@@ -285,11 +285,18 @@ impl Drop for Msix<'_> {
 /// architectures' suites run, loses an eventfd's byte swap on an fd made by
 /// `F_DUPFD_CLOEXEC`, which `try_clone_to_owned` uses, and keeps it on dup).
 fn dup_all(fds: &[Option<BorrowedFd<'_>>]) -> Result<Vec<Option<OwnedFd>>, DeviceError> {
+    use crate::Errno;
     use nix::fcntl::{FcntlArg, FdFlag, fcntl};
     let fail = |ioctl: &'static str| move |errno| DeviceError::Ioctl { ioctl, errno };
     fds.iter()
         .map(|fd| {
             fd.map(|fd| {
+                // Miri has F_DUPFD_CLOEXEC and no F_SETFD.
+                if cfg!(miri) {
+                    return fd.try_clone_to_owned().map_err(|e| {
+                        fail("F_DUPFD_CLOEXEC")(Errno::from_raw(e.raw_os_error().unwrap_or(0)))
+                    });
+                }
                 let dup = nix::unistd::dup(fd).map_err(fail("dup"))?;
                 fcntl(&dup, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(fail("F_SETFD"))?;
                 Ok(dup)
